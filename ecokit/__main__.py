@@ -1,0 +1,3 @@
+from ecokit.cli import run
+
+run()

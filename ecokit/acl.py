@@ -1,0 +1,150 @@
+"""Who may connect and what each principal may publish and subscribe to.
+
+A pure model, rendered to Mosquitto's acl_file and to EMQX's acl.conf. Device rights are
+patterns on the username (a device's username is its id), so the files stay small for
+thousands of devices and a device can only ever reach its own topics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Access = Literal["publish", "subscribe", "all"]
+
+# The placeholder for "this client's username" inside a pattern grant.
+USERNAME = "{username}"
+
+SHADOW = "things/{username}/shadow"
+SHADOW_NAMED = "things/{username}/shadow/name/+"
+
+
+@dataclass(frozen=True)
+class Grant:
+    access: Access
+    topic: str
+
+    @property
+    def is_pattern(self) -> bool:
+        return USERNAME in self.topic
+
+
+def _shadow_grants() -> list[Grant]:
+    grants = []
+    for prefix in (SHADOW, SHADOW_NAMED):
+        grants += [Grant("publish", f"{prefix}/{op}") for op in ("get", "update", "delete")]
+        grants += [Grant("subscribe", f"{prefix}/{op}/{result}")
+                   for op in ("get", "update", "delete") for result in ("accepted", "rejected")]
+        grants += [Grant("subscribe", f"{prefix}/update/{kind}") for kind in ("delta", "documents")]
+    return grants
+
+
+# What every device may do, as patterns on its own username.
+DEVICE_GRANTS: tuple[Grant, ...] = (
+    Grant("publish", "fleet/{username}/#"),
+    Grant("subscribe", "fleet/{username}/commands"),
+    Grant("subscribe", "fleet/broadcast/commands"),
+    *_shadow_grants(),
+)
+
+
+@dataclass(frozen=True)
+class ServiceRole:
+    """One of ecokit's own services, with the rights it needs and nothing more."""
+
+    username: str
+    purpose: str
+    superuser: bool = False
+    grants: tuple[Grant, ...] = ()
+
+
+SERVICE_ROLES: tuple[ServiceRole, ...] = (
+    ServiceRole("ecokit-admin", "operators, the simulator as admin, command sending, tests",
+                superuser=True),
+    ServiceRole("ecokit-health", "readiness probes: may connect, may do nothing else"),
+    ServiceRole("ecokit-bridge", "bridge: reads every message into InfluxDB, writes dead letters",
+                grants=(Grant("subscribe", "#"), Grant("publish", "ecokit/deadletter/#"))),
+    ServiceRole("ecokit-processor", "fleet processor: reads fleet traffic, publishes status",
+                grants=(Grant("subscribe", "fleet/#"), Grant("publish", "fleet/+/status"),
+                        Grant("publish", "ecokit/deadletter/#"))),
+    ServiceRole("ecokit-shadow", "shadow service: answers shadow requests",
+                grants=(Grant("subscribe", "things/+/shadow/#"),
+                        Grant("publish", "things/+/shadow/#"))),
+    ServiceRole("ecokit-replay", "replay: republishes archived messages to any topic",
+                grants=(Grant("publish", "#"),)),
+)
+
+SERVICE_USERNAMES = tuple(role.username for role in SERVICE_ROLES)
+
+
+def service_role(username: str) -> ServiceRole:
+    for role in SERVICE_ROLES:
+        if role.username == username:
+            return role
+    raise KeyError(username)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A username that may connect, with its password and explicit grants."""
+
+    username: str
+    password: str
+    kind: Literal["service", "device", "user"]
+    superuser: bool = False
+    grants: tuple[Grant, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Everything the broker needs to authenticate and authorise clients."""
+
+    principals: tuple[Principal, ...]
+    device_grants: tuple[Grant, ...] = DEVICE_GRANTS
+    anonymous: bool = False
+
+    @property
+    def superusers(self) -> tuple[Principal, ...]:
+        return tuple(p for p in self.principals if p.superuser)
+
+    @property
+    def with_grants(self) -> tuple[Principal, ...]:
+        return tuple(p for p in self.principals if p.grants and not p.superuser)
+
+    def allows(self, username: str | None, access: Literal["publish", "subscribe"], topic: str) -> bool:
+        """Whether ``username`` may publish to / subscribe to ``topic`` (a concrete topic).
+
+        The reference semantics that both rendered ACL files implement; used by tests.
+        """
+        principal = next((p for p in self.principals if p.username == username), None)
+        if principal is None:
+            return False
+        if principal.superuser:
+            return not topic.startswith("$")
+        grants: Iterable[Grant] = principal.grants
+        if principal.kind == "device":
+            grants = [*grants, *self.device_grants]
+        for grant in grants:
+            if grant.access not in (access, "all"):
+                continue
+            pattern = grant.topic.replace(USERNAME, username or "\0")
+            if topic_matches(pattern, topic):
+                return True
+        return False
+
+
+def topic_matches(filter_: str, topic: str) -> bool:
+    """MQTT topic-filter matching (spec 4.7), including the `$`-topic rule."""
+    if topic.startswith("$") and filter_[:1] in ("#", "+"):
+        return False
+    f_levels: Sequence[str] = filter_.split("/")
+    t_levels: Sequence[str] = topic.split("/")
+    for i, level in enumerate(f_levels):
+        if level == "#":
+            return True
+        if i >= len(t_levels):
+            return False
+        if level != "+" and level != t_levels[i]:
+            return False
+    return len(f_levels) == len(t_levels)

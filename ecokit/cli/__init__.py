@@ -1,0 +1,82 @@
+"""The `ecokit` command: parse, call the library, print. Nothing else lives here.
+
+Expected failures (EcokitError) become one red line and exit code 1; usage errors exit 2;
+``--debug`` (or ECOKIT_DEBUG=1) shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import click
+import typer
+from rich.console import Console
+
+from ecokit.errors import EcokitError, UsageError
+
+app = typer.Typer(
+    name="ecokit",
+    help="An MQTT test ecosystem: broker, InfluxDB, Grafana, fleet simulator, shadows, replay.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _register() -> None:
+    # Each command group lives in its own module and adds itself to `app`.
+    from ecokit.cli import certs, devices, stack  # noqa: F401
+
+
+def _debug_requested(argv: Sequence[str]) -> bool:
+    return "--debug" in argv or os.environ.get("ECOKIT_DEBUG", "") not in ("", "0", "false")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code (tests call this directly)."""
+    _register()
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
+    try:
+        result = app(args=args, prog_name="ecokit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("[red]Aborted.[/red]")
+        return 130
+    except UsageError as exc:
+        err.print(f"[red]Usage error:[/red] {exc}", soft_wrap=True)
+        if exc.hint:
+            err.print(f"[dim]{exc.hint}[/dim]", soft_wrap=True)
+        return 2
+    except EcokitError as exc:
+        if debug:
+            err.print_exception(show_locals=False)
+        _print_error(exc)
+        return 1
+    return int(result) if isinstance(result, int) else 0
+
+
+def _print_error(exc: EcokitError) -> None:
+    from ecokit.errors import ServiceError
+
+    err.print(f"[bold red]Error:[/bold red] [red]{exc}[/red]", soft_wrap=True)
+    if isinstance(exc, ServiceError) and exc.log_tail:
+        err.print(f"[dim]--- last lines of the {exc.service} log ---[/dim]")
+        err.print(exc.log_tail, markup=False, highlight=False, soft_wrap=True)
+    if exc.hint:
+        err.print(f"[yellow]hint:[/yellow] {exc.hint}", soft_wrap=True)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The validated model of ``ecokit.yaml``: every other part of ecokit reads only this.
+
+Every section forbids unknown keys, so a typo fails at load time with the key path
+instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# A TCP port; 0 is refused because every port must be known before anything starts.
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class BrokerPorts(Section):
+    mqtt: Port = 1883
+    mqtts: Port = 8883
+    ws: Port = 8083
+    wss: Port = 8084
+    dashboard: Port = Field(18083, description="EMQX dashboard / REST API / Prometheus")
+
+
+class BrokerConfig(Section):
+    kind: Literal["mosquitto", "emqx"] = "mosquitto"
+    ports: BrokerPorts = BrokerPorts()
+    # Mosquitto's default of 1000 silently drops QoS 1 messages to slow subscribers;
+    # a large explicit bound keeps bursts and still protects memory.
+    max_queued_messages: int = Field(100_000, ge=0, description="0 = unlimited")
+    max_inflight_messages: int = Field(100, ge=0, le=65535)
+    max_packet_size: int = Field(1_048_576, ge=128, le=268_435_455)
+    max_keepalive: int = Field(600, ge=10, le=65535)
+    persistence: bool = True
+    websockets: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: ws/wss only where the broker build supports them"
+    )
+    password_iterations: int = Field(1000, ge=1, le=1_000_000,
+                                     description="PBKDF2-SHA512 rounds in the Mosquitto password file")
+    log_verbose: bool = False
+
+
+class TlsConfig(Section):
+    enabled: bool = False
+    mtls: bool = Field(False, description="require a client certificate on the TLS listeners")
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    plain_listener: bool = Field(True, description="keep the plain MQTT listener next to TLS")
+
+    @model_validator(mode="after")
+    def _mtls_needs_tls(self) -> TlsConfig:
+        if self.mtls and not self.enabled:
+            raise ValueError("mtls: true needs enabled: true")
+        return self
+
+
+class CertsConfig(Section):
+    dir: str = "certs"
+    key_type: Literal["ec", "rsa"] = "ec"
+    ca_days: int = Field(3650, ge=1, le=36500)
+    server_days: int = Field(825, ge=1, le=3650)
+    client_days: int = Field(825, ge=1, le=3650)
+    renew_before_days: int = Field(30, ge=0, le=365,
+                                   description="certs expiring sooner are renewed by `certs generate`")
+    extra_sans: tuple[str, ...] = ()
+
+
+class AuthConfig(Section):
+    anonymous: bool = Field(False, description="allow clients without credentials (never implied)")
+
+
+class InfluxConfig(Section):
+    version: Literal["auto", 1, 2] = Field(
+        "auto", description="auto: 2 in docker, 1 for the local influxd"
+    )
+    port: Port = 8086
+    rpc_port: Port = Field(8088, description="InfluxDB 1.x backup/restore RPC, bound to loopback")
+    database: str = Field("fleet", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$",
+                          description="1.x database / 2.x bucket")
+    org: str = Field("ecokit", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_ -]{0,63}$")
+    retention: str = Field("0", pattern=r"^(0|\d+[smhdw])$", description="0 = keep forever")
+
+
+class GrafanaConfig(Section):
+    enabled: bool = True
+    port: Port = 3000
+    anonymous_viewer: bool = Field(True, description="let people on this machine view dashboards")
+
+
+class PrometheusConfig(Section):
+    enabled: bool = True
+    port: Port = 9090
+    scrape_interval: str = Field("10s", pattern=r"^\d+(ms|s|m)$")
+
+
+class EcokitServicePorts(Section):
+    """HTTP ports of ecokit's own services (/metrics, /healthz, /readyz)."""
+
+    bridge: Port = 9101
+    processor: Port = 9102
+    shadow: Port = 9103
+
+
+class ImagesConfig(Section):
+    """Docker images. Always pinned: `latest` moves to other products or licences."""
+
+    emqx: str = "emqx/emqx:5.8.9"
+    mosquitto: str = "eclipse-mosquitto:2.0.22"
+    influxdb: str = "influxdb:2.7.12"
+    grafana: str = "grafana/grafana:12.4.2"
+    prometheus: str = "prom/prometheus:v2.55.1"
+    ecokit: str = "ecokit/ecokit:0.1.0"
+
+    @field_validator("*")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        if not IMAGE_REF.match(value):
+            raise ValueError(f"{value!r} is not an image reference")
+        tail = value.rsplit("/", 1)[-1]
+        if "@sha256:" not in value and ":" not in tail:
+            raise ValueError(f"{value!r} has no tag; pin an exact version")
+        if tail.endswith(":latest"):
+            raise ValueError(f"{value!r} is unpinned; `latest` changes under you, pin an exact version")
+        return value
+
+
+class RegistryConfig(Section):
+    devices: str = "config/devices.yaml"
+    users: str = "config/users.yaml"
+
+
+class StackConfig(Section):
+    """The whole stack, as declared by ecokit.yaml plus the active profile."""
+
+    version: Literal[1] = 1
+    stack: str = "ecokit"
+    runtime: Literal["auto", "local", "docker"] = "auto"
+    bind: str = Field("127.0.0.1", description="host address the stack's ports listen on")
+    broker: BrokerConfig = BrokerConfig()
+    tls: TlsConfig = TlsConfig()
+    certs: CertsConfig = CertsConfig()
+    auth: AuthConfig = AuthConfig()
+    influxdb: InfluxConfig = InfluxConfig()
+    grafana: GrafanaConfig = GrafanaConfig()
+    prometheus: PrometheusConfig = PrometheusConfig()
+    service_ports: EcokitServicePorts = EcokitServicePorts()
+    images: ImagesConfig = ImagesConfig()
+    registry: RegistryConfig = RegistryConfig()
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="user profiles: overlays applied with --profile NAME"
+    )
+
+    @field_validator("stack")
+    @classmethod
+    def _stack_name(cls, value: str) -> str:
+        if not STACK_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a stack name (lowercase letters, digits and '-', at most 31)"
+            )
+        return value
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IP address") from exc
+        return value
+
+    @field_validator("profiles")
+    @classmethod
+    def _profile_names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in value:
+            if not re.match(r"^[a-z0-9][a-z0-9_-]*$", name):
+                raise ValueError(f"profile name {name!r} must be lowercase letters, digits, '-', '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> StackConfig:
+        seen: dict[int, str] = {}
+        for name, port in self.host_ports().items():
+            if port in seen:
+                raise ValueError(f"port {port} is used by both {seen[port]} and {name}")
+            seen[port] = name
+        return self
+
+    def host_ports(self) -> dict[str, int]:
+        """Every host port the stack may bind, named by what uses it."""
+        ports = {f"broker.ports.{k}": v for k, v in self.broker.ports.model_dump().items()}
+        ports["influxdb.port"] = self.influxdb.port
+        ports["influxdb.rpc_port"] = self.influxdb.rpc_port
+        ports["grafana.port"] = self.grafana.port
+        ports["prometheus.port"] = self.prometheus.port
+        ports.update({f"service_ports.{k}": v for k, v in self.service_ports.model_dump().items()})
+        return ports
+
+    @property
+    def certs_dir(self) -> PurePosixPath:
+        return PurePosixPath(self.certs.dir)

@@ -1,0 +1,179 @@
+"""The device registry (config/devices.yaml) and extra MQTT users (config/users.yaml).
+
+Both files are written by people; ecokit only appends to them, line by line, so their
+comments and layout survive `ecokit devices add`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ecokit.config.loader import read_yaml
+from ecokit.errors import ConfigError
+
+# A device id is also its MQTT username and a topic level, so it may not hold
+# wildcards, separators or anything an ACL pattern would interpret.
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+# Names ecokit keeps for its own service users.
+RESERVED_PREFIX = "ecokit-"
+
+
+def _check_filter(value: str) -> str:
+    if not value or len(value) > 1024:
+        raise ValueError("a topic filter must have 1-1024 characters")
+    levels = value.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            raise ValueError(f"{value!r}: '#' must be a whole last level")
+        if "+" in level and level != "+":
+            raise ValueError(f"{value!r}: '+' must be a whole level")
+    if any(ch in value for ch in "\0"):
+        raise ValueError(f"{value!r} contains a NUL character")
+    return value
+
+
+class Device(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    password: str | None = Field(None, min_length=8, description="generated when absent")
+    cert: str | None = Field(None, description="client certificate path; default certs/devices/<id>.pem")
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not DEVICE_ID.match(value):
+            raise ValueError(
+                f"{value!r} is not a device id (letters, digits, '_', '.', '-'; at most 64; "
+                "no '/', '+', '#')"
+            )
+        if value.startswith(RESERVED_PREFIX) or value == "broadcast":
+            raise ValueError(f"{value!r} is reserved by ecokit")
+        return value
+
+
+class User(BaseModel):
+    """An extra MQTT user (an app, a person) with explicit topic rights."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: str
+    password: str | None = Field(None, min_length=8, description="generated when absent")
+    superuser: bool = False
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        if not USERNAME.match(value):
+            raise ValueError(f"{value!r} is not a username (letters, digits, '_', '.', '@', '-')")
+        if value.startswith(RESERVED_PREFIX):
+            raise ValueError(f"{value!r}: names starting with {RESERVED_PREFIX!r} are ecokit's own")
+        return value
+
+    @field_validator("publish", "subscribe")
+    @classmethod
+    def _filters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_filter(v) for v in value)
+
+
+def _entries(path: Path, label: str, section: str) -> list[Any]:
+    if not path.exists():
+        return []
+    data = read_yaml(path, label=label)
+    if data is None:
+        return []
+    if not isinstance(data, dict) or set(data) - {section}:
+        raise ConfigError(f"expected a mapping with one key {section!r}", source=label)
+    entries = data.get(section) or []
+    if not isinstance(entries, list):
+        raise ConfigError("expected a list", source=label, key=section)
+    return entries
+
+
+def _validate_list(model: type[BaseModel], entries: Iterable[Any], label: str, section: str,
+                   key_field: str) -> list[Any]:
+    out = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str) and key_field == "id":
+            entry = {"id": entry}  # `- vehicle-0001` is shorthand for `- id: vehicle-0001`
+        try:
+            item = model.model_validate(entry)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in (f"{section}[{i}]", *err["loc"]))
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key; expected one of: {', '.join(model.model_fields)}"
+            raise ConfigError(msg, source=label, key=key) from None
+        name = getattr(item, key_field)
+        if name in seen:
+            raise ConfigError(f"duplicate {key_field} {name!r} (first at {section}[{seen[name]}])",
+                              source=label, key=f"{section}[{i}].{key_field}")
+        seen[name] = i
+        out.append(item)
+    return out
+
+
+def load_devices(path: Path, label: str | None = None) -> list[Device]:
+    label = label or str(path)
+    return _validate_list(Device, _entries(path, label, "devices"), label, "devices", "id")
+
+
+def load_users(path: Path, label: str | None = None) -> list[User]:
+    label = label or str(path)
+    return _validate_list(User, _entries(path, label, "users"), label, "users", "username")
+
+
+def append_devices(path: Path, ids: Iterable[str]) -> list[str]:
+    """Append devices to the registry without rewriting what is already there.
+
+    Returns the ids actually added (ids already present are skipped).
+    """
+    existing = {d.id for d in load_devices(path)}
+    new = []
+    for device_id in ids:
+        Device(id=device_id)  # validates the id before anything is written
+        if device_id not in existing and device_id not in new:
+            new.append(device_id)
+    if not new:
+        return []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    has_section = re.search(r"^devices:\s*(#.*)?$", text, re.MULTILINE) is not None
+    empty_inline = re.search(r"^devices:\s*\[\]\s*(#.*)?$", text, re.MULTILINE)
+    if empty_inline:
+        text = text[: empty_inline.start()] + "devices:" + text[empty_inline.end():]
+        has_section = True
+    if not has_section:
+        if text.strip():
+            raise ConfigError("cannot append: no top-level 'devices:' list", source=str(path))
+        text = "devices:\n"
+    if text and not text.endswith("\n"):
+        text += "\n"
+    item = re.search(r"^( *)- ", text[text.index("devices:"):], re.MULTILINE)
+    indent = item.group(1) if item else "  "
+    text += "".join(f"{indent}- id: {device_id}\n" for device_id in new)
+    try:
+        parsed = yaml.safe_load(text)
+        ok = isinstance(parsed, dict) and [d["id"] if isinstance(d, dict) else d
+                                           for d in parsed.get("devices") or []][-len(new):] == new
+    except yaml.YAMLError:
+        ok = False
+    if not ok:
+        raise ConfigError("cannot append devices without rewriting the file; add them by hand",
+                          source=str(path))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return new

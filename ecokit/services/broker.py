@@ -1,0 +1,187 @@
+"""The MQTT broker service: Mosquitto 2 or EMQX 5.8, from the same access policy."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+from ecokit.acl import USERNAME, AccessPolicy, Grant, Principal
+from ecokit.render import render_template
+from ecokit.services.context import (
+    EMQX_API_SECRET,
+    EMQX_COOKIE,
+    EMQX_DASHBOARD,
+    HASH_SEED,
+    PlanContext,
+)
+from ecokit.services.spec import (
+    ContainerSpec,
+    LocalCommand,
+    PortSpec,
+    Probe,
+    RenderedFile,
+    ServiceSpec,
+    Volume,
+)
+
+BROKER = "broker"
+EMQX_ETC = "/opt/emqx/etc/ecokit"
+MOSQUITTO_ETC = "/mosquitto/config"
+
+
+def mosquitto_password_hash(password: str, salt: bytes, iterations: int) -> str:
+    """Mosquitto 2's `$7$` PBKDF2-SHA512 password hash (as written by mosquitto_passwd)."""
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, dklen=64)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def deterministic_salt(seed: str, username: str) -> bytes:
+    """A per-user salt derived from the stack's secret seed: random to an attacker,
+    stable across renders so the same inputs give the same password file."""
+    return hmac.new(seed.encode(), b"mosquitto-salt\0" + username.encode(), hashlib.sha256).digest()[:12]
+
+
+def broker_ports(ctx: PlanContext) -> tuple[PortSpec, ...]:
+    p = ctx.config.broker.ports
+    ports = []
+    if ctx.plain_mqtt:
+        ports.append(PortSpec("mqtt", ctx.listen_port("mqtt", p.mqtt), p.mqtt, "mqtt"))
+    if ctx.tls:
+        ports.append(PortSpec("mqtts", ctx.listen_port("mqtts", p.mqtts), p.mqtts, "mqtts"))
+    if ctx.websockets:
+        if ctx.plain_mqtt:
+            ports.append(PortSpec("ws", ctx.listen_port("ws", p.ws), p.ws, "ws", "/mqtt"))
+        if ctx.tls:
+            ports.append(PortSpec("wss", ctx.listen_port("wss", p.wss), p.wss, "wss", "/mqtt"))
+    if ctx.config.broker.kind == "emqx":
+        ports.append(PortSpec("dashboard", ctx.listen_port("dashboard", p.dashboard), p.dashboard, "http"))
+    return tuple(ports)
+
+
+def _probe(ctx: PlanContext) -> Probe:
+    # Readiness is a real MQTT CONNECT with the health user's credentials: it proves the
+    # listener, the password file and the authentication chain together.
+    port = "mqtt" if ctx.plain_mqtt else "mqtts"
+    health = next(p for p in ctx.policy.principals if p.username == "ecokit-health")
+    return Probe("mqtt", port, username=health.username, password=health.password, timeout=30.0)
+
+
+def _mosquitto_topic(topic: str) -> str:
+    return topic.replace(USERNAME, "%u")
+
+
+def _mosquitto_access(grant: Grant) -> str:
+    return {"publish": "write", "subscribe": "read", "all": "readwrite"}[grant.access]
+
+
+def mosquitto_acl_lines(policy: AccessPolicy) -> list[tuple[str, list[str]]]:
+    """(username or '' for patterns, lines) blocks of a Mosquitto acl_file."""
+    blocks: list[tuple[str, list[str]]] = []
+    for principal in sorted(policy.principals, key=lambda p: p.username):
+        if principal.superuser:
+            blocks.append((principal.username, ["topic readwrite #", "topic read $SYS/#"]))
+        elif principal.grants:
+            blocks.append((principal.username,
+                           [f"topic {_mosquitto_access(g)} {_mosquitto_topic(g.topic)}"
+                            for g in principal.grants]))
+    patterns = [f"pattern {_mosquitto_access(g)} {_mosquitto_topic(g.topic)}" for g in policy.device_grants]
+    blocks.append(("", patterns))
+    return blocks
+
+
+def mosquitto(ctx: PlanContext) -> ServiceSpec:
+    cfg = ctx.config
+    seed = ctx.secret(HASH_SEED)
+    iterations = cfg.broker.password_iterations
+    passwd = "".join(
+        f"{p.username}:{mosquitto_password_hash(p.password, deterministic_salt(seed, p.username), iterations)}\n"
+        for p in sorted(ctx.policy.principals, key=lambda p: p.username)
+    ).encode()
+    acl = render_template("mosquitto/acl.j2", stack=cfg.stack, blocks=mosquitto_acl_lines(ctx.policy))
+    data_dir = ctx.paths.volume(BROKER, "data", "/mosquitto/data")
+    conf = render_template(
+        "mosquitto/mosquitto.conf.j2",
+        stack=cfg.stack, broker=cfg.broker, tls=cfg.tls, ctx=ctx, anonymous=ctx.policy.anonymous,
+        ports={p.name: p for p in broker_ports(ctx)}, listen_host=ctx.listen_host(),
+        password_file=ctx.paths.file(BROKER, "passwd"), acl_file=ctx.paths.file(BROKER, "acl"),
+        data_dir=data_dir, cafile=ctx.paths.cert("ca.pem"), certfile=ctx.paths.cert("server.pem"),
+        keyfile=ctx.paths.cert("server.key"),
+    )
+    files = (
+        RenderedFile("mosquitto.conf", conf, f"{MOSQUITTO_ETC}/mosquitto.conf"),
+        RenderedFile("passwd", passwd, f"{MOSQUITTO_ETC}/passwd", secret=True),
+        RenderedFile("acl", acl, f"{MOSQUITTO_ETC}/acl"),
+    )
+    return ServiceSpec(
+        name=BROKER, role="broker", description=f"Mosquitto MQTT broker ({cfg.images.mosquitto})",
+        files=files, ports=broker_ports(ctx), probe=_probe(ctx),
+        volumes=(Volume("data", "/mosquitto/data"),),
+        local=LocalCommand("mosquitto", ("-c", ctx.paths.file(BROKER, "mosquitto.conf")),
+                           install_hint="apt-get install mosquitto"),
+        container=ContainerSpec(cfg.images.mosquitto,
+                                command=("mosquitto", "-c", f"{MOSQUITTO_ETC}/mosquitto.conf"),
+                                file_owner=(1883, 1883), aliases=("mosquitto",)),
+    )
+
+
+def _emqx_superuser(principal: Principal) -> str:
+    return "true" if principal.superuser else "false"
+
+
+def emqx_acl_rules(policy: AccessPolicy) -> list[str]:
+    """acl.conf rules in evaluation order (first match wins), ending in deny-all."""
+    def rule(who: str, grant: Grant) -> str:
+        topic = grant.topic.replace(USERNAME, "${username}")
+        return f'{{allow, {who}, {grant.access}, ["{topic}"]}}.'
+
+    rules = []
+    for principal in sorted(policy.with_grants, key=lambda p: p.username):
+        who = f'{{username, "{principal.username}"}}'
+        rules += [rule(who, g) for g in principal.grants]
+    # Device rights follow the username, like Mosquitto's `pattern` lines.
+    rules += [rule("all", g) for g in policy.device_grants]
+    rules.append("{deny, all}.")
+    return rules
+
+
+def emqx(ctx: PlanContext) -> ServiceSpec:
+    cfg = ctx.config
+    users_csv = "user_id,password,is_superuser\n" + "".join(
+        f"{p.username},{p.password},{_emqx_superuser(p)}\n"
+        for p in sorted(ctx.policy.principals, key=lambda p: p.username)
+    )
+    acl = render_template("emqx/acl.conf.j2", stack=cfg.stack, rules=emqx_acl_rules(ctx.policy))
+    api_keys = f"ecokit:{ctx.secret(EMQX_API_SECRET)}\n"
+    conf = render_template(
+        "emqx/emqx.conf.j2",
+        stack=cfg.stack, broker=cfg.broker, tls=cfg.tls, ctx=ctx, anonymous=ctx.policy.anonymous,
+        ports={p.name: p for p in broker_ports(ctx)}, listen_host=ctx.listen_host(),
+        cookie=ctx.secret(EMQX_COOKIE), dashboard_password=ctx.secret(EMQX_DASHBOARD),
+        users_file=ctx.paths.file(BROKER, "users.csv"), acl_file=ctx.paths.file(BROKER, "acl.conf"),
+        api_keys_file=ctx.paths.file(BROKER, "api_keys.txt"),
+        cafile=ctx.paths.cert("ca.pem"), certfile=ctx.paths.cert("server.pem"),
+        keyfile=ctx.paths.cert("server.key"),
+    )
+    files = (
+        RenderedFile("emqx.conf", conf, "/opt/emqx/etc/emqx.conf", secret=True),
+        RenderedFile("users.csv", users_csv.encode(), f"{EMQX_ETC}/users.csv", secret=True),
+        RenderedFile("acl.conf", acl, f"{EMQX_ETC}/acl.conf"),
+        RenderedFile("api_keys.txt", api_keys.encode(), f"{EMQX_ETC}/api_keys.txt", secret=True),
+    )
+    return ServiceSpec(
+        name=BROKER, role="broker", description=f"EMQX MQTT broker ({cfg.images.emqx})",
+        files=files, ports=broker_ports(ctx), probe=_probe(ctx),
+        volumes=(Volume("data", "/opt/emqx/data"), Volume("log", "/opt/emqx/log")),
+        local=LocalCommand("emqx", ("foreground",), install_hint="EMQX runs in docker: use --runtime docker"),
+        container=ContainerSpec(
+            cfg.images.emqx,
+            # A fixed node name keeps the mnesia data (users, API keys) across restarts.
+            env={"EMQX_NODE__NAME": "emqx@127.0.0.1"},
+            file_owner=(1000, 1000), aliases=("emqx",),
+        ),
+    )
+
+
+def broker(ctx: PlanContext) -> ServiceSpec:
+    return emqx(ctx) if ctx.config.broker.kind == "emqx" else mosquitto(ctx)

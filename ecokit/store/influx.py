@@ -1,0 +1,181 @@
+"""InfluxDB through its v1 HTTP API (/ping, /write, /query).
+
+InfluxDB 1.x, 2.x (2.4+ maps each bucket to a database) and 3.x all serve this API, so
+one code path covers every version: basic auth (user/password) for 1.x, a token for 2.x.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import requests
+
+from ecokit.errors import StoreError
+
+
+@dataclass(frozen=True)
+class InfluxEndpoint:
+    """Where an InfluxDB is and how to authenticate against its v1 API."""
+
+    url: str
+    database: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    version: Literal[1, 2] = 1
+    retention_policy: str | None = None
+
+
+def quote_ident(name: str) -> str:
+    """An InfluxQL identifier in double quotes."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_string(value: str) -> str:
+    """An InfluxQL string literal in single quotes."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class InfluxV1:
+    """A small synchronous client for the v1 API, with a keep-alive session."""
+
+    def __init__(self, endpoint: InfluxEndpoint, *, timeout: float = 10.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.session = requests.Session()
+        if endpoint.token:
+            self.session.headers["Authorization"] = f"Token {endpoint.token}"
+        elif endpoint.username:
+            self.session.auth = (endpoint.username, endpoint.password or "")
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> InfluxV1:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _url(self, path: str) -> str:
+        return self.endpoint.url.rstrip("/") + path
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = self._url(path)
+        try:
+            return self.session.request(method, url, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+        except requests.RequestException as exc:
+            raise StoreError(f"InfluxDB is not reachable at {self.endpoint.url}: {exc.__class__.__name__}",
+                             url=self.endpoint.url) from exc
+
+    def ping(self) -> str | None:
+        """The server version if it answers /ping, else None (never raises)."""
+        try:
+            resp = self.session.get(self._url("/ping"), timeout=min(self.timeout, 2.0))
+        except requests.RequestException:
+            return None
+        if resp.status_code in (200, 204):
+            return resp.headers.get("X-Influxdb-Version", "unknown")
+        return None
+
+    def write(self, lines: str | bytes | Sequence[str], *, precision: str = "ns",
+              database: str | None = None) -> None:
+        """Write line protocol; raises StoreError with InfluxDB's message on any failure."""
+        body = lines if isinstance(lines, str | bytes) else "\n".join(lines)
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        params = {"db": database or self.endpoint.database, "precision": precision}
+        if self.endpoint.retention_policy:
+            params["rp"] = self.endpoint.retention_policy
+        resp = self._request("POST", "/write", params=params, data=body,
+                             headers={"Content-Type": "text/plain; charset=utf-8"})
+        if resp.status_code != 204:
+            raise StoreError("InfluxDB refused a write", url=resp.url.split("?")[0],
+                             status=resp.status_code, body=_error_text(resp))
+
+    def query(self, q: str, *, database: str | None = None, epoch: str | None = "ns",
+              params: Mapping[str, Any] | None = None, use_db: bool = True) -> list[dict[str, Any]]:
+        """Run InfluxQL (POST); returns the ``results`` list; raises on any statement error."""
+        data: dict[str, str] = {"q": q}
+        if use_db:
+            data["db"] = database or self.endpoint.database
+        if epoch:
+            data["epoch"] = epoch
+        if params:
+            data["params"] = json.dumps(dict(params))
+        resp = self._request("POST", "/query", data=data)
+        if resp.status_code != 200:
+            raise StoreError(f"InfluxDB refused the query {q[:80]!r}", url=resp.url.split("?")[0],
+                             status=resp.status_code, body=_error_text(resp))
+        results: list[dict[str, Any]] = resp.json().get("results", [])
+        for result in results:
+            if "error" in result:
+                raise StoreError(f"InfluxDB query {q[:80]!r} failed: {result['error']}",
+                                 url=self.endpoint.url)
+        return results
+
+    def rows(self, q: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Rows of every series of every statement, as dicts (tags included)."""
+        for result in self.query(q, **kwargs):
+            for series in result.get("series", []):
+                tags = series.get("tags", {})
+                columns = series["columns"]
+                for values in series.get("values", []):
+                    row = dict(zip(columns, values, strict=True))
+                    row.update(tags)
+                    row.setdefault("_measurement", series.get("name"))
+                    yield row
+
+
+def _error_text(resp: requests.Response) -> str:
+    try:
+        return str(resp.json().get("error", resp.text))
+    except ValueError:
+        return resp.text
+
+
+def setup_v1(admin: InfluxEndpoint, *, database: str, retention: str,
+             users: Mapping[str, tuple[str, Literal["ALL", "READ", "WRITE"]]]) -> None:
+    """Create (or confirm) the admin user, the database, its retention and ecokit's users.
+
+    Idempotent: on a provisioned server it only re-applies passwords and grants. InfluxDB
+    1.x lets the first admin be created without credentials, and only then.
+    """
+    client = InfluxV1(admin)
+    anon = InfluxV1(InfluxEndpoint(admin.url, admin.database))
+    try:
+        try:
+            client.query("SHOW USERS", use_db=False)
+        except StoreError as exc:
+            if exc.status not in (401, 403):
+                raise
+            try:
+                anon.query(f"CREATE USER {quote_ident(admin.username or 'admin')} WITH PASSWORD "
+                           f"{quote_string(admin.password or '')} WITH ALL PRIVILEGES", use_db=False)
+            except StoreError as create_exc:
+                raise StoreError(
+                    "InfluxDB already has users but refuses this stack's admin password "
+                    f"(its data belongs to another setup); `ecokit down --purge` resets it: {create_exc}",
+                    url=admin.url) from None
+        statements = [f"CREATE DATABASE {quote_ident(database)}"]
+        if retention != "0":
+            statements.append(f"ALTER RETENTION POLICY autogen ON {quote_ident(database)} "
+                              f"DURATION {retention} SHARD DURATION 1d DEFAULT")
+        existing = {row.get("user") for row in client.rows("SHOW USERS", use_db=False)}
+        for name, (password, privilege) in sorted(users.items()):
+            if name in existing:
+                statements.append(f"SET PASSWORD FOR {quote_ident(name)} = {quote_string(password)}")
+            else:
+                statements.append(f"CREATE USER {quote_ident(name)} WITH PASSWORD {quote_string(password)}")
+            if privilege == "ALL":
+                statements.append(f"GRANT ALL PRIVILEGES TO {quote_ident(name)}")
+            else:
+                statements.append(f"GRANT {privilege} ON {quote_ident(database)} TO {quote_ident(name)}")
+        for statement in statements:
+            client.query(statement, use_db=False)
+    finally:
+        client.close()
+        anon.close()
