@@ -1,0 +1,262 @@
+"""Helpers for tests that need a real stack: free ports, throwaway projects, a running
+stack that is always torn down, and a synchronous MQTT client that waits with deadlines.
+
+ecokit's own suites use these, and so can yours (`from ecokit.testing import running_stack`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from ecokit.scaffold import device_ids
+from ecokit.stack import Stack
+
+_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free right now and not handed out before in this process."""
+    with _ports_lock:
+        for _ in range(200):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+    raise RuntimeError("no free port found")
+
+
+def project_config(*, stack: str = "test", extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """An ecokit.yaml body with every port free, local runtime, no Grafana."""
+    cfg: dict[str, Any] = {
+        "version": 1,
+        "stack": stack,
+        "runtime": "local",
+        "broker": {"ports": {k: free_port() for k in ("mqtt", "mqtts", "ws", "wss", "dashboard")}},
+        "influxdb": {"port": free_port(), "rpc_port": free_port()},
+        "grafana": {"enabled": False, "port": free_port()},
+        "prometheus": {"enabled": False, "port": free_port()},
+        "service_ports": {k: free_port() for k in ("bridge", "processor", "shadow")},
+    }
+    for key, value in (extra or {}).items():
+        if isinstance(value, Mapping) and isinstance(cfg.get(key), dict):
+            _deep_update(cfg[key], value)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def _deep_update(target: dict[str, Any], overlay: Mapping[str, Any]) -> None:
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
+
+
+def write_project(folder: Path, *, devices: int | list[str] = 3, stack: str = "test",
+                  extra: Mapping[str, Any] | None = None, users: list[dict[str, Any]] | None = None) -> Path:
+    """Create a project in ``folder``; returns the path of its ecokit.yaml."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "ecokit.yaml"
+    path.write_text(yaml.safe_dump(project_config(stack=stack, extra=extra), sort_keys=False))
+    ids = device_ids(devices) if isinstance(devices, int) else devices
+    (folder / "config").mkdir(exist_ok=True)
+    (folder / "config" / "devices.yaml").write_text(yaml.safe_dump({"devices": [{"id": i} for i in ids]}))
+    (folder / "config" / "users.yaml").write_text(yaml.safe_dump({"users": users or []}))
+    return path
+
+
+@contextlib.contextmanager
+def running_stack(config_file: Path, *, profile: str | None = None, runtime: str = "local",
+                  purge: bool = True) -> Iterator[Stack]:
+    """Bring a stack up and always take it down again (purging its data by default)."""
+    stack = Stack.load(config_file, profile=profile, env={})
+    try:
+        stack.up(runtime)
+        yield stack
+    finally:
+        Stack.load(config_file, profile=profile, env={}).down(purge=purge)
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: Properties | None = None
+    received_at: float = field(default_factory=time.monotonic)
+
+
+class SyncClient:
+    """A paho client driven by its own network thread, with blocking calls that time out.
+
+    Every wait has a deadline: a broker that does not answer fails the test, it never
+    hangs it.
+    """
+
+    def __init__(self, host: str, port: int, *, username: str | None = None, password: str | None = None,
+                 client_id: str | None = None, protocol: int = mqtt.MQTTv5, clean_start: bool = True,
+                 tls: ssl.SSLContext | None = None, transport: str = "tcp", keepalive: int = 30,
+                 session_expiry: int | None = None, will: tuple[str, bytes, int, bool] | None = None,
+                 connect_properties: Properties | None = None) -> None:
+        self.host, self.port = host, port
+        self.client_id = client_id or f"ecokit-test-{uuid.uuid4().hex[:10]}"
+        self.protocol = protocol
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol,
+                                  transport=transport,  # type: ignore[arg-type]
+                                  clean_session=None if protocol == mqtt.MQTTv5 else clean_start)
+        self._clean_start = clean_start
+        self._keepalive = keepalive
+        self._session_expiry = session_expiry
+        self._connect_properties = connect_properties
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if tls is not None:
+            self.client.tls_set_context(tls)
+        if will is not None:
+            self.client.will_set(*will)
+        self.messages: queue.Queue[Received] = queue.Queue()
+        self.connack: queue.Queue[tuple[ReasonCode, dict[str, Any], Properties | None]] = queue.Queue()
+        self.disconnects: queue.Queue[ReasonCode] = queue.Queue()
+        self._acks: dict[int, queue.Queue[Any]] = {}
+        self._lock = threading.Lock()
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_publish = self._on_publish
+        self.client.on_unsubscribe = self._on_unsubscribe
+
+    # callbacks
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                    props: Properties | None) -> None:
+        self.connack.put((reason, {"session_present": bool(getattr(flags, "session_present", False))}, props))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        self.messages.put(Received(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), props))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                       props: Properties | None) -> None:
+        self.disconnects.put(reason)
+
+    def _ack_queue(self, mid: int) -> queue.Queue[Any]:
+        with self._lock:
+            return self._acks.setdefault(mid, queue.Queue())
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
+                      props: Properties | None) -> None:
+        self._ack_queue(mid).put(reasons)
+
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                        props: Properties | None) -> None:
+        self._ack_queue(mid).put(reasons)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
+                    props: Properties | None) -> None:
+        self._ack_queue(mid).put(reason)
+
+    # operations
+    def connect(self, timeout: float = 5.0) -> tuple[ReasonCode, dict[str, Any], Properties | None]:
+        """Connect and wait for CONNACK; returns (reason, flags, properties) even on refusal."""
+        kwargs: dict[str, Any] = {"keepalive": self._keepalive}
+        if self.protocol == mqtt.MQTTv5:
+            props = self._connect_properties or Properties(mqtt.PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            if self._session_expiry is not None:
+                props.SessionExpiryInterval = self._session_expiry
+            kwargs["clean_start"] = self._clean_start
+            kwargs["properties"] = props
+        self.client.connect(self.host, self.port, **kwargs)
+        self.client.loop_start()
+        try:
+            return self.connack.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no CONNACK from {self.host}:{self.port} within {timeout}s") from None
+
+    def subscribe(self, topic: str, qos: int = 1, timeout: float = 5.0, **kwargs: Any) -> list[ReasonCode]:
+        result, mid = self.client.subscribe(topic, qos, **kwargs)
+        if result != mqtt.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"subscribe failed locally: {mqtt.error_string(result)}")
+        try:
+            granted: list[ReasonCode] = self._ack_queue(mid).get(timeout=timeout)
+            return granted
+        except queue.Empty:
+            raise TimeoutError(f"no SUBACK for {topic!r} within {timeout}s") from None
+
+    def unsubscribe(self, topic: str, timeout: float = 5.0) -> Any:
+        result, mid = self.client.unsubscribe(topic)
+        try:
+            return self._ack_queue(mid).get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no UNSUBACK for {topic!r} within {timeout}s") from None
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False,
+                properties: Properties | None = None, timeout: float = 5.0) -> ReasonCode | None:
+        """Publish; for QoS 1/2 wait for the PUBACK/PUBCOMP and return its reason code."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"publish failed locally: {mqtt.error_string(info.rc)}")
+        if qos == 0:
+            return None
+        try:
+            reason: ReasonCode = self._ack_queue(info.mid).get(timeout=timeout)
+            return reason
+        except queue.Empty:
+            raise TimeoutError(f"no acknowledgement for QoS {qos} publish to {topic!r} within {timeout}s") from None
+
+    def expect(self, count: int, timeout: float = 5.0) -> list[Received]:
+        """Wait for ``count`` messages; raise TimeoutError naming how many arrived."""
+        got: list[Received] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"expected {count} messages within {timeout}s, got {len(got)}: "
+                                   f"{[m.topic for m in got][:10]}")
+            try:
+                got.append(self.messages.get(timeout=remaining))
+            except queue.Empty:
+                continue
+        return got
+
+    def drain(self, wait: float = 0.5) -> list[Received]:
+        """Every message that arrives within ``wait`` seconds (to prove absence)."""
+        got: list[Received] = []
+        deadline = time.monotonic() + wait
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                got.append(self.messages.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return got
+
+    def disconnect(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.disconnect()
+        self.client.loop_stop()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
