@@ -20,7 +20,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -115,7 +116,7 @@ class SyncClient:
     """
 
     def __init__(self, host: str, port: int, *, username: str | None = None, password: str | None = None,
-                 client_id: str | None = None, protocol: int = mqtt.MQTTv5, clean_start: bool = True,
+                 client_id: str | None = None, protocol: MQTTProtocolVersion = mqtt.MQTTv5, clean_start: bool = True,
                  tls: ssl.SSLContext | None = None, transport: str = "tcp", keepalive: int = 30,
                  session_expiry: int | None = None, will: tuple[str, bytes, int, bool] | None = None,
                  connect_properties: Properties | None = None) -> None:
@@ -181,7 +182,7 @@ class SyncClient:
         """Connect and wait for CONNACK; returns (reason, flags, properties) even on refusal."""
         kwargs: dict[str, Any] = {"keepalive": self._keepalive}
         if self.protocol == mqtt.MQTTv5:
-            props = self._connect_properties or Properties(mqtt.PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props = self._connect_properties or Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             if self._session_expiry is not None:
                 props.SessionExpiryInterval = self._session_expiry
             kwargs["clean_start"] = self._clean_start
@@ -197,6 +198,7 @@ class SyncClient:
         result, mid = self.client.subscribe(topic, qos, **kwargs)
         if result != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"subscribe failed locally: {mqtt.error_string(result)}")
+        assert mid is not None
         try:
             granted: list[ReasonCode] = self._ack_queue(mid).get(timeout=timeout)
             return granted
@@ -204,7 +206,7 @@ class SyncClient:
             raise TimeoutError(f"no SUBACK for {topic!r} within {timeout}s") from None
 
     def unsubscribe(self, topic: str, timeout: float = 5.0) -> Any:
-        result, mid = self.client.unsubscribe(topic)
+        _result, mid = self.client.unsubscribe(topic)
         try:
             return self._ack_queue(mid).get(timeout=timeout)
         except queue.Empty:
@@ -214,7 +216,7 @@ class SyncClient:
                 properties: Properties | None = None, timeout: float = 5.0) -> ReasonCode | None:
         """Publish; for QoS 1/2 wait for the PUBACK/PUBCOMP and return its reason code."""
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+        if info.rc != mqtt.MQTT_ERR_SUCCESS or info.mid is None:
             raise ConnectionError(f"publish failed locally: {mqtt.error_string(info.rc)}")
         if qos == 0:
             return None

@@ -10,7 +10,7 @@ from typing import Literal, Protocol
 from ecokit.services.spec import ServiceSpec
 
 ServiceState = Literal["running", "stopped", "exited", "unavailable", "unhealthy"]
-Action = Literal["started", "restarted", "unchanged", "skipped", "stopped", "removed"]
+Action = Literal["started", "restarted", "reloaded", "unchanged", "skipped", "stopped", "removed"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class ServiceEvent:
 
     service: str
     phase: Literal["starting", "waiting", "ready", "unchanged", "stopping", "stopped", "skipped",
-                   "provisioning", "pulling"]
+                   "provisioning", "pulling", "reloading"]
     detail: str = ""
 
 

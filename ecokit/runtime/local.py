@@ -125,6 +125,14 @@ class LocalRuntime:
         fingerprint = spec.fingerprint()
         if entry and process.is_alive(self._ref(entry)):
             if entry.get("fingerprint") == fingerprint:
+                content = spec.content_fingerprint()
+                if entry.get("content") not in (None, content) and spec.reload_signal:
+                    progress(ServiceEvent(spec.name, "reloading", ", ".join(spec.reloadable)))
+                    process.signal_process(self._ref(entry), spec.reload_signal)
+                    entry["content"] = content
+                    progress(ServiceEvent(spec.name, "ready", f"pid {entry['pid']}, reloaded"))
+                    return "reloaded"
+                entry["content"] = content
                 progress(ServiceEvent(spec.name, "unchanged", f"pid {entry['pid']}"))
                 return "unchanged"
             progress(ServiceEvent(spec.name, "stopping", "configuration changed"))
@@ -184,7 +192,8 @@ class LocalRuntime:
         ref = process.spawn(argv, log_path=log_path, cwd=cwd, env=self._env(spec.local))
         # Record the process before waiting, so `down` finds it even if readiness fails.
         services[spec.name] = {"pid": ref.pid, "start_ticks": ref.start_ticks,
-                               "fingerprint": spec.fingerprint(), "argv": argv}
+                               "fingerprint": spec.fingerprint(), "content": spec.content_fingerprint(),
+                               "argv": argv}
         self._save({"runtime": self.name, "services": services})
         progress(ServiceEvent(spec.name, "waiting", spec.probe.kind if spec.probe else ""))
         try:

@@ -97,6 +97,17 @@ def stop(ref: ProcessRef, *, timeout: float = 15.0) -> bool:
     return True
 
 
+def signal_process(ref: ProcessRef, name: str) -> bool:
+    """Send signal ``name`` (e.g. SIGHUP) to exactly this process; False if it is gone."""
+    if not is_alive(ref):
+        return False
+    try:
+        os.kill(ref.pid, getattr(signal, name))
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def port_is_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:

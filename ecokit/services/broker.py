@@ -122,6 +122,7 @@ def mosquitto(ctx: PlanContext) -> ServiceSpec:
         container=ContainerSpec(cfg.images.mosquitto,
                                 command=("mosquitto", "-c", f"{MOSQUITTO_ETC}/mosquitto.conf"),
                                 file_owner=(1883, 1883), aliases=("mosquitto",)),
+        reload_signal="SIGHUP", reloadable=("passwd", "acl"),
     )
 
 

@@ -8,7 +8,7 @@ files, the ports, the readiness probe and the dependencies.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -113,6 +113,10 @@ class ServiceSpec:
     container: ContainerSpec | None = None
     # Named steps run once the service is ready (e.g. creating InfluxDB users).
     post_start: tuple[str, ...] = ()
+    # Files the running service re-reads on ``reload_signal`` (Mosquitto: passwd and acl on
+    # SIGHUP), so registering a device does not drop every connection.
+    reload_signal: str | None = None
+    reloadable: tuple[str, ...] = ()
 
     def port(self, name: str) -> PortSpec:
         for port in self.ports:
@@ -122,11 +126,19 @@ class ServiceSpec:
 
     def fingerprint(self) -> str:
         """Changes whenever anything that requires a restart changes."""
+        return self._digest(lambda f: f.relpath not in self.reloadable)
+
+    def content_fingerprint(self) -> str:
+        """Changes whenever any file changes, reloadable ones included."""
+        return self._digest(lambda f: True)
+
+    def _digest(self, include: Callable[[RenderedFile], bool]) -> str:
         h = hashlib.sha256()
         h.update(repr((self.name, self.ports, self.volumes, self.local, self.container,
                        self.probe)).encode())
         for f in sorted(self.files, key=lambda f: f.relpath):
-            h.update(f.relpath.encode() + b"\0" + f.content + b"\0")
+            if include(f):
+                h.update(f.relpath.encode() + b"\0" + f.content + b"\0")
         return h.hexdigest()[:16]
 
 
