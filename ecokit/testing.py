@@ -206,7 +206,9 @@ class SyncClient:
             raise TimeoutError(f"no SUBACK for {topic!r} within {timeout}s") from None
 
     def unsubscribe(self, topic: str, timeout: float = 5.0) -> Any:
-        _result, mid = self.client.unsubscribe(topic)
+        result, mid = self.client.unsubscribe(topic)
+        if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
+            raise ConnectionError(f"unsubscribe failed locally: {mqtt.error_string(result)}")
         try:
             return self._ack_queue(mid).get(timeout=timeout)
         except queue.Empty:
