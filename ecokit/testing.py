@@ -161,6 +161,7 @@ class SyncClient:
         self._keepalive = keepalive
         self._session_expiry = session_expiry
         self._connect_properties = connect_properties
+        self._tls = tls if transport == "tcp" else None
         if username is not None:
             self.client.username_pw_set(username, password)
         if tls is not None:
@@ -210,7 +211,15 @@ class SyncClient:
 
     # operations
     def connect(self, timeout: float = 5.0) -> tuple[ReasonCode, dict[str, Any], Properties | None]:
-        """Connect and wait for CONNACK; returns (reason, flags, properties) even on refusal."""
+        """Connect and wait for CONNACK; returns (reason, flags, properties) even on refusal.
+
+        A TLS handshake the server refuses raises ssl.SSLError (as paho would).
+        """
+        if self._tls is not None:
+            # Handshake once on a socket we close: paho leaves a failed handshake's socket open.
+            with socket.create_connection((self.host, self.port), timeout=timeout) as raw, \
+                    self._tls.wrap_socket(raw, server_hostname=self.host):
+                pass
         kwargs: dict[str, Any] = {"keepalive": self._keepalive}
         if self.protocol == mqtt.MQTTv5:
             props = self._connect_properties or Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import threading
@@ -20,6 +21,13 @@ from ecokit.stack import Stack
 from ecokit.testing import SyncClient, running_stack, write_project
 
 HOST = "127.0.0.1"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("ECOKIT_"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +262,16 @@ def test_mtls_with_a_client_cert_is_accepted(mtls_stack: Stack) -> None:
     assert connect(mtls_stack, mqtts_port(mtls_stack), user, password, ctx).ok
     # The certificate does not replace the password.
     assert not connect(mtls_stack, mqtts_port(mtls_stack), user, "wrong-password", ctx).ok
+
+
+def test_a_sync_client_without_a_client_cert_gets_the_tls_error(mtls_stack: Stack) -> None:
+    user, password = mtls_stack.device_credentials("v1")
+    tls12 = tls_context(mtls_stack.cert_paths.ca_cert)
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    c = SyncClient(HOST, mqtts_port(mtls_stack), username=user, password=password, tls=tls12)
+    with pytest.raises(ssl.SSLError):
+        c.connect()
+    c.disconnect()
 
 
 def test_mtls_with_a_cert_from_another_ca_is_refused(mtls_stack: Stack, tmp_path: Path) -> None:

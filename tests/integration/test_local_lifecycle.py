@@ -345,6 +345,8 @@ def test_registering_a_device_while_up_reloads_mosquitto_without_dropping_client
             "not known before the reload"
         assert stack.up() == {"broker": "reloaded", "influxdb": "unchanged"}
         assert recorded_processes(stack)["broker"] == broker_before, "same process: reloaded, not restarted"
+        wait_for(lambda: "Reloading config" in stack.paths.log("broker").read_text(), 10,
+                 "mosquitto logs the SIGHUP reload")
         wait_for(lambda: check_mqtt(HOST, stack.config.broker.ports.mqtt, username=user,
                                     password=password).ok, 10, "the new device can connect")
         with device(stack, "late-1") as late:
