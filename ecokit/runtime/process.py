@@ -38,6 +38,8 @@ def start_ticks(pid: int) -> int | None:
 # Services started by this process, kept until they exit: a Popen dropped while its
 # child runs warns (ResourceWarning), and polling it is how a child is reaped.
 _spawned: dict[int, subprocess.Popen[bytes]] = {}
+# How our children ended (pid -> returncode; negative: killed by that signal).
+_exit_codes: dict[int, int] = {}
 
 
 def _reap(pid: int) -> None:
@@ -45,6 +47,7 @@ def _reap(pid: int) -> None:
     proc = _spawned.get(pid)
     if proc is not None:
         if proc.poll() is not None:
+            _exit_codes[pid] = proc.returncode
             del _spawned[pid]
         return
     with contextlib.suppress(ChildProcessError, OSError):
@@ -84,7 +87,13 @@ def _threads_running(pid: int) -> bool:
 def exit_reason(ref: ProcessRef) -> str:
     fields = _stat_fields(ref.pid)
     if fields is None or int(fields[19]) != ref.start_ticks:
-        return "process exited"
+        code = _exit_codes.get(ref.pid)
+        if code is None:
+            return "process exited"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+        return f"exit code {code}"
     return f"process state {fields[0]}"
 
 

@@ -255,7 +255,7 @@ def test_a_service_that_dies_while_starting_names_itself_with_its_log_tail(
     assert main(["up", "--config", str(config_file)]) == 1
     assert time.monotonic() - started < 15, "a dead service fails at once, not after the probe timeout"
     err = capsys.readouterr().err
-    assert error_lines(err) == ["Error: crasher: stopped while starting (process exited)"]
+    assert error_lines(err) == ["Error: crasher: stopped while starting (exit code 3)"]
     assert "--- last lines of the crasher log ---" in err
     assert "crasher: cannot open /nowhere/crasher.json" in err
     assert "Traceback" not in err

@@ -79,6 +79,23 @@ def test_an_ecokit_error_is_one_red_line_and_exit_1(capsys: pytest.CaptureFixtur
     assert out == ""
 
 
+def test_the_error_line_is_red_on_a_terminal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    import ecokit.cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(ecokit.cli, "err", Console(file=screen, force_terminal=True, color_system="standard",
+                                                   highlight=False, width=200))
+    assert main(["status", "--config", str(tmp_path / "elsewhere" / "nowhere.yaml")]) == 1
+    [line] = screen.getvalue().strip().splitlines()
+    assert line.startswith("\x1b[1;31mError:")
+    assert "\x1b[31m" in line
+    assert "file not found" in line
+
+
 def test_an_error_with_a_hint_prints_the_hint_after_the_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "status")
     assert code == 1
