@@ -338,12 +338,11 @@ def test_registering_a_device_while_up_reloads_mosquitto_without_dropping_client
     with admin(running) as a, device(running, "vehicle-0001") as v1:
         v1.subscribe("fleet/vehicle-0001/commands")
         a.subscribe("fleet/+/telemetry")
+        # `devices add` on a running stack loads the new credentials at once.
         assert main(["devices", "add", "late-1", "--config", str(config_file)]) == 0
         stack = Stack.load(config_file, env={})
         user, password = stack.device_credentials("late-1")
-        assert not check_mqtt(HOST, stack.config.broker.ports.mqtt, username=user, password=password).ok, \
-            "not known before the reload"
-        assert stack.up() == {"broker": "reloaded", "influxdb": "unchanged"}
+        assert stack.up() == {"broker": "unchanged", "influxdb": "unchanged"}, "already reloaded"
         assert recorded_processes(stack)["broker"] == broker_before, "same process: reloaded, not restarted"
         wait_for(lambda: "Reloading config" in stack.paths.log("broker").read_text(), 10,
                  "mosquitto logs the SIGHUP reload")
