@@ -11,8 +11,12 @@ Choices where the AWS documentation is silent or contradictory (see docs/shadow.
   delete reply carries it, and a shadow recreated within 48 hours continues from it; later
   it starts again at 1.
 - ``/update/documents`` of the update that creates a shadow has ``"previous": null``.
-- ``/update/delta`` is published after every accepted update that leaves a non-empty delta,
-  including reported-only updates (the documented rule); never for an empty delta.
+- ``/update/delta`` is published after an accepted update whose request carries a
+  ``desired`` section and leaves a non-empty delta ("the request state document contains
+  different values for desired and reported"). A reported-only update never publishes one:
+  a device that reports a value other than the desired one (a clamped setting) would
+  otherwise be sent the same delta after each of its own reports. Devices learn pending
+  deltas at (re)connect with a ``get``, whose reply carries ``state.delta``.
 - A ``clientToken`` in a get or delete payload is echoed (the AWS SDKs send one).
 - The depth limit is 6 levels of nesting inside ``desired``/``reported`` (AWS's error text),
   which is 8 counted from the document root (``state`` = 1), the figure of the quota table.
@@ -460,7 +464,7 @@ def update(key: ShadowKey, record: ShadowRecord | None, payload: bytes, now: int
     }
     responses = [Response("update/accepted", _with_token(accepted, token))]
     delta, delta_meta = new.delta()
-    if delta:
+    if delta and requested.get("desired") is not None:
         responses.append(Response("update/delta", _with_token(
             {"state": delta, "metadata": delta_meta, "version": new.version, "timestamp": now}, token)))
     documents = {"previous": current.document() if existed else None, "current": new.document(),

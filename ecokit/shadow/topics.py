@@ -37,12 +37,10 @@ def parse_request(topic: str) -> ShadowRequest | None:
     """The shadow and operation a request topic names, or None for any other topic."""
     parts = topic.split("/")
     if len(parts) == 4 and parts[0] == ROOT and parts[2] == "shadow" and parts[3] in OPERATIONS:
-        op: Operation = parts[3]  # type: ignore[assignment]
-        return ShadowRequest(ShadowKey(parts[1]), op)
+        return ShadowRequest(ShadowKey(parts[1]), parts[3])
     if (len(parts) == 6 and parts[0] == ROOT and parts[2] == "shadow" and parts[3] == "name"
             and parts[5] in OPERATIONS):
-        op = parts[5]  # type: ignore[assignment]
-        return ShadowRequest(ShadowKey(parts[1], parts[4]), op)
+        return ShadowRequest(ShadowKey(parts[1], parts[4]), parts[5])
     return None
 
 

@@ -69,7 +69,8 @@ def test_worked_example_from_the_aws_guide() -> None:
     s.update(state={"reported": {"power": "off", "led": {"r": 255, "g": 40}}})
     for _ in range(6):
         s.update(state={"reported": {"power": "off"}})
-    assert s.record is not None and s.record.version == 7
+    assert s.record is not None
+    assert s.record.version == 7
     out = s.update(state={"desired": {"power": "on", "led": {"g": 0}}}, clientToken="app-17", version=7)
     now = s.now
     assert out["update/accepted"] == {
@@ -169,7 +170,8 @@ def test_null_section_removes_the_section_and_null_state_clears_both() -> None:
     out = s.update(state=None)
     assert out["update/accepted"]["version"] == 3
     got = s.send("get")["get/accepted"]
-    assert got["state"] == {} and got["version"] == 3
+    assert got["state"] == {}
+    assert got["version"] == 3
 
 
 def test_arrays_replace_whole() -> None:
@@ -203,19 +205,28 @@ def test_delta_carries_every_differing_desired_key_not_only_the_requested_ones()
     assert out["update/delta"]["state"] == {"a": 1, "b": 2, "c": 3}
 
 
-def test_reported_only_update_that_leaves_a_difference_publishes_delta() -> None:
+def test_reported_only_update_publishes_no_delta_but_get_shows_it() -> None:
     s = Shadow()
     s.update(state={"desired": {"a": 1, "b": 1}})
     out = s.update(state={"reported": {"a": 1}})
-    assert out["update/delta"]["state"] == {"b": 1}
+    assert "update/delta" not in out
+    assert s.send("get")["get/accepted"]["state"]["delta"] == {"b": 1}
+
+
+def test_update_with_desired_publishes_the_delta_even_if_desired_did_not_change() -> None:
+    s = Shadow()
+    s.update(state={"desired": {"a": 1}})
+    s.update(state={"reported": {"a": 2}})
+    out = s.update(state={"desired": {"a": 1}})
+    assert out["update/delta"]["state"] == {"a": 1}
 
 
 def test_delta_metadata_holds_desired_side_timestamps() -> None:
     s = Shadow()
     s.update(state={"desired": {"a": 1}})
     first = s.now
-    out = s.update(state={"reported": {"b": 2}}, advance=5)
-    assert out["update/delta"]["metadata"] == {"a": {"timestamp": first}}
+    out = s.update(state={"desired": {"b": 2}}, advance=5)
+    assert out["update/delta"]["metadata"] == {"a": {"timestamp": first}, "b": {"timestamp": s.now}}
 
 
 def test_delta_is_absent_when_desired_equals_reported() -> None:
@@ -304,7 +315,8 @@ def test_size_limit_applies_to_the_merged_document_not_the_request() -> None:
     s.update(state={"desired": {"b": "y" * 4000}})
     out = s.update(state={"reported": {"c": "z" * 200}})
     assert out["update/rejected"]["code"] == 413
-    assert s.record is not None and s.record.version == 2
+    assert s.record is not None
+    assert s.record.version == 2
     assert "update/accepted" in s.update(state={"desired": {"b": None}, "reported": {"c": "z" * 200}})
 
 

@@ -172,7 +172,8 @@ def test_metadata_mirrors_the_state_tree(first: Any, second: Any) -> None:
             return {k: meta_shape(meta[k], v) for k, v in value.items()}
         if isinstance(value, list):
             return [meta_shape(mm, v) for mm, v in zip(meta, value, strict=True)]
-        assert set(meta) == {"timestamp"} and meta["timestamp"] in (1, 2)
+        assert set(meta) == {"timestamp"}
+        assert meta["timestamp"] in (1, 2)
         return "leaf"
 
     reported = record.state["reported"]
