@@ -86,7 +86,7 @@ class DeviceShadow:
         self.version = 0
         self.last_rejection: Rejection | None = None
         self.deltas_applied = 0
-        self._token_prefix = token_prefix or f"{thing}-{uuid.uuid4().hex[:6]}"
+        self._token_prefix = (token_prefix or uuid.uuid4().hex)[:40]  # tokens stay within 64 bytes
         self._counter = 0
 
     # -- what the device does -----------------------------------------------------------
