@@ -35,8 +35,19 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
+# Popen objects of the children this process spawned. Keeping them referenced stops
+# Popen.__del__ from warning "subprocess N is still running" (a ResourceWarning, an error
+# under pytest's filterwarnings=error) for services that are meant to outlive the call.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _reap(pid: int) -> None:
     # Our own children become zombies until waited for; reap without blocking.
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            _children.pop(pid, None)
+        return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
 
@@ -67,6 +78,7 @@ def spawn(argv: Sequence[str], *, log_path: Path, cwd: Path, env: Mapping[str, s
             list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=cwd, env=dict(env), start_new_session=True, close_fds=True,
         )
+    _children[proc.pid] = proc
     ticks = None
     for _ in range(50):
         ticks = start_ticks(proc.pid)
