@@ -9,6 +9,7 @@ Every wait has a deadline; every topic is under ``target.prefix``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -858,10 +859,8 @@ def mqtt5_3_2_2_3_6_server_maximum_packet_size(t: Target) -> None:
     with t.raw() as conn:
         conn.send(raw.connect(cid("big"), version=5, **t.raw_credentials()))
         conn.expect(raw.CONNACK)
-        try:
+        with contextlib.suppress(OSError):  # closed while we were still sending: the outcome we look for
             conn.send(raw.publish(t.topic("too-big"), b"x" * (limit + 16), qos=1, packet_id=1, version=5))
-        except OSError:
-            pass  # closed while we were still sending: the outcome we look for
         closed, seen = conn.closed_within(8)
         disconnects = [p.reason() for p in seen if p.kind == raw.DISCONNECT]
         assert closed, f"a packet over the server's {limit} bytes did not end the connection"
@@ -914,11 +913,9 @@ def mqtt5_3_2_2_3_3_server_receive_maximum(t: Target) -> None:
         conn.send(raw.connect(cid("srm"), version=5, **t.raw_credentials()))
         conn.expect(raw.CONNACK)
         # QoS 2 without PUBREL keeps every message in flight on the server's side.
-        try:
+        with contextlib.suppress(OSError):  # closed while we were still sending
             for i in range(1, maximum + 2):
                 conn.send(raw.publish(t.topic("srm"), b"x", qos=2, packet_id=i, version=5))
-        except OSError:
-            pass  # closed while we were still sending
         closed, seen = conn.closed_within(5)
         disconnects = [p.reason() for p in seen if p.kind == raw.DISCONNECT]
         if not closed:
