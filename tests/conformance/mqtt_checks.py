@@ -478,6 +478,24 @@ def mqtt5_3_1_3_2_will_delay_interval(t: Target) -> None:
         assert elapsed >= 1.8, f"will published after {elapsed:.1f}s, before the 2 s delay"
 
 
+@check("will", "5.0 §3.1.2.5 / §3.1.3.2.2 (reconnect cancels a delayed will)")
+def mqtt5_3_1_3_2_reconnect_within_will_delay_cancels_the_will(t: Target) -> None:
+    topic = t.topic("will", "cancelled")
+    with t.connected() as watcher:
+        watcher.subscribe(topic, 1)
+        c = t.client(session_expiry=30)
+        c.client.will_set(topic, b"must not appear", qos=1,
+                          properties=_props(PacketTypes.WILLMESSAGE, WillDelayInterval=3))
+        c.connect()
+        kill(c)
+        time.sleep(0.5)
+        with t.connected(client_id=c.client_id, clean=False, session_expiry=0):
+            leaked = watcher.drain(4.0)
+        if leaked:
+            pytest.xfail("the will was published although the session was resumed within the Will Delay "
+                         "Interval (Mosquitto 2.0 will-delay bug, eclipse/mosquitto#3505)")
+
+
 @check("will", "5.0 §3.1.3.2.2 [MQTT-3.1.3-9] (session ends first)")
 def mqtt5_3_1_3_2_will_sent_when_session_ends_before_delay(t: Target) -> None:
     topic = t.topic("will", "session-end")
