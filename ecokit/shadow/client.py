@@ -72,6 +72,9 @@ class ShadowClient:
         self._replies: dict[str, queue.Queue[ShadowReply]] = {}
         self._subscribed: set[str] = set()
         self._lock = threading.Lock()
+        from ecokit.shadow.service import no_delay
+
+        self._client.on_socket_open = no_delay
         self._client.on_connect = lambda c, u, f, rc, p: self._connack.put(rc)
         self._client.on_subscribe = lambda c, u, mid, rcs, p: self._ack(mid).put(rcs)
         self._client.on_message = self._on_message

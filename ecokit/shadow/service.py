@@ -9,6 +9,7 @@ answered when it is back, and serves ``/metrics``, ``/healthz`` and ``/readyz`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -100,6 +101,16 @@ class Metrics:
 
 
 Publish = tuple[str, bytes]
+
+
+def no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """Disable Nagle on the MQTT socket: an answer is several small packets (PUBACK, then
+    accepted/delta/documents), and Nagle plus delayed ACKs would hold them ~40 ms."""
+    import socket
+
+    raw_sock = getattr(sock, "_sock", sock)  # paho's websocket wrapper keeps the socket inside
+    with contextlib.suppress(OSError, AttributeError):
+        raw_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class ShadowService:
@@ -199,6 +210,7 @@ class ShadowService:
         client.reconnect_delay_set(1, 5)
         client.max_inflight_messages_set(100)
         client.max_queued_messages_set(0)
+        client.on_socket_open = no_delay
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
