@@ -58,6 +58,8 @@ def is_alive(ref: ProcessRef) -> bool:
     if fields is None:
         return False
     state, ticks = fields[0], int(fields[19])
+    if ticks == ref.start_ticks and state in ("Z", "X"):
+        _reap(ref.pid)  # it died after the first reap: collect it now
     return ticks == ref.start_ticks and state not in ("Z", "X")
 
 
