@@ -428,6 +428,23 @@ def mqtt311_3_3_1_9_retained_through_wildcards_and_live_flag(t: Target) -> None:
         t.clear_retained(a, bc)
 
 
+@check("retained", "5.0 §3.3.1.3 / §3.3.2.3 (retained message keeps its properties)")
+def mqtt5_3_3_1_3_retained_message_keeps_its_properties(t: Target) -> None:
+    topic = t.topic("retained-props")
+    try:
+        with t.connected() as pub:
+            pub.publish(topic, b"{}", qos=1, retain=True, properties=publish_props(
+                ContentType="application/json", UserProperty=[("origin", "conformance")]))
+        with t.connected() as sub:
+            sub.subscribe(topic, 1)
+            (got,) = sub.expect(1)
+            assert got.retain
+            assert prop(got.properties, "ContentType") == "application/json"
+            assert ("origin", "conformance") in prop(got.properties, "UserProperty", [])
+    finally:
+        t.clear_retained(topic)
+
+
 # -- will ---------------------------------------------------------------------------------
 
 
