@@ -228,8 +228,8 @@ class PahoDeviceShadow:
         def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
             if previous_connect is not None:
                 previous_connect(client, userdata, flags, reason, props)
-            if getattr(reason, "is_failure", False):
-                return
+            if getattr(reason, "is_failure", False) or (isinstance(reason, int) and reason != 0):
+                return  # refused (paho v2 ReasonCode, or a v1 integer return code)
             for topic in self.shadow.subscriptions():
                 client.subscribe(topic, qos=1)
             if self.initial_report is not None:
