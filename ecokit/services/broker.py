@@ -15,6 +15,7 @@ from ecokit.services.context import (
     HASH_SEED,
     PlanContext,
 )
+from ecokit.services.pipeline import emqx_rules_pipeline
 from ecokit.services.spec import (
     ContainerSpec,
     LocalCommand,
@@ -162,7 +163,7 @@ def emqx(ctx: PlanContext) -> ServiceSpec:
         users_file=ctx.paths.file(BROKER, "users.csv"), acl_file=ctx.paths.file(BROKER, "acl.conf"),
         api_keys_file=ctx.paths.file(BROKER, "api_keys.txt"),
         cafile=ctx.paths.cert("ca.pem"), certfile=ctx.paths.cert("server.pem"),
-        keyfile=ctx.paths.cert("server.key"),
+        keyfile=ctx.paths.cert("server.key"), pipeline=emqx_rules_pipeline(ctx),
     )
     files = (
         RenderedFile("emqx.conf", conf, "/opt/emqx/etc/emqx.conf", secret=True),

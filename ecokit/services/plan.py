@@ -8,12 +8,14 @@ from ecokit.services.broker import broker
 from ecokit.services.context import PlanContext
 from ecokit.services.influxdb import influxdb
 from ecokit.services.observability import grafana, prometheus
+from ecokit.services.pipeline import bridge, processor
 from ecokit.services.spec import ServiceSpec, ordered
 
 # ecokit's own services (bridge, processor, shadow, ...): each builder returns its spec,
 # or None when the configuration does not need it. They run after the broker and store.
 EcokitServiceBuilder = Callable[[PlanContext], ServiceSpec | None]
 ECOKIT_SERVICES: list[EcokitServiceBuilder] = []
+ECOKIT_SERVICES += [bridge, processor]  # telemetry pipeline (issue 3)
 
 
 def build_plan(ctx: PlanContext) -> list[ServiceSpec]:
