@@ -231,6 +231,19 @@ class FastMqtt:
             self._pending_publishes.extend(self.read(0.1))
         return self._acks.pop(pid)
 
+    def unsubscribe(self, topics: Sequence[str], timeout: float = 10.0) -> list[int]:
+        pid = self._packet_id()
+        self._acks[pid] = []
+        body = struct.pack("!H", pid) + b"\x00" + b"".join(_str(t) for t in topics)
+        self.flush()
+        self._send_now(_packet(0xA2, body))
+        deadline = time.monotonic() + timeout
+        while not self._acks.get(pid):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"no UNSUBACK from {self.host}:{self.port} within {timeout:g}s")
+            self._pending_publishes.extend(self.read(0.1))
+        return self._acks.pop(pid)
+
     def ack(self, packet_ids: Iterable[int]) -> None:
         """Queue PUBACKs (sent by the next flush)."""
         out = self._out
@@ -354,7 +367,7 @@ class FastMqtt:
                 out.append((topic, bytes(buf[j:end]), qos, bool(first & 1), pid))
             elif ptype == 4:  # PUBACK for one of ours
                 inflight.pop((buf[i] << 8) | buf[i + 1], None)
-            elif ptype == 9:  # SUBACK: pid, properties, reason codes
+            elif ptype in (9, 11):  # SUBACK / UNSUBACK: pid, properties, reason codes
                 pid = (buf[i] << 8) | buf[i + 1]
                 plen, k = self._read_varint(buf, i + 2)
                 self._acks[pid] = list(buf[k + plen:end])
