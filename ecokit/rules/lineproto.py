@@ -142,8 +142,8 @@ def parse_line(line: str, *, precision: str = "ns") -> ParsedPoint:
     tags = {}
     for item in head[1:]:
         key, sep, value = _partition_unescaped(item)
-        if not sep or not value:
-            raise LineProtocolError(f"bad tag {item!r}")
+        if not sep or not value or _partition_unescaped(value)[1]:
+            raise LineProtocolError(f"invalid tag format {item!r}")  # as influxd 1.x says
         tags[_unescape_key(key)] = _unescape_key(value)
     fields: dict[str, Value] = {}
     for item in _split_unescaped(sections[1], ",", quotes=True):
