@@ -1,0 +1,59 @@
+"""fastmqtt's packet parsing, fed through a socket pair (the broker side is scripted)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from collections.abc import Iterator
+
+import pytest
+
+from ecokit.fastmqtt import FastMqtt, _packet, _str, _varint
+
+
+def publish(topic: str, payload: bytes, qos: int = 0, pid: int = 0, retain: bool = False,
+            props: bytes = b"") -> bytes:
+    body = _str(topic) + (struct.pack("!H", pid) if qos else b"") + _varint(len(props)) + props + payload
+    return _packet(0x30 | (qos << 1) | (1 if retain else 0), body)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[FastMqtt, socket.socket]]:
+    ours, broker = socket.socketpair()
+    client = FastMqtt("test", 0, client_id="t", read_size=7)  # tiny reads split packets
+    client.sock = ours
+    try:
+        yield client, broker
+    finally:
+        client.close()
+        broker.close()
+
+
+def test_publishes_split_across_reads_are_reassembled(pair: tuple[FastMqtt, socket.socket]) -> None:
+    client, broker = pair
+    big = bytes(range(256)) * 600  # a remaining length of three bytes
+    stream = (publish("a/b", b"one", 1, 7) + publish("c", big, 0, retain=True)
+              + publish("d/é", b"", 1, 65535, props=b"\x01\x01"))
+    broker.sendall(stream)
+    got = []
+    for _ in range(len(stream)):
+        got += client.read(0.5)
+        if len(got) == 3:
+            break
+    assert got == [("a/b", b"one", 1, False, 7), ("c", big, 0, True, 0), ("d/é", b"", 1, False, 65535)]
+
+
+def test_acks_and_publishes_go_out_in_one_write(pair: tuple[FastMqtt, socket.socket]) -> None:
+    client, broker = pair
+    client.ack([1, 258])
+    client.publish("x/y", b"p", qos=1)
+    client.publish("z", b"q", qos=0, retain=True)
+    client.flush()
+    data = broker.recv(1000)
+    assert data[:8] == b"\x40\x02\x00\x01\x40\x02\x01\x02"
+    assert data[8:] == _packet(0x32, _str("x/y") + b"\x00\x01\x00p") + _packet(0x31, _str("z") + b"\x00q")
+    assert client.inflight == 1
+    broker.sendall(b"\x40\x02\x00\x01")  # PUBACK for packet 1
+    assert client.read(0.5) == []
+    assert client.inflight == 0
