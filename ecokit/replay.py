@@ -82,9 +82,9 @@ def filter_regex(filters: Sequence[str]) -> str | None:
         parts = []
         for i, level in enumerate(levels):
             if level == "#":
-                parts[-1] += "(/.*)?"
+                parts[-1] += "(\\/.*)?"
                 break
-            piece = "[^/]*" if level == "+" else _re2_escape(level)
+            piece = "[^\\/]*" if level == "+" else _re2_escape(level)
             parts.append(piece if i == 0 else "\\/" + piece)
         alternatives.append("".join(parts))
     return "^(?:" + "|".join(alternatives) + ")$"

@@ -174,12 +174,21 @@ def query(
     columns = [c for c in rows[0] if c != "_measurement"]
     for row in rows[1:]:
         columns += [c for c in row if c not in columns and c != "_measurement"]
-    table = Table(title=title, box=None, header_style="bold")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*[_cell(c, row.get(c)) for c in columns])
-    out.print(table)
+    cells = [[_cell(c, row.get(c)) for c in columns] for row in rows]
+    width = sum(max(len(c), *(len(r[i]) for r in cells)) + 2 for i, c in enumerate(columns))
+    if width <= out.width:
+        table = Table(title=title, box=None, header_style="bold")
+        for column in columns:
+            table.add_column(column)
+        for row_cells in cells:
+            table.add_row(*row_cells)
+        out.print(table)
+        return
+    # Too wide for a table here: one line per point, `column=value`.
+    out.print(title)
+    for row_cells in cells:
+        head, rest = row_cells[0], [f"{c}={v}" for c, v in zip(columns[1:], row_cells[1:], strict=True) if v]
+        out.print(f"[bold]{head}[/bold]  " + "  ".join(rest), soft_wrap=True, highlight=False, markup=True)
 
 
 def _cell(column: str, value: Any) -> str:

@@ -83,10 +83,10 @@ def metrics(stack: Stack) -> dict[str, float]:
     return out
 
 
-def telemetry(vehicle: str, seq: int, ts: int, **overrides: Any) -> bytes:
-    doc: dict[str, Any] = {"v": 1, "vehicle": vehicle, "seq": seq, "ts": ts, "lat": 52.5 + seq * 1e-5,
-                           "lng": 13.4, "speed": 40.0 + seq % 10, "heading": 90.0, "fuel": 50.0,
-                           "odometer": 1000.0 + seq, "engine": True, "status": "moving"}
+def telemetry(vehicle: str, n: int, ts: int, /, **overrides: Any) -> bytes:
+    doc: dict[str, Any] = {"v": 1, "vehicle": vehicle, "seq": n, "ts": ts, "lat": 52.5 + n * 1e-5,
+                           "lng": 13.4, "speed": 40.0 + n % 10, "heading": 90.0, "fuel": 50.0,
+                           "odometer": 1000.0 + n, "engine": True, "status": "moving"}
     for key, value in overrides.items():
         if value is None:
             doc.pop(key)
@@ -259,7 +259,8 @@ def test_processor_publishes_online_and_offline_status_that_lands_in_influxdb(st
     assert [(s["state"], s["source"]) for s in statuses] == [("online", "processor"), ("offline", "processor")]
     assert statuses[1]["reason"] == "timeout"
     rows = wait_for("processor statuses in InfluxDB", lambda: [
-        r for r in _rows(stack, "SELECT * FROM status WHERE vehicle = 'veh-0002' AND source = 'processor'")
+        r for r in _rows(stack, "SELECT * FROM status WHERE vehicle = 'veh-0002' AND source = 'processor' "
+                                f"AND time >= {now * 1_000_000}")
         if r["state"] == "offline"])
     assert rows[0]["reason"] == "timeout" and rows[0]["last_seen"] >= now
 
@@ -272,7 +273,7 @@ def _rows(stack: Stack, q: str) -> list[dict[str, Any]]:
 def test_query_command_shows_telemetry(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     with client(stack, "veh-0001") as device:
         device.publish("fleet/veh-0001/telemetry", telemetry("veh-0001", 7, int(time.time() * 1000)), qos=1)
-    wait_for("a recent point", lambda: count(stack, "SELECT count(seq) FROM telemetry WHERE time > now() - 1m"))
+    wait_for("the point", lambda: count(stack, "SELECT count(seq) FROM telemetry WHERE time > now() - 1m AND seq = 7"))
     assert main(["query", "--config", str(stack.loaded.config_file), "--since", "1m", "--vehicle", "veh-0001",
                  "--json"]) == 0
     printed = capsys.readouterr().out

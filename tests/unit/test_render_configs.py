@@ -452,9 +452,9 @@ def test_prometheus_scrapes_itself_and_emqx(tmp_path: Path) -> None:
 
 def test_disabled_services_are_not_planned(tmp_path: Path) -> None:
     names = set(plan(make_stack(tmp_path)))
-    assert names == {"broker", "influxdb"}
+    assert names == {"broker", "influxdb", "bridge", "processor"}
     both = make_stack(tmp_path / "b", extra={"grafana": {"enabled": True}, "prometheus": {"enabled": True}})
-    assert list(plan(both)) == ["broker", "influxdb", "prometheus", "grafana"]
+    assert list(plan(both)) == ["broker", "influxdb", "bridge", "processor", "prometheus", "grafana"]
 
 
 # -- local vs docker paths -------------------------------------------------------------------
