@@ -92,7 +92,7 @@ class HealthServer:
         registry_, ready_ = registry, ready
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 if path == "/metrics":
                     body, ctype, code = generate_latest(registry_), CONTENT_TYPE_LATEST, 200

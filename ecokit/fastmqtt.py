@@ -15,6 +15,7 @@ It does not do QoS 2, topic aliases, AUTH or will messages. One thread uses a co
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import struct
@@ -126,16 +127,16 @@ class FastMqtt:
             packet = self._read_control(deadline)
             if packet is None:
                 raise BrokerError(f"no CONNACK from {self.host}:{self.port} within {timeout:g}s")
-            ptype, body = packet
+            ptype, reply = packet
             if ptype != 2:
                 raise BrokerError(f"{self.host}:{self.port} answered CONNECT with packet type {ptype}")
-            reason = body[1]
+            reason = reply[1]
             if reason >= 0x80:
                 self.close()
                 raise BrokerError(f"{self.host}:{self.port} refused the connection of {self.username or 'anonymous'}: "
                                   f"{CONNACK_REASONS.get(reason, hex(reason))}")
-            self.session_present = bool(body[0] & 1)
-            self._parse_connack_props(bytes(body[2:]))
+            self.session_present = bool(reply[0] & 1)
+            self._parse_connack_props(bytes(reply[2:]))
             # Publishes of the previous connection that were never acknowledged go again.
             for packet_bytes in self._inflight.values():
                 self._out += bytes((packet_bytes[0] | 0x08,)) + packet_bytes[1:]
@@ -180,10 +181,8 @@ class FastMqtt:
 
     def close(self) -> None:
         if self.sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.close()
-            except OSError:
-                pass
             self.sock = None
 
     def disconnect(self) -> None:
@@ -320,8 +319,8 @@ class FastMqtt:
         Control packets (PUBACK for our publishes, SUBACK, PINGRESP, DISCONNECT) are handled here.
         """
         if self._pending_publishes:
-            out, self._pending_publishes = self._pending_publishes, []
-            return out
+            stashed, self._pending_publishes = self._pending_publishes, []
+            return stashed
         if not self._recv(timeout):
             return []
         buf = self._buf

@@ -79,7 +79,7 @@ def filter_regex(filters: Sequence[str]) -> str | None:
         levels = topic_filter.split("/")
         if levels == ["#"]:
             return None
-        parts = []
+        parts: list[str] = []
         for i, level in enumerate(levels):
             if level == "#":
                 parts[-1] += "(\\/.*)?"
@@ -302,7 +302,8 @@ def connect_publisher(stack: object, *, client_id: str | None = None) -> FastMqt
         tls = tls_context(stack.cert_paths.ca_cert, certfile=cert, keyfile=key)
     else:
         raise UsageError("the broker has no MQTT listener this machine can reach")
-    assert url.hostname is not None and url.port is not None
+    assert url.hostname is not None
+    assert url.port is not None
     mqtt = FastMqtt(url.hostname, url.port, client_id=client_id or f"ecokit-replay-{os.getpid()}",
                     username=username, password=password, tls=tls)
     mqtt.connect()

@@ -21,13 +21,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ecokit.bridge.spool import Spool
 from ecokit.config.rules import BridgeConfig, RuleConfig
 from ecokit.daemon import OncePerKind, mqtt_tls
 from ecokit.errors import BrokerError, StoreError
 from ecokit.fastmqtt import FastMqtt, Subscription
 from ecokit.rules.engine import Message, Point, Rejection, RuleEngine
 from ecokit.store.influx import InfluxEndpoint, InfluxV1
-from ecokit.bridge.spool import Spool
 
 SHARE_GROUP = "ecokit-bridge"
 SESSION_EXPIRY = 86_400  # the broker keeps the bridge's queue for a day while it is away
@@ -280,9 +280,7 @@ class Bridge:
         self.once(("reject", rejection.rule, rejection.reason, rejection.field),
                   f"rule {rejection.rule} rejected a message: {rejection.detail}",
                   rule=rejection.rule, reason=rejection.reason, field=rejection.field, topic=msg.topic)
-        if self.mqtt.inflight >= max(1, self.mqtt.send_quota - 1):
-            qos = 0  # never exceed the broker's receive maximum
-        else:
-            qos = 1
+        # Never exceed the broker's receive maximum with QoS 1 messages in flight.
+        qos = 0 if self.mqtt.inflight >= max(1, self.mqtt.send_quota - 1) else 1
         self.mqtt.publish(rejection.topic, rejection.deadletter(msg), qos=qos)
         self.metrics.deadletters.inc()

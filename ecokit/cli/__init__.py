@@ -53,8 +53,12 @@ err = Console(stderr=True, highlight=False)
 
 def _register() -> None:
     # Each command group lives in its own module and adds itself to `app`.
-    from ecokit.cli import certs, devices, stack  # noqa: F401
-    from ecokit.cli import pipeline  # noqa: F401
+    from ecokit.cli import (  # noqa: F401
+        certs,
+        devices,
+        pipeline,
+        stack,
+    )
 
 
 def _debug_requested(argv: Sequence[str]) -> bool:

@@ -8,7 +8,14 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ecokit.cli import app, out
@@ -104,7 +111,9 @@ def replay(
 
 
 def _dry_run(messages: Any, total: int, limit: int | None, window: str, prefix: str, as_json: bool) -> None:
-    shown, topics, size, count = [], set(), 0, 0
+    shown: list[Any] = []
+    topics: set[str] = set()
+    size = count = 0
     first = last = None
     for msg in messages:
         if limit is not None and count >= limit:
@@ -131,7 +140,8 @@ def _dry_run(messages: Any, total: int, limit: int | None, window: str, prefix: 
     out.print(table)
     if count > len(shown):
         out.print(f"  ... and {count - len(shown)} more")
-    out.print(f"would send {count} messages, {size} bytes, {len(topics)} topics, archived {_iso(first)} .. {_iso(last)}")
+    out.print(f"would send {count} messages, {size} bytes, {len(topics)} topics, "
+              f"archived {_iso(first)} .. {_iso(last)}")
 
 
 @app.command()

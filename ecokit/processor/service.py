@@ -8,6 +8,7 @@ the retained status of a vehicle stays the device's own (its last will included)
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -51,7 +52,7 @@ class Processor:
                                "messages not usable (bad payload, own status)", registry=self.registry)
         vehicles = Gauge("ecokit_processor_vehicles", "vehicles by state", ["state"], registry=self.registry)
         for name in ("online", "offline"):
-            vehicles.labels(name).set_function(lambda name=name: self._count(name))
+            vehicles.labels(name).set_function(functools.partial(self._count, name))
         m = config["mqtt"]
         stack = config.get("stack", "ecokit")
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
@@ -62,7 +63,7 @@ class Processor:
         if tls is not None:
             self.client.tls_set_context(tls)
         self.client.max_inflight_messages_set(1000)
-        self.client.reconnect_delay_set(0.5, 10)
+        self.client.reconnect_delay_set(1, 10)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

@@ -30,7 +30,7 @@ where it was read (emqx/emqx, apps/emqx_rule_engine and apps/emqx_utils):
   digits, atoms by name and missing values as ``undefined`` (emqx_template ``to_string``,
   emqx_bridge_http_connector ``render_template``).
 - The archive's receive time in ns comes from the message id (emqx_guid: 64-bit µs
-  timestamp, 48-bit node+pid, 16-bit per-process sequence): µs × 1000 + sequence mod 1000,
+  timestamp, 48-bit node+pid, 16-bit per-process sequence): µs * 1000 + sequence mod 1000,
   unique per publisher even for a burst on one topic (UNVERIFIED on a live EMQX).
 """
 
@@ -104,7 +104,7 @@ def _sql_str(text: str) -> str:
 def _sql_num(value: float | int) -> str:
     if isinstance(value, bool):
         raise EmqxModelError("booleans are not SQL numbers")
-    if isinstance(value, int) or value == int(value) and abs(value) < 2**53:
+    if isinstance(value, int) or (value == int(value) and abs(value) < 2**53):
         return str(int(value))
     text = repr(float(value))
     if "e" in text and "." not in text.split("e")[0]:
@@ -334,8 +334,9 @@ def _compare(op: str, left: Any, right: Any) -> bool:
             raise EmqxModelError("ordering booleans is not modelled")
     else:
         raise EmqxModelError(f"comparing {left!r} with {right!r} is not modelled")
-    return {"=": left == right, "<>": left != right, "<": left < right, "<=": left <= right,
-            ">": left > right, ">=": left >= right}[op]
+    outcome: bool = {"=": left == right, "<>": left != right, "<": left < right, "<=": left <= right,
+                     ">": left > right, ">=": left >= right}[op]
+    return outcome
 
 
 def _json_value(value: Any) -> Any:
@@ -401,7 +402,8 @@ def _nth(index: Any, items: Any) -> Any:
 def _subbits(data: Any, start: Any, length: Any) -> int:
     bits = int.from_bytes(data, "big")
     total = len(data) * 8
-    return (bits >> (total - (start - 1) - length)) & ((1 << length) - 1)
+    value: int = (bits >> (total - (start - 1) - length)) & ((1 << length) - 1)
+    return value
 
 
 def _mod(a: Any, b: Any) -> int:
@@ -641,7 +643,7 @@ class RenderedRule:
             if spec.required:
                 self._add(MISSING, name, Call(fn("is_null", value)))
 
-            def when_present(cond: Cond, required: bool = spec.required) -> Cond:
+            def when_present(cond: Cond, required: bool = spec.required, present: Cond = present) -> Cond:
                 return cond if required else all_of(present, cond)
 
             type_fn = {"float": "is_num", "int": "is_int", "bool": "is_bool", "string": "is_str"}[spec.type]

@@ -182,6 +182,7 @@ class CompiledRule:
             elif isinstance(expected, str):
                 ok = type(value) is str and ((value == expected) if op == "eq" else (value != expected))
             else:
+                assert isinstance(expected, float | int)
                 ok = _is_number(value) and _compare(op, value, expected)
             if not ok:
                 return False

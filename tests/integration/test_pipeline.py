@@ -134,7 +134,7 @@ def test_thousand_messages_with_duplicates_and_invalid_ones_are_counted_exactly(
     window = f"time >= {(base - 1000) * 1_000_000}"
     wait_for("800 telemetry points", lambda: count(stack, f"SELECT count(seq) FROM telemetry WHERE {window}") >= 800)
     wait_for("1000 archived messages", lambda: count(
-        stack, f"SELECT count(qos) FROM archive WHERE topic =~ /^fleet\\/[^\\/]+\\/telemetry$/") >= 1000)
+        stack, "SELECT count(qos) FROM archive WHERE topic =~ /^fleet\\/[^\\/]+\\/telemetry$/") >= 1000)
     time.sleep(0.5)  # nothing more may arrive
     assert count(stack, f"SELECT count(seq) FROM telemetry WHERE {window}") == 800
     assert count(stack, "SELECT count(qos) FROM archive WHERE topic =~ /^fleet\\/[^\\/]+\\/telemetry$/") == 1000
@@ -150,7 +150,9 @@ def test_thousand_messages_with_duplicates_and_invalid_ones_are_counted_exactly(
     assert after["ecokit_bridge_buffered_points"] == 0
     with reader(stack) as r:
         rows = list(r.rows(f"SELECT * FROM telemetry WHERE {window} AND vehicle = 'veh-0002' ORDER BY time LIMIT 1"))
-    assert rows[0]["seq"] == 1 and rows[0]["engine"] is True and rows[0]["status"] == "moving"
+    assert rows[0]["seq"] == 1
+    assert rows[0]["engine"] is True
+    assert rows[0]["status"] == "moving"
     assert rows[0]["time"] == (base + 10) * 1_000_000
 
 
@@ -201,7 +203,8 @@ def test_replay_of_a_window_gives_identical_bytes_in_order(stack: Stack, capsys:
         got = sub.expect(total, timeout=30)
         assert sub.drain(0.5) == []
     summary = json.loads(_last_json(capsys))
-    assert summary["sent"] == total and summary["acknowledged"] == total
+    assert summary["sent"] == total
+    assert summary["acknowledged"] == total
     assert [m.topic for m in got] == ["again/" + t for t in topics]
     assert [m.payload for m in got] == payloads
     assert [m.qos for m in got] == [i % 2 for i in range(total)]
@@ -229,7 +232,8 @@ def test_replay_at_ten_times_keeps_the_spacing(stack: Stack, capsys: pytest.Capt
         got = sub.expect(11, timeout=10)
     summary = json.loads(_last_json(capsys))
     assert [m.payload for m in got] == [f"{i}".encode() for i in range(11)]
-    assert 0.08 <= summary["seconds"] <= 0.6 and time.monotonic() - began < 10
+    assert 0.08 <= summary["seconds"] <= 0.6
+    assert time.monotonic() - began < 10
     assert summary["send_error_ms_p99"] < 10
 
 
@@ -262,7 +266,8 @@ def test_processor_publishes_online_and_offline_status_that_lands_in_influxdb(st
         r for r in _rows(stack, "SELECT * FROM status WHERE vehicle = 'veh-0002' AND source = 'processor' "
                                 f"AND time >= {now * 1_000_000}")
         if r["state"] == "offline"])
-    assert rows[0]["reason"] == "timeout" and rows[0]["last_seen"] >= now
+    assert rows[0]["reason"] == "timeout"
+    assert rows[0]["last_seen"] >= now
 
 
 def _rows(stack: Stack, q: str) -> list[dict[str, Any]]:
@@ -278,7 +283,11 @@ def test_query_command_shows_telemetry(stack: Stack, capsys: pytest.CaptureFixtu
                  "--json"]) == 0
     printed = capsys.readouterr().out
     rows = json.loads(printed[printed.index("["):])
-    assert rows and all(r["vehicle"] == "veh-0001" for r in rows) and rows[0]["seq"] == 7
+    assert rows
+    assert all(r["vehicle"] == "veh-0001" for r in rows)
+    assert rows[0]["seq"] == 7
     assert main(["query", "--config", str(stack.loaded.config_file), "--since", "1m", "--vehicle", "veh-0001"]) == 0
     out = capsys.readouterr().out
-    assert "telemetry:" in out and "veh-0001" in out and "moving" in out
+    assert "telemetry:" in out
+    assert "veh-0001" in out
+    assert "moving" in out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import struct
-
 from collections.abc import Iterator
 
 import pytest

@@ -52,4 +52,5 @@ def test_lines_influxdb_refuses(line: str) -> None:
 
 def test_points_with_one_identity_merge_fields() -> None:
     merged = merge_points([parse_line("m,t=a x=1 5"), parse_line("m,t=a y=2 5"), parse_line("m,t=a x=3 5")])
-    assert len(merged) == 1 and merged[0].fields == {"x": 3.0, "y": 2.0}
+    assert len(merged) == 1
+    assert merged[0].fields == {"x": 3.0, "y": 2.0}

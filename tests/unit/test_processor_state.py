@@ -26,7 +26,9 @@ def test_first_telemetry_brings_a_vehicle_online(fleet: FleetState) -> None:
     (update,) = fleet.on_telemetry("v1", fix(1_000, 52.0, 13.0), now=10.0)
     assert (update.vehicle, update.state, update.reason, update.last_seen) == ("v1", "online", "activity", 1_000)
     doc = json.loads(update.payload())
-    assert doc["source"] == "processor" and doc["ts"] == 10_000 and doc["state"] == "online"
+    assert doc["source"] == "processor"
+    assert doc["ts"] == 10_000
+    assert doc["state"] == "online"
     assert update.topic == "fleet/v1/status"
 
 
@@ -42,7 +44,8 @@ def test_a_redelivered_or_older_fix_changes_nothing(fleet: FleetState) -> None:
     speed = fleet.vehicles["v1"].derived_speed
     assert fleet.on_telemetry("v1", fix(60_000, 0.01, 0.0), now=3.0) == []
     assert fleet.on_telemetry("v1", fix(30_000, 5.0, 5.0), now=4.0) == []
-    assert fleet.vehicles["v1"].derived_speed == speed and fleet.vehicles["v1"].last_seen == 60_000
+    assert fleet.vehicles["v1"].derived_speed == speed
+    assert fleet.vehicles["v1"].last_seen == 60_000
 
 
 def test_an_impossible_jump_is_not_a_speed(fleet: FleetState) -> None:
@@ -76,18 +79,21 @@ def test_its_own_status_messages_are_ignored(fleet: FleetState) -> None:
     assert fleet.on_status("v1", json.loads(update.payload()), now=1.0) == []
     offline_from_processor = {"state": "offline", "ts": 1, "source": "processor"}
     assert fleet.on_status("v1", offline_from_processor, now=2.0) == []
-    assert fleet.vehicles["v1"].state == "online" and fleet.ignored == 2
+    assert fleet.vehicles["v1"].state == "online"
+    assert fleet.ignored == 2
 
 
 def test_active_vehicles_get_periodic_updates(fleet: FleetState) -> None:
     fleet.on_telemetry("v1", fix(0, 0.0, 0.0), now=0.0)
     assert fleet.on_telemetry("v1", fix(10_000, 0.0, 0.001), now=10.0) == []
     (update,) = fleet.on_telemetry("v1", fix(30_000, 0.0, 0.002), now=30.0)
-    assert update.reason == "periodic" and update.derived_speed is not None
+    assert update.reason == "periodic"
+    assert update.derived_speed is not None
 
 
 @pytest.mark.parametrize("doc", [None, [], {"ts": "x", "lat": 1, "lng": 1}, {"ts": 1, "lat": 95, "lng": 1},
                                  {"ts": 1, "lat": True, "lng": 1}])
 def test_unusable_telemetry_is_ignored(fleet: FleetState, doc: object) -> None:
     assert fleet.on_telemetry("v1", doc, now=1.0) == []
-    assert fleet.ignored == 1 and "v1" not in fleet.vehicles
+    assert fleet.ignored == 1
+    assert "v1" not in fleet.vehicles

@@ -106,7 +106,8 @@ def test_qos1_redelivery_gives_the_same_telemetry_point(engine: RuleEngine) -> N
     first = engine.evaluate(_message(case))
     again = engine.evaluate(Message(case["topic"], _payload(case), 1, False, case["received_ns"] + 5))
     telemetry = [o for o in first + again if isinstance(o, Point) and o.rule == "telemetry"]
-    assert len(telemetry) == 2 and telemetry[0] == telemetry[1]
+    assert len(telemetry) == 2
+    assert telemetry[0] == telemetry[1]
 
 
 # -- the rendered emqx.conf -----------------------------------------------------------
@@ -161,7 +162,8 @@ def test_emqx_telemetry_rule_is_pinned(emqx_conf: Any) -> None:
         "AND NOT map_get('ts', payload) < 946684800000 AND NOT map_get('ts', payload) > 4102444800000")
     body = emqx_conf["actions"]["http"]["ecokit_telemetry"]["parameters"]["body"]
     assert body == ("telemetry,vehicle=${t_vehicle} lat=${f_lat},lng=${f_lng},speed=${f_speed},heading=${f_heading},"
-                    "fuel=${f_fuel},odometer=${f_odometer},engine=${f_engine},seq=${f_seq}i,status=\"${f_status}\" ${ts}")
+                    "fuel=${f_fuel},odometer=${f_odometer},engine=${f_engine},seq=${f_seq}i,"
+                    "status=\"${f_status}\" ${ts}")
     assert emqx_conf["actions"]["http"]["ecokit_telemetry"]["parameters"]["path"] == "/write?db=fleet&precision=ms"
     archive = emqx_conf["actions"]["http"]["ecokit_archive"]["parameters"]
     assert archive["body"] == "archive,topic=${t_topic} payload=\"${f_payload}\",qos=${f_qos}i,retain=${f_retain} ${ts}"
@@ -177,9 +179,12 @@ def test_emqx_sql_avoids_what_the_rule_sql_parser_mangles() -> None:
 
     for rule in render_rules(CONFIG.rules, database="fleet"):
         sql = rule.sql()
-        assert "\n" not in sql and "--" not in sql and "payload." not in sql
+        assert "\n" not in sql
+        assert "--" not in sql
+        assert "payload." not in sql
         for literal in re.findall(r"'([^']*)'", sql):
-            assert not literal.startswith('"') and not literal.endswith('"'), literal
+            assert not literal.startswith('"'), literal
+            assert not literal.endswith('"'), literal
 
 
 def test_no_bridge_when_the_broker_is_emqx(tmp_path: Path) -> None:

@@ -29,14 +29,17 @@ def test_default_stack_has_telemetry_status_and_archive_rules() -> None:
     rules = StackConfig().rules
     assert list(rules) == ["telemetry", "status", "archive"]
     tel = rules["telemetry"]
-    assert tel.topic == "fleet/+/telemetry" and tel.measurement == "telemetry"
+    assert tel.topic == "fleet/+/telemetry"
+    assert tel.measurement == "telemetry"
     assert tel.tags["vehicle"].segment == 2
     assert {n: f.type for n, f in tel.fields.items()} == {
         "lat": "float", "lng": "float", "speed": "float", "heading": "float", "fuel": "float",
         "odometer": "float", "engine": "bool", "seq": "int", "status": "string"}
     assert (tel.time.from_, tel.time.path, tel.time.unit) == ("payload", "ts", "ms")
     archive = rules["archive"]
-    assert archive.topic == "#" and archive.payload == "raw" and archive.time.from_ == "received"
+    assert archive.topic == "#"
+    assert archive.payload == "raw"
+    assert archive.time.from_ == "received"
     assert {n: (f.type, f.from_) for n, f in archive.fields.items()} == {
         "payload": ("string", "payload_base64"), "qos": ("int", "qos"), "retain": ("bool", "retain")}
 
@@ -64,7 +67,8 @@ def test_a_new_rule_is_validated(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("rules", "expected"), [
-    ({"t": {"topic": "a/#/b", "measurement": "m", "fields": {"x": {}}}}, "rules.t.topic: 'a/#/b' is not a topic filter"),
+    ({"t": {"topic": "a/#/b", "measurement": "m", "fields": {"x": {}}}},
+     "rules.t.topic: 'a/#/b' is not a topic filter"),
     ({"t": {"topic": "a/b", "measurement": "9m", "fields": {"x": {}}}}, "rules.t.measurement"),
     ({"t": {"topic": "a/b", "measurement": "m", "fields": {"x": {"min": 5, "max": 1}}}},
      "rules.t.fields.x: min (5) is above max (1)"),
@@ -93,9 +97,10 @@ def test_rule_errors_name_the_rule_and_key(tmp_path: Path, rules: dict[str, Any]
 
 
 def test_bridge_and_processor_settings_are_bounded(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="bridge.batch_size"):
+    with pytest.raises(ConfigError, match=r"bridge\.batch_size"):
         _load(tmp_path, {"bridge": {"batch_size": 0}})
-    with pytest.raises(ConfigError, match="processor.offline_after"):
+    with pytest.raises(ConfigError, match=r"processor\.offline_after"):
         _load(tmp_path, {"processor": {"offline_after": 0}})
     config = _load(tmp_path, {"bridge": {"workers": 2, "flush_ms": 50}, "processor": {"enabled": False}})
-    assert config.bridge.workers == 2 and config.processor.enabled is False
+    assert config.bridge.workers == 2
+    assert config.processor.enabled is False

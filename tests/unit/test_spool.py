@@ -27,7 +27,8 @@ def test_batches_come_out_in_order_and_capped_at_the_batch_size(tmp_path: Path) 
     taken = []
     while spool.pending_lines:
         batch = spool.take(7, 0.0)
-        assert batch is not None and batch.lines <= 7
+        assert batch is not None
+        assert batch.lines <= 7
         assert batch.data.count(b"\n") == batch.lines
         taken.append(batch.data)
         spool.commit(batch)
@@ -42,7 +43,8 @@ def test_a_small_batch_waits_for_the_flush_interval(tmp_path: Path) -> None:
     stop = threading.Event()
     stop.set()  # take returns at once what is due; with stop set it returns what is pending
     batch = spool.take(100, 10.0, stop)
-    assert batch is not None and batch.lines == 2
+    assert batch is not None
+    assert batch.lines == 2
     spool.commit(batch)
     spool.append(_lines(2, 2), 2)
     result: list[object] = []
@@ -54,7 +56,8 @@ def test_a_small_batch_waits_for_the_flush_interval(tmp_path: Path) -> None:
     with spool.cond:
         spool.cond.notify_all()
     thread.join(2)
-    assert not thread.is_alive() and getattr(result[0], "lines", None) == 2
+    assert not thread.is_alive()
+    assert getattr(result[0], "lines", None) == 2
 
 
 def test_appends_beyond_the_bound_are_refused_not_truncated(tmp_path: Path) -> None:
@@ -62,7 +65,8 @@ def test_appends_beyond_the_bound_are_refused_not_truncated(tmp_path: Path) -> N
     assert spool.append(_lines(0, 5), 5)
     size = spool.pending_bytes
     assert not spool.append(_lines(5, 10), 10)
-    assert spool.pending_bytes == size and spool.pending_lines == 5
+    assert spool.pending_bytes == size
+    assert spool.pending_lines == 5
     batch = spool.take(100, 0.0)
     assert batch is not None
     spool.commit(batch)
@@ -96,9 +100,11 @@ def test_a_chunk_extended_after_it_was_taken_keeps_its_new_lines(tmp_path: Path)
     spool = Spool(tmp_path, max_bytes=1 << 20)
     spool.append(_lines(0, 3), 3)
     batch = spool.take(100, 0.0)
-    assert batch is not None and batch.lines == 3
+    assert batch is not None
+    assert batch.lines == 3
     spool.append(_lines(3, 2), 2)  # merged into the same index chunk
     spool.commit(batch)
     assert spool.pending_lines == 2
     rest = spool.take(100, 0.0)
-    assert rest is not None and rest.data == _lines(3, 2)
+    assert rest is not None
+    assert rest.data == _lines(3, 2)
