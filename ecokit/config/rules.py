@@ -327,8 +327,9 @@ def validate_rule_names(value: dict[str, RuleConfig]) -> dict[str, RuleConfig]:
 class BridgeConfig(_Section):
     """The ecokit bridge (MQTT → InfluxDB) used when the broker is not EMQX."""
 
+    enabled: bool = Field(True, description="false: nothing is stored (EMQX never needs the bridge)")
     batch_size: int = Field(5000, ge=1, le=100_000, description="points per InfluxDB write, at most")
-    flush_ms: int = Field(200, ge=1, le=60_000, description="a point waits at most this long before a write")
+    flush_ms: int = Field(50, ge=1, le=60_000, description="a point waits at most this long before a write")
     buffer_mb: int = Field(512, ge=1, le=1_048_576,
                            description="on-disk buffer bound; points beyond it are dropped and counted")
     workers: int = Field(1, ge=1, le=16, description="consumer processes sharing one subscription")

@@ -86,7 +86,7 @@ def _service(ctx: PlanContext, name: str, port: int, description: str, config: d
 def bridge(ctx: PlanContext) -> ServiceSpec | None:
     """The ecokit bridge, for every broker but EMQX (whose rules do the same work)."""
     cfg = ctx.config
-    if cfg.broker.kind == "emqx":
+    if cfg.broker.kind == "emqx" or not cfg.bridge.enabled:
         return None
     config = {
         "service": BRIDGE,
