@@ -173,7 +173,7 @@ def main() -> None:
     lat = sub.add_parser("latency")
     lat.add_argument("--probes", type=int, default=200)
     lat.add_argument("--background", type=float, default=5000, help="steady load, msgs/s (0: none)")
-    lat.add_argument("--flush-ms", type=int, default=200)
+    lat.add_argument("--flush-ms", type=int, default=50, help="bridge.flush_ms (the default is 50)")
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
     result = throughput(args) if args.what == "throughput" else latency(args)

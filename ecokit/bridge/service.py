@@ -130,19 +130,18 @@ def _dropped_count(body: str, lines: int) -> int:
 
 
 class Bridge:
-    """One bridge worker: a consumer of the (shared) subscription with its own spool."""
+    """The bridge: a consumer of the shared subscription with its own spool."""
 
-    def __init__(self, config: dict[str, Any], *, log: logging.Logger, worker: int = 0,
+    def __init__(self, config: dict[str, Any], *, log: logging.Logger,
                  registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.log = log
-        self.worker = worker
         self.settings = BridgeConfig.model_validate(config.get("bridge", {}))
         self.rules = {name: RuleConfig.model_validate(rule) for name, rule in config["rules"].items()}
         self.engine = RuleEngine(self.rules)
         self.registry = registry or CollectorRegistry()
         self.metrics = BridgeMetrics(self.registry)
-        spool_dir = Path(config["spool_dir"]) / f"w{worker}"
+        spool_dir = Path(config["spool_dir"]) / "lines"
         self.spool = Spool(spool_dir, max_bytes=self.settings.buffer_mb * 1024 * 1024)
         self.metrics.buffered.set_function(lambda: self.spool.pending_lines)
         if self.spool.recovered_lines:
@@ -153,13 +152,12 @@ class Bridge:
         self.ready = threading.Event()
         self.filters = subscription_filters(self.rules)
         self._last_ns = 0
-        self._workers = max(1, self.settings.workers)
         mqtt = config["mqtt"]
-        self.client_id = f"ecokit-bridge-{config.get('stack', 'ecokit')}-{worker}"
+        self.client_id = f"ecokit-bridge-{config.get('stack', 'ecokit')}"
         self.mqtt = FastMqtt(mqtt["host"], int(mqtt["port"]), client_id=self.client_id,
                              username=mqtt.get("username"), password=mqtt.get("password"), tls=mqtt_tls(mqtt),
                              clean_start=False, session_expiry=SESSION_EXPIRY, keepalive=30)
-        self._subs_file = Path(config["spool_dir"]) / f"w{worker}.subscriptions.json"
+        self._subs_file = Path(config["spool_dir"]) / "subscriptions.json"
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -195,9 +193,10 @@ class Bridge:
             self.spool.close()
 
     def _topics(self) -> list[str]:
-        if self._workers > 1:
-            return [f"$share/{SHARE_GROUP}/{f}" for f in self.filters]
-        return list(self.filters)
+        # A shared subscription: a second bridge (a rolling restart, more capacity) shares
+        # the load instead of writing every point twice. Mosquitto queues shared messages
+        # for an offline persistent member and keeps retain-as-published (checked on 2.0.11).
+        return [f"$share/{SHARE_GROUP}/{f}" for f in self.filters]
 
     def _connect(self) -> None:
         present = self.mqtt.connect()
@@ -232,12 +231,10 @@ class Bridge:
     # -- the intake loop ------------------------------------------------------------
 
     def _receive_ns(self) -> int:
-        """Receive time in ns, unique per message (and per worker: the worker index is the
-        remainder modulo the worker count), even for a burst within one clock tick."""
-        step = self._workers
-        now = time.time_ns() // step * step + self.worker
+        """Receive time in ns, unique per message even for a burst within one clock tick."""
+        now = time.time_ns()
         if now <= self._last_ns:
-            now = self._last_ns + step
+            now = self._last_ns + 1
         self._last_ns = now
         return now
 

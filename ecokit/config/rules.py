@@ -332,7 +332,6 @@ class BridgeConfig(_Section):
     flush_ms: int = Field(50, ge=1, le=60_000, description="a point waits at most this long before a write")
     buffer_mb: int = Field(512, ge=1, le=1_048_576,
                            description="on-disk buffer bound; points beyond it are dropped and counted")
-    workers: int = Field(1, ge=1, le=16, description="consumer processes sharing one subscription")
     qos: Literal[0, 1] = Field(1, description="subscription QoS")
 
 
