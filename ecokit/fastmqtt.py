@@ -223,12 +223,20 @@ class FastMqtt:
                                                             for s in subscriptions)
         self.flush()
         self._send_now(_packet(0x82, body))
+        return self._await_ack(pid, timeout, "SUBACK")
+
+    def _await_ack(self, pid: int, timeout: float, what: str) -> list[int]:
+        """Wait for the SUBACK/UNSUBACK of ``pid``; publishes arriving meanwhile are kept for ``read``."""
         deadline = time.monotonic() + timeout
-        while not self._acks.get(pid):
-            if time.monotonic() > deadline:
-                raise BrokerError(f"no SUBACK from {self.host}:{self.port} within {timeout:g}s")
-            self._pending_publishes.extend(self.read(0.1))
-        return self._acks.pop(pid)
+        while True:
+            self._pending_publishes.extend(self._parse())
+            if self._acks.get(pid):
+                return self._acks.pop(pid)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._acks.pop(pid, None)
+                raise BrokerError(f"no {what} from {self.host}:{self.port} within {timeout:g}s")
+            self._recv(min(remaining, 0.1))
 
     def unsubscribe(self, topics: Sequence[str], timeout: float = 10.0) -> list[int]:
         pid = self._packet_id()
@@ -236,12 +244,7 @@ class FastMqtt:
         body = struct.pack("!H", pid) + b"\x00" + b"".join(_str(t) for t in topics)
         self.flush()
         self._send_now(_packet(0xA2, body))
-        deadline = time.monotonic() + timeout
-        while not self._acks.get(pid):
-            if time.monotonic() > deadline:
-                raise BrokerError(f"no UNSUBACK from {self.host}:{self.port} within {timeout:g}s")
-            self._pending_publishes.extend(self.read(0.1))
-        return self._acks.pop(pid)
+        return self._await_ack(pid, timeout, "UNSUBACK")
 
     def ack(self, packet_ids: Iterable[int]) -> None:
         """Queue PUBACKs (sent by the next flush)."""
@@ -321,8 +324,17 @@ class FastMqtt:
         if self._pending_publishes:
             stashed, self._pending_publishes = self._pending_publishes, []
             return stashed
+        # What is already buffered first (e.g. publishes that came with the CONNACK).
+        if self._buf:
+            out = self._parse()
+            if out:
+                return out
         if not self._recv(timeout):
             return []
+        return self._parse()
+
+    def _parse(self) -> list[Received]:
+        """Every complete packet in the buffer: publishes returned, control packets handled."""
         buf = self._buf
         n = len(buf)
         pos = 0

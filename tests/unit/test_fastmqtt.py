@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from ecokit.fastmqtt import FastMqtt, _packet, _str, _varint
+from ecokit.fastmqtt import FastMqtt, Subscription, _packet, _str, _varint
 
 
 def publish(topic: str, payload: bytes, qos: int = 0, pid: int = 0, retain: bool = False,
@@ -56,3 +58,27 @@ def test_acks_and_publishes_go_out_in_one_write(pair: tuple[FastMqtt, socket.soc
     broker.sendall(b"\x40\x02\x00\x01")  # PUBACK for packet 1
     assert client.read(0.5) == []
     assert client.inflight == 0
+
+
+def test_publishes_buffered_with_an_earlier_packet_are_not_left_waiting(pair: tuple[FastMqtt, socket.socket]) -> None:
+    client, broker = pair
+    client.read_size = 1 << 16
+    # A CONNACK and queued publishes arrive in one segment; connect() consumes only the CONNACK.
+    broker.sendall(b"\x20\x03\x01\x00\x00" + publish("q/1", b"a", 1, 1) + publish("q/2", b"b", 1, 2))
+    packet = client._read_control(time.monotonic() + 1)
+    assert packet is not None
+    assert packet[0] == 2
+    got = client.read(0.1)  # nothing more arrives on the socket
+    assert [m[0] for m in got] == ["q/1", "q/2"]
+
+
+def test_publishes_before_the_suback_are_kept_for_read(pair: tuple[FastMqtt, socket.socket]) -> None:
+    client, broker = pair
+    client.read_size = 1 << 16
+    # Queued publishes of a persistent session arrive before the SUBACK of a new SUBSCRIBE.
+    broker.sendall(publish("q/1", b"a", 1, 1) + publish("q/2", b"b", 1, 2))
+    threading.Timer(0.2, lambda: broker.sendall(b"\x90\x04\x00\x01\x00\x01" + publish("q/3", b"c", 1, 3))).start()
+    codes = client.subscribe([Subscription("q/#", 1)], timeout=5)
+    assert codes == [1]
+    got = client.read(0.1) + client.read(0.5)
+    assert [m[0] for m in got] == ["q/1", "q/2", "q/3"]
