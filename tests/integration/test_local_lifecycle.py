@@ -98,11 +98,12 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 def test_up_twice_is_a_no_op(running: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     before = recorded_processes(running)
-    assert set(before) == {"broker", "influxdb"}
+    assert set(before) == {"broker", "influxdb", "bridge", "processor"}
     config_file = running.loaded.config_file
     assert config_file is not None
     actions = Stack.load(config_file, env={}).up()
-    assert actions == {"broker": "unchanged", "influxdb": "unchanged"}
+    assert actions == {"broker": "unchanged", "influxdb": "unchanged", "bridge": "unchanged",
+                       "processor": "unchanged"}
     assert main(["up", "--config", str(config_file)]) == 0
     assert "Already up; nothing changed." in capsys.readouterr().out
     assert recorded_processes(running) == before
@@ -113,10 +114,11 @@ def test_down_leaves_no_process(make_project: ProjectFactory, managed: Callable[
     stack = managed(make_project())
     stack.up()
     refs = recorded_processes(stack)
-    assert len(refs) == 2
+    assert len(refs) == 4  # broker, influxdb, bridge, processor
     assert all(process.is_alive(ref) for ref in refs.values())
     ports = (stack.config.broker.ports.mqtt, stack.config.influxdb.port)
-    assert sorted(Stack.load(stack.loaded.config_file, env={}).down()) == ["broker", "influxdb"]  # type: ignore[arg-type]
+    assert sorted(Stack.load(stack.loaded.config_file, env={}).down()) == [  # type: ignore[arg-type]
+        "bridge", "broker", "influxdb", "processor"]
     for ref in refs.values():
         # Gone entirely: not running, not a zombie, no thread left (or the pid is reused).
         assert process.start_ticks(ref.pid) != ref.start_ticks, f"pid {ref.pid} is still there"
@@ -278,7 +280,7 @@ def test_status_json_describes_the_running_stack(running: Stack, capsys: pytest.
     assert status["runtime"] == "local"
     assert status["state"] == "running"
     assert status["stack"] == "test"
-    for name in ("broker", "influxdb"):
+    for name in ("broker", "influxdb", "bridge", "processor"):
         assert status["services"][name]["state"] == "running"
         assert status["services"][name]["pid"] == refs[name].pid
         assert Path(status["services"][name]["log"]).is_file()
@@ -342,7 +344,8 @@ def test_registering_a_device_while_up_reloads_mosquitto_without_dropping_client
         assert main(["devices", "add", "late-1", "--config", str(config_file)]) == 0
         stack = Stack.load(config_file, env={})
         user, password = stack.device_credentials("late-1")
-        assert stack.up() == {"broker": "unchanged", "influxdb": "unchanged"}, "already reloaded"
+        assert stack.up() == {"broker": "unchanged", "influxdb": "unchanged", "bridge": "unchanged",
+                              "processor": "unchanged"}, "already reloaded"
         assert recorded_processes(stack)["broker"] == broker_before, "same process: reloaded, not restarted"
         wait_for(lambda: "Reloading config" in stack.paths.log("broker").read_text(), 10,
                  "mosquitto logs the SIGHUP reload")
