@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -88,9 +89,10 @@ async def _paho(host: str, port: int, user: str, pw: str, n: int, k: int) -> dic
     for qos in (0, 1):
         done = 0
         total = n * k
-        finished = loop.create_future()
+        finished: asyncio.Future[None] = loop.create_future()
 
-        def on_publish(client: Any, ud: Any, mid: Any, rc: Any, props: Any) -> None:
+        def on_publish(client: Any, ud: Any, mid: Any, rc: Any, props: Any, total: int = total,
+                       finished: asyncio.Future[None] = finished) -> None:
             nonlocal done
             done += 1
             if done == total and not finished.done():
@@ -149,10 +151,8 @@ async def _aiomqtt(host: str, port: int, user: str, pw: str, n: int, k: int) -> 
         result[f"qos{qos}_msgs_per_s"] = total / wall
         result[f"qos{qos}_cpu_us_per_msg"] = cpu / total * 1e6
     for c in clients:
-        try:
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(c.__aexit__(None, None, None), 5)
-        except Exception:  # noqa: BLE001 - best effort teardown of a benchmark
-            pass
     return result
 
 
@@ -170,7 +170,7 @@ async def _gmqtt(host: str, port: int, user: str, pw: str, n: int, k: int) -> di
             c.set_auth_credentials(user, pw)
             try:
                 await c.connect(host, port, keepalive=60)
-            except Exception:  # noqa: BLE001 - counted as a failed connect
+            except Exception:
                 return False
             clients.append(c)
             return True
@@ -190,7 +190,7 @@ async def _gmqtt(host: str, port: int, user: str, pw: str, n: int, k: int) -> di
         # QoS 1: done when every client's store of unacknowledged messages is empty.
         deadline = time.monotonic() + 120
         while qos == 1 and time.monotonic() < deadline:
-            if all(c._persistent_storage.is_empty for c in clients):  # noqa: SLF001
+            if all(c._persistent_storage.is_empty for c in clients):
                 break
             await asyncio.sleep(0.01)
         await asyncio.sleep(0)

@@ -77,9 +77,9 @@ class PahoLoop:
         self._in_loop(self._watch, client, sock)
 
     def _watch(self, client: mqtt.Client, sock: Any) -> None:
-        if client.socket() is not sock:
+        if sock is None or client.socket() is not sock:
             return  # closed again before the loop got to it
-        fd = sock.fileno()
+        fd = int(sock.fileno())
         self._forget(client)
         self._fds[client] = fd
         self.loop.add_reader(fd, self._read, client)
