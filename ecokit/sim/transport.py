@@ -77,9 +77,10 @@ class PahoLoop:
         self._in_loop(self._watch, client, sock)
 
     def _watch(self, client: mqtt.Client, sock: Any) -> None:
-        if sock is None or client.socket() is not sock:
+        current: Any = client.socket()
+        if sock is None or current is not sock:
             return  # closed again before the loop got to it
-        fd = int(sock.fileno())
+        fd = int(current.fileno())
         self._forget(client)
         self._fds[client] = fd
         self.loop.add_reader(fd, self._read, client)
