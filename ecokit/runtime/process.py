@@ -35,8 +35,19 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
+# Popen handles of the services this process started. Services outlive their handle by
+# design; kept here, a handle is not destroyed while its process runs (its destructor would
+# warn "subprocess is still running"), and is let go once the process has been reaped.
+_spawned: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _reap(pid: int) -> None:
     # Our own children become zombies until waited for; reap without blocking.
+    proc = _spawned.get(pid)
+    if proc is not None:
+        if proc.poll() is not None:  # reaped through its handle, which then records the exit
+            del _spawned[pid]
+        return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
 
@@ -67,6 +78,7 @@ def spawn(argv: Sequence[str], *, log_path: Path, cwd: Path, env: Mapping[str, s
             list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=cwd, env=dict(env), start_new_session=True, close_fds=True,
         )
+    _spawned[proc.pid] = proc
     ticks = None
     for _ in range(50):
         ticks = start_ticks(proc.pid)

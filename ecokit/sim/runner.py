@@ -193,8 +193,8 @@ class Summary:
 class _Device:
     """A vehicle's connection state."""
 
-    __slots__ = ("acks", "attempt", "auth", "client", "connack", "ever", "flushing", "index", "last_due", "online",
-                 "reconnecting", "seen_commands", "started", "vehicle")
+    __slots__ = ("acks", "attempt", "auth", "client", "connack", "ever", "flushing", "index", "last_due", "next_dt",
+                 "online", "reconnecting", "seen_commands", "started", "vehicle")
 
     def __init__(self, index: int, vehicle: SimVehicle, client: mqtt.Client, auth: VehicleAuth) -> None:
         self.index = index
@@ -208,6 +208,8 @@ class _Device:
         self.attempt = 0
         self.started = False  # connect() was called once; later attempts are reconnect()s
         self.last_due: float | None = None
+        self.next_dt = 0.0  # simulated seconds to the next fix: the scheduled delay itself, so the
+        # physics never sees clock arithmetic (same seed, same fixes, whatever the start time)
         self.connack: asyncio.Future[bool] | None = None
         self.seen_commands: deque[str] | None = None
         self.acks: dict[int, bool] | None = None  # QoS 1 messages waiting for their PUBACK
@@ -490,8 +492,8 @@ class Simulator:
         if dev.last_due is not None and not self.settings.flat_out:
             # Re-schedule from the last fix with the new interval (older heap entries go stale).
             self._generation[dev.index] += 1
-            heapq.heappush(self._heap, (dev.last_due + vehicle.next_delay(), self._generation[dev.index],
-                                        dev.index))
+            dev.next_dt = vehicle.next_delay()
+            heapq.heappush(self._heap, (dev.last_due + dev.next_dt, self._generation[dev.index], dev.index))
             if self._wake is not None:
                 self._wake.set()
         if self.on_interval is not None:
@@ -582,11 +584,12 @@ class Simulator:
             if gen != self._generation[index]:
                 continue  # re-scheduled by set_interval
             dev = self._devices[index]
-            self._emit(dev, 0.0 if dev.last_due is None else due - dev.last_due)
+            self._emit(dev, dev.next_dt)
             dev.last_due = due
             record(max(1, int((now - due) * 1e6)))
             if not self._done(dev):
-                heapq.heappush(heap, (due + dev.vehicle.next_delay(), gen, index))
+                dev.next_dt = dev.vehicle.next_delay()
+                heapq.heappush(heap, (due + dev.next_dt, gen, index))
             emitted += 1
             if emitted % 256 == 0:
                 await asyncio.sleep(0)  # let the sockets breathe during a burst
