@@ -53,6 +53,9 @@ class PahoLoop:
         self._thread_id = threading.get_ident()
         self._pool = ThreadPoolExecutor(max_workers=connect_workers, thread_name_prefix="ecokit-connect")
         self._fds: dict[mqtt.Client, int] = {}
+        self._writing: set[mqtt.Client] = set()  # clients whose socket is watched for writability
+        self._dirty: set[mqtt.Client] = set()  # clients with bytes to write at the end of this iteration
+        self._flush_pending = False
 
     # -- registration ------------------------------------------------------------------
 
@@ -85,11 +88,11 @@ class PahoLoop:
         self._fds[client] = fd
         self.loop.add_reader(fd, self._read, client)
         # A write registered from the connect thread before we watched the socket.
-        if client.want_write():
-            self.loop.add_writer(fd, self._write, client)
+        self._want_write(client)
 
     def _forget(self, client: mqtt.Client) -> None:
         fd = self._fds.pop(client, None)
+        self._writing.discard(client)
         if fd is not None:
             self.loop.remove_reader(fd)
             self.loop.remove_writer(fd)
@@ -108,10 +111,28 @@ class PahoLoop:
             self._forget(client)
 
     def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._want_write, client)
+        if threading.get_ident() != self._thread_id:
+            self.loop.call_soon_threadsafe(self._want_write, client)
+            return
+        # Batch: write every client that has something to send once, at the end of this
+        # loop iteration, and watch for writability only if the socket buffer is full.
+        # (Registering a writer per message would cost two epoll_ctl calls per publish.)
+        self._dirty.add(client)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self._flush_writes)
 
     def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self._want_write, client)
+
+    def _flush_writes(self) -> None:
+        self._flush_pending = False
+        dirty, self._dirty = self._dirty, set()
+        for client in dirty:
+            if client in self._fds:
+                with contextlib.suppress(OSError):
+                    client.loop_write()
+                self._want_write(client)
 
     def _want_write(self, client: mqtt.Client) -> None:
         # Re-read paho's state on the loop thread, so calls made from the connect thread
@@ -120,17 +141,20 @@ class PahoLoop:
         if fd is None:
             return
         if client.want_write():
-            self.loop.add_writer(fd, self._write, client)
-        else:
+            if client not in self._writing:
+                self._writing.add(client)
+                self.loop.add_writer(fd, self._write, client)
+        elif client in self._writing:
+            self._writing.discard(client)
             self.loop.remove_writer(fd)
 
     @staticmethod
     def _read(client: mqtt.Client) -> None:
         client.loop_read()
 
-    @staticmethod
-    def _write(client: mqtt.Client) -> None:
+    def _write(self, client: mqtt.Client) -> None:
         client.loop_write()
+        self._want_write(client)
 
     # -- connecting --------------------------------------------------------------------
 
