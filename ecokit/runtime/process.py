@@ -58,7 +58,10 @@ def is_alive(ref: ProcessRef) -> bool:
     if fields is None:
         return False
     state, ticks = fields[0], int(fields[19])
-    return ticks == ref.start_ticks and state not in ("Z", "X")
+    alive = ticks == ref.start_ticks and state not in ("Z", "X")
+    if not alive:
+        _reap(ref.pid)  # it may have exited since the first look
+    return alive
 
 
 def exit_reason(ref: ProcessRef) -> str:

@@ -18,6 +18,7 @@ from ecokit.errors import BrokerError
 from ecokit.sim.commands import Command
 from ecokit.sim.fleet import BROADCAST_COMMANDS, commands_topic
 from ecokit.sim.runner import BrokerTarget, VehicleAuth
+from ecokit.sim.transport import close_socket
 
 
 @dataclass(frozen=True)
@@ -110,4 +111,5 @@ def send_command(target: BrokerTarget, auth: VehicleAuth, command: Command, vehi
     finally:
         client.disconnect()
         client.loop_stop()
+        close_socket(client)
     return acks

@@ -188,7 +188,19 @@ class PahoLoop:
             self._timer = None
         for client in list(self._fds):
             self._forget(client)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # Let a connect still running on the pool finish, then close every socket still open
+        # (a client dropped with an open socket leaks it until garbage collection).
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for client in self._clients:
+            close_socket(client)
+
+
+def close_socket(client: mqtt.Client) -> None:
+    """Close a client's socket without any MQTT exchange (after DISCONNECT, or when giving up)."""
+    sock = client.socket()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 def _connect(client: mqtt.Client, host: str, port: int, kwargs: dict[str, Any]) -> None:

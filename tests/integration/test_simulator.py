@@ -36,6 +36,15 @@ pytestmark = pytest.mark.usefixtures("server_binaries")
 ProjectFactory = Callable[..., Path]
 
 
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    # Sockets a test forgot to close surface in that test, not in a later one.
+    yield
+    import gc
+
+    gc.collect()
+
+
 def admin_client(stack: Stack, *, client_id: str | None = None, clean_start: bool = True,
                  session_expiry: int | None = None) -> SyncClient:
     target = stack_connection(stack).target
