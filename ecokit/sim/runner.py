@@ -260,6 +260,18 @@ class Simulator:
         if self._waiter is not None:
             _resolve(self._waiter)
 
+    def set_publish_interval(self, vehicle_id: str, seconds: float) -> float:
+        """Change a vehicle's telemetry interval now (its next fix is re-scheduled); returns the
+        previous interval. What ``set_interval`` commands do; a shadow's desired state can too."""
+        dev = self._by_id[vehicle_id]
+        previous = dev.vehicle.set_publish_interval(seconds)
+        self._interval_changed(dev.vehicle, previous)
+        return previous
+
+    def send(self, vehicle_id: str, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Publish as the vehicle, in order with its telemetry (queued offline when disconnected)."""
+        self._send(self._by_id[vehicle_id], topic, payload, qos, retain)
+
     async def run(self) -> Summary:
         loop = asyncio.get_running_loop()
         self._loop = loop
