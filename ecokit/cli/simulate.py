@@ -242,7 +242,7 @@ def _raise_nofile(wanted: int) -> None:
 def _print_summary(s: Any) -> None:
     table = Table(box=None, show_header=False, title="summary", title_justify="left")
     table.add_column(style="bold")
-    table.add_column(justify="right")
+    table.add_column()
     rows = [
         ("vehicles", f"{s.vehicles} ({s.ever_connected} connected at least once, {s.connected_at_end} at the end)"),
         ("telemetry", f"{s.produced:,} messages in {s.publish_seconds:.1f}s ({s.rate:,.1f} msg/s)"),

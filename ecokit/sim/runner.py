@@ -513,8 +513,13 @@ class Simulator:
         if dev.last_due is not None and not self.settings.flat_out:
             # Re-schedule from the last fix with the new interval (older heap entries go stale).
             self._generation[dev.index] += 1
-            dev.next_dt = vehicle.next_delay()
-            heapq.heappush(self._heap, (dev.last_due + dev.next_dt, self._generation[dev.index], dev.index))
+            delay = vehicle.next_delay()
+            due = dev.last_due + delay
+            now = self._loop.time()
+            if due < now:  # shorter than the time since the last fix: the next one is due now
+                due, delay = now, now - dev.last_due
+            dev.next_dt = delay
+            heapq.heappush(self._heap, (due, self._generation[dev.index], dev.index))
             self._wakeup()
         if self.on_interval is not None:
             self.on_interval(vehicle, previous)
