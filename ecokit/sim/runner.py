@@ -236,6 +236,7 @@ class Simulator:
         self.stats = Stats(target=len(fleet))
         self._waiter: asyncio.Future[None] | None = None
         self._stopping = False
+        self._abort = False
         self._publish_stopped: float | None = None
         self._devices: list[_Device] = []
         self._by_id: dict[str, _Device] = {}
@@ -252,7 +253,10 @@ class Simulator:
     # -- public --------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Stop publishing now (Ctrl-C); the run then drains, says goodbye and returns."""
+        """Stop publishing now (Ctrl-C); the run then drains, says goodbye and returns.
+        A second request skips the wait for acknowledgements and queued messages."""
+        if self._stopping:
+            self._abort = True
         self._stopping = True
         self._wakeup()
 
@@ -662,7 +666,7 @@ class Simulator:
 
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.settings.drain_timeout
-        while self._busy() and time.monotonic() < deadline:
+        while self._busy() and time.monotonic() < deadline and not self._abort:
             await asyncio.sleep(0.02)
 
     async def _close(self) -> None:

@@ -211,6 +211,26 @@ def test_broker_restart_during_a_qos1_run_loses_nothing(stack5: Stack, tmp_path:
         assert n > 50
         seqs = [m["seq"] for m in got[vid]]
         assert set(seqs) == set(range(1, n + 1)), f"{vid}: missing {sorted(set(range(1, n + 1)) - set(seqs))[:20]}"
+        # In order: re-sent in-flight messages, then the offline queue, then live ones.
+        first_seen = list(dict.fromkeys(seqs))
+        assert first_seen == sorted(first_seen), f"{vid}: out of order around the outage"
+
+
+def test_queue_overflow_is_counted_never_silent(tmp_path: Path) -> None:
+    from ecokit.sim.runner import BrokerTarget, VehicleAuth
+    from ecokit.testing import free_port
+
+    target = BrokerTarget("127.0.0.1", free_port())  # nothing listens there
+    fleet = build_fleet(FleetSpec(["a", "b"], REGIONS["paris"], 1, interval=0.05))
+    sim = Simulator(fleet, target, lambda vid: VehicleAuth(), SimSettings(
+        qos=1, count=10, queue_limit=4, drain_timeout=0.2, connect_timeout=5, queue_path=tmp_path / "q.sqlite"))
+    summary = asyncio.run(sim.run())
+    assert summary.ever_connected == 0
+    assert summary.produced == 20
+    assert summary.queued_left == 8
+    assert summary.dropped == 12
+    assert sum("offline queue full" in e for e in summary.last_errors) == 2
+    assert summary.connect_failures >= 2
 
 
 def test_commands_are_executed_and_acked(stack5: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -330,3 +350,23 @@ def test_unreachable_broker_is_reported_with_its_url(tmp_path: Path, capsys: pyt
                  "--quiet", "--drain", "0.5s", "--queue", str(tmp_path / "q.sqlite")])
     assert code == 1
     assert f"mqtt://127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_any_broker_url_with_credentials_in_it(stack5: Stack, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from urllib.parse import quote
+
+    target = stack_connection(stack5).target
+    user, password = stack5.service_credentials("ecokit-admin")
+    with admin_client(stack5) as sub:
+        sub.connect()
+        sub.subscribe("fleet/+/telemetry", qos=1)
+        code = main(["simulate", "--broker", f"mqtt://{user}:{quote(password, safe='')}@{target.host}:{target.port}",
+                     "--vehicles", "2", "--count", "3", "--rate", "100ms", "--region", "48.80,2.30,48.83,2.36",
+                     "--client-id-prefix", "bench-", "--quiet", "--queue", str(tmp_path / "q.sqlite")])
+        assert code == 0, capsys.readouterr()
+        got = telemetry_by_vehicle(sub.expect(6, timeout=10))
+    assert {vid: len(ms) for vid, ms in got.items()} == {"vehicle-0001": 3, "vehicle-0002": 3}
+    for messages in got.values():
+        assert all(48.80 <= m["lat"] <= 48.83 and 2.30 <= m["lng"] <= 2.36 for m in messages)
+    assert password not in capsys.readouterr().out
