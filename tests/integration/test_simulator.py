@@ -370,3 +370,18 @@ def test_any_broker_url_with_credentials_in_it(stack5: Stack, tmp_path: Path,
     for messages in got.values():
         assert all(48.80 <= m["lat"] <= 48.83 and 2.30 <= m["lng"] <= 2.36 for m in messages)
     assert password not in capsys.readouterr().out
+
+
+def test_reconnects_back_off_exponentially(tmp_path: Path) -> None:
+    from ecokit.sim.runner import BrokerTarget, VehicleAuth
+    from ecokit.testing import free_port
+
+    target = BrokerTarget("127.0.0.1", free_port())  # refuses every connection
+    fleet = build_fleet(FleetSpec(["a"], REGIONS["paris"], 1, interval=0.5))
+    sim = Simulator(fleet, target, lambda vid: VehicleAuth(), SimSettings(
+        qos=1, duration=3.0, backoff_min=0.1, backoff_max=0.8, drain_timeout=0.1, connect_timeout=1,
+        queue_path=tmp_path / "q.sqlite"))
+    summary = asyncio.run(sim.run())
+    # Delays 0.05-0.1, 0.1-0.2, 0.2-0.4, 0.4-0.8, then 0.4-0.8 each: 3 s hold 6 to 12 attempts.
+    assert 5 <= summary.connect_failures <= 14
+    assert summary.queued_left == 6
