@@ -329,12 +329,15 @@ def test_register_creates_missing_devices_and_reloads_the_broker(make_project: P
     assert len(got) == 4
 
 
-def test_mutual_tls_with_each_devices_certificate(make_project: ProjectFactory, tmp_path: Path) -> None:
-    config = make_project(devices=2, extra={"tls": {"enabled": True, "mtls": True}})
+@pytest.mark.parametrize("mtls", [False, True], ids=["tls", "mtls"])
+def test_tls_and_mutual_tls_with_each_devices_certificate(make_project: ProjectFactory, tmp_path: Path,
+                                                          mtls: bool) -> None:
+    config = make_project(devices=2, extra={"tls": {"enabled": True, "mtls": mtls}})
     with running_stack(config) as stack:
         conn = stack_connection(stack)
         assert conn.target.tls
-        assert "certificate" in conn.description
+        assert conn.target.url.startswith("mqtts://")
+        assert ("certificate" in conn.description) is mtls
         summary = run_sim(stack, tmp_path, vehicles=2, count=5, qos=1)
     assert summary.ever_connected == 2
     assert summary.produced == 10
@@ -385,3 +388,16 @@ def test_reconnects_back_off_exponentially(tmp_path: Path) -> None:
     # Delays 0.05-0.1, 0.1-0.2, 0.2-0.4, 0.4-0.8, then 0.4-0.8 each: 3 s hold 6 to 12 attempts.
     assert 5 <= summary.connect_failures <= 14
     assert summary.queued_left == 6
+
+
+def test_as_admin_needs_no_registration(stack5: Stack, tmp_path: Path) -> None:
+    config = stack5.project_dir / "ecokit.yaml"
+    with admin_client(stack5) as sub:
+        sub.connect()
+        sub.subscribe("fleet/+/telemetry", qos=1)
+        code = main(["simulate", "-c", str(config), "--vehicles", "7", "--as-admin", "--count", "2", "--rate", "100ms",
+                     "--quiet", "--queue", str(tmp_path / "q.sqlite")])
+        assert code == 0
+        got = telemetry_by_vehicle(sub.expect(14, timeout=10))
+    assert sorted(got) == [f"vehicle-000{i}" for i in range(1, 8)]
+    assert len(load_devices(stack5.devices_file)) == 5
