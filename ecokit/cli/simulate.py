@@ -108,10 +108,14 @@ def _clock(seconds: float) -> str:
 @app.command()
 def simulate(
     vehicles: Annotated[int, typer.Option("--vehicles", "-n", help="fleet size", min=1, max=100_000)] = 10,
-    rate: Annotated[str, typer.Option("--rate", help="telemetry interval per vehicle (0 = flat out)")] = "1s",
-    qos: Annotated[int, typer.Option("--qos", help="telemetry QoS (0 or 1)", min=0, max=1)] = 1,
-    jitter: Annotated[str, typer.Option("--jitter", help="± random spread of each interval (seeded)")] = "0s",
-    region: Annotated[str, typer.Option("--region", help="paris, dubai or SOUTH,WEST,NORTH,EAST")] = "paris",
+    rate: Annotated[str | None, typer.Option("--rate", help="telemetry interval per vehicle (0 = flat out) "
+                                             "[default: simulator.rate, 1s]", show_default=False)] = None,
+    qos: Annotated[int | None, typer.Option("--qos", help="telemetry QoS, 0 or 1 [default: simulator.qos, 1]",
+                                            min=0, max=1, show_default=False)] = None,
+    jitter: Annotated[str | None, typer.Option("--jitter", help="± random spread of each interval (seeded) "
+                                               "[default: simulator.jitter, 0s]", show_default=False)] = None,
+    region: Annotated[str | None, typer.Option("--region", help="paris, dubai or SOUTH,WEST,NORTH,EAST "
+                                               "[default: simulator.region, paris]", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="same seed: same fleet, routes and messages")] = 1,
     duration: Annotated[str | None, typer.Option("--duration", help="publish for exactly this long (e.g. 10m)",
                                                  show_default=False)] = None,
@@ -121,12 +125,14 @@ def simulate(
     ca: CaOption = None, cert: CertOption = None, key: KeyOption = None, insecure: InsecureOption = False,
     as_admin: Annotated[bool, typer.Option("--as-admin", help="every vehicle connects as ecokit-admin")] = False,
     register: Annotated[bool, typer.Option("--register", help="register missing devices without asking")] = False,
-    mqtt_version: Annotated[str, typer.Option("--mqtt", help="protocol: 5 or 3.1.1")] = "5",
-    session_expiry: Annotated[int, typer.Option("--session-expiry", help="MQTT 5 session expiry, seconds",
-                                                min=0)] = 3600,
-    keepalive: Annotated[int, typer.Option("--keepalive", help="seconds", min=5, max=65535)] = 30,
-    queue_limit: Annotated[int, typer.Option("--queue-limit", help="offline queue bound per vehicle",
-                                             min=1)] = 10_000,
+    mqtt_version: Annotated[str | None, typer.Option("--mqtt", help="protocol: 5 or 3.1.1 [default: 5]",
+                                                     show_default=False)] = None,
+    session_expiry: Annotated[int | None, typer.Option("--session-expiry", help="MQTT 5 session expiry, seconds "
+                                                       "[default: 3600]", min=0, show_default=False)] = None,
+    keepalive: Annotated[int | None, typer.Option("--keepalive", help="seconds [default: 30]", min=5, max=65535,
+                                                  show_default=False)] = None,
+    queue_limit: Annotated[int | None, typer.Option("--queue-limit", help="offline queue bound per vehicle "
+                                                    "[default: 10000]", min=1, show_default=False)] = None,
     queue_file: Annotated[Path | None, typer.Option("--queue", help="offline queue database (SQLite)",
                                                     dir_okay=False, show_default=False)] = None,
     keep_queue: Annotated[bool, typer.Option("--keep-queue", help="send what an earlier run left queued")] = False,
@@ -136,7 +142,10 @@ def simulate(
     as_json: JsonOption = False,
     config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False,
 ) -> None:
-    """Simulate a fleet of vehicles publishing telemetry and answering commands."""
+    """Simulate a fleet of vehicles publishing telemetry and answering commands.
+
+    Defaults come from the `simulator:` section of ecokit.yaml (flags override it)."""
+    from ecokit.config.model import SimulatorConfig
     from ecokit.sim.fleet import FleetSpec, build_fleet
     from ecokit.sim.regions import parse_region
     from ecokit.sim.runner import SimSettings, Simulator
@@ -144,19 +153,27 @@ def simulate(
 
     if duration is not None and count is not None:
         raise UsageError("give --duration or --count, not both")
-    interval = parse_duration(rate, "--rate")
-    flat_out = interval == 0
-    jitter_s = parse_duration(jitter, "--jitter")
-    if mqtt_version not in ("5", "3.1.1", "311"):
-        raise UsageError(f"--mqtt {mqtt_version!r}: expected 5 or 3.1.1")
-    the_region = parse_region(region)
-
     stack = None
     try:
         stack = load_stack(config, profile)
     except ConfigError:
         if broker is None:
             raise
+    defaults = stack.config.simulator if stack is not None else SimulatorConfig()
+    rate = rate if rate is not None else defaults.rate
+    qos = qos if qos is not None else defaults.qos
+    jitter = jitter if jitter is not None else defaults.jitter
+    region = region if region is not None else defaults.region
+    mqtt_version = mqtt_version if mqtt_version is not None else defaults.mqtt
+    session_expiry = session_expiry if session_expiry is not None else defaults.session_expiry
+    keepalive = keepalive if keepalive is not None else defaults.keepalive
+    queue_limit = queue_limit if queue_limit is not None else defaults.queue_limit
+    interval = parse_duration(rate, "--rate")
+    flat_out = interval == 0
+    jitter_s = parse_duration(jitter, "--jitter")
+    if mqtt_version not in ("5", "3.1.1", "311"):
+        raise UsageError(f"--mqtt {mqtt_version!r}: expected 5 or 3.1.1")
+    the_region = parse_region(region)
     if broker is not None:
         connection = _url_connection(broker, username, password, ca, cert, key, insecure)
         ids = ([d.id for d in stack.devices()[:vehicles]] if stack is not None else [])

@@ -401,3 +401,24 @@ def test_as_admin_needs_no_registration(stack5: Stack, tmp_path: Path) -> None:
         got = telemetry_by_vehicle(sub.expect(14, timeout=10))
     assert sorted(got) == [f"vehicle-000{i}" for i in range(1, 8)]
     assert len(load_devices(stack5.devices_file)) == 5
+
+
+def test_defaults_come_from_the_simulator_section_and_flags_win(make_project: ProjectFactory, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    dubai = REGIONS["dubai"]
+    config = make_project(devices=2, extra={"simulator": {"region": "dubai", "rate": "100ms", "qos": 0}})
+    with running_stack(config) as stack, admin_client(stack) as sub:
+        sub.connect()
+        sub.subscribe("fleet/+/telemetry", qos=1)
+        assert main(["simulate", "-c", str(config), "--vehicles", "2", "--count", "3", "--quiet",
+                     "--queue", str(tmp_path / "q.sqlite")]) == 0
+        from_yaml = sub.expect(6, timeout=10)
+        monkeypatch.setenv("ECOKIT_SIMULATOR__REGION", "paris")
+        assert main(["simulate", "-c", str(config), "--vehicles", "2", "--count", "3", "--qos", "1", "--quiet",
+                     "--queue", str(tmp_path / "q.sqlite")]) == 0
+        from_env_and_flags = sub.expect(6, timeout=10)
+    assert all(m.qos == 0 for m in from_yaml)
+    assert all(dubai.contains(json.loads(m.payload)["lat"], json.loads(m.payload)["lng"]) for m in from_yaml)
+    assert all(m.qos == 1 for m in from_env_and_flags)
+    assert all(REGIONS["paris"].contains(json.loads(m.payload)["lat"], json.loads(m.payload)["lng"])
+               for m in from_env_and_flags)
