@@ -417,7 +417,7 @@ class Simulator:
 
     def _retry(self, dev: _Device) -> None:
         """Schedule the next connection attempt: exponential backoff with jitter."""
-        if self._stopping and self._phase == "closing":
+        if self._phase == "closing":
             return
         s = self.settings
         base = min(s.backoff_max, s.backoff_min * (2 ** min(dev.attempt, 20)))
