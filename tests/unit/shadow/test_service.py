@@ -128,4 +128,4 @@ def test_docker_plan_uses_the_ecokit_image_and_service_names(tmp_path: Path) -> 
     config = json.loads(spec.files[0].content)
     assert config["mqtt"]["host"] == "broker"
     assert config["mqtt"]["port"] == 1883
-    assert config["http_host"] == "0.0.0.0"
+    assert config["http"]["host"] == "0.0.0.0"
