@@ -36,7 +36,7 @@ def parse_duration(text: str, option: str) -> float:
 
 
 BrokerOption = Annotated[str | None, typer.Option(
-    "--broker", envvar="ECOKIT_BROKER", show_default=False,
+    "--broker", envvar="ECOKIT_BROKER_URL", show_default=False,
     help="any broker URL, mqtt[s]://[user:password@]host:port (default: the running stack)")]
 UsernameOption = Annotated[str | None, typer.Option("--username", envvar="ECOKIT_MQTT_USERNAME",
                                                     help="with --broker: username", show_default=False)]
