@@ -92,7 +92,8 @@ class _StatusLine:
         text = (f"{snap.phase:<10} {snap.connected}/{snap.target} connected  {rate:,.0f} msg/s  "
                 f"sent {snap.sent:,}  queued {snap.queued:,}" + (f" (dropped {snap.dropped:,})" if snap.dropped else "")
                 + f"  reconnects {snap.reconnects}  errors {snap.errors}"
-                + (f"  commands {snap.commands}" if snap.commands else "") + left)
+                + (f"  commands {snap.commands}" if snap.commands else "")
+                + (f"  shadow deltas {snap.shadow_deltas}" if snap.shadow else "") + left)
         if self.live is not None:
             self.live.update(Text(text))
         elif not self.quiet and now - self._printed >= 5.0:
@@ -136,6 +137,10 @@ def simulate(
     queue_file: Annotated[Path | None, typer.Option("--queue", help="offline queue database (SQLite)",
                                                     dir_okay=False, show_default=False)] = None,
     keep_queue: Annotated[bool, typer.Option("--keep-queue", help="send what an earlier run left queued")] = False,
+    shadow: Annotated[bool | None, typer.Option(
+        "--shadow/--no-shadow", help="vehicles report to their device shadows (things/{id}/shadow) and apply "
+        "desired.publish_interval [default: on against a stack running the shadow service (simulator.shadow), "
+        "off with --broker]", show_default=False)] = None,
     client_id_prefix: Annotated[str, typer.Option("--client-id-prefix", help="prefix of every client id")] = "",
     drain: Annotated[str, typer.Option("--drain", help="at the end, wait this long for acks and queues")] = "15s",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no status line")] = False,
@@ -149,7 +154,7 @@ def simulate(
     from ecokit.sim.fleet import FleetSpec, build_fleet
     from ecokit.sim.regions import parse_region
     from ecokit.sim.runner import SimSettings, Simulator
-    from ecokit.sim.targets import fleet_ids, missing_devices, register_devices, stack_connection
+    from ecokit.sim.targets import fleet_ids, missing_devices, register_devices, stack_connection, stack_runs_shadows
 
     if duration is not None and count is not None:
         raise UsageError("give --duration or --count, not both")
@@ -201,6 +206,9 @@ def simulate(
         else:
             ids = fleet_ids(stack, vehicles)
 
+    if shadow is None:  # against a foreign broker only when asked: nothing may answer there
+        shadow = broker is None and stack is not None and defaults.shadow and stack_runs_shadows(stack)
+
     if queue_file is None:
         queue_file = (stack.paths.root / "sim" / "queue.sqlite") if stack is not None \
             else Path(".ecokit") / "sim" / "queue.sqlite"
@@ -208,7 +216,7 @@ def simulate(
         qos=qos, protocol=5 if mqtt_version == "5" else 4, keepalive=keepalive, session_expiry=session_expiry,
         duration=parse_duration(duration, "--duration") if duration is not None else None, count=count,
         queue_path=queue_file, queue_limit=queue_limit, keep_queue=keep_queue, flat_out=flat_out,
-        client_id_prefix=client_id_prefix, drain_timeout=parse_duration(drain, "--drain"))
+        client_id_prefix=client_id_prefix, drain_timeout=parse_duration(drain, "--drain"), shadow=shadow)
     fleet = build_fleet(FleetSpec(ids, the_region, seed, interval=interval if not flat_out else 1.0,
                                   jitter=jitter_s))
     if not as_json:
@@ -216,7 +224,7 @@ def simulate(
         out.print(f"simulating [bold]{len(fleet)}[/bold] vehicle(s) in {the_region.describe()}, seed {seed}, "
                   f"{'flat out' if flat_out else f'every {rate}'}, QoS {qos}, {limit}")
         out.print(f"[dim]broker {connection.description}; MQTT {'5' if settings.protocol == 5 else '3.1.1'}, "
-                  f"offline queue {queue_file}[/dim]")
+                  f"offline queue {queue_file}; device shadows {'on' if shadow else 'off'}[/dim]")
     _raise_nofile(len(fleet) * 2 + 256)
     status = _StatusLine(quiet or as_json)
     sim = Simulator(fleet, connection.target, connection.auth, settings, progress=status)
@@ -267,6 +275,8 @@ def _print_summary(s: Any) -> None:
         ("offline queue", f"{s.flushed:,} flushed, {s.queued_left:,} left, {s.dropped:,} dropped"),
         ("connections", f"{s.reconnects} reconnects, {s.disconnects} drops, {s.connect_failures} failed attempts"),
         ("commands", str(s.commands)),
+        ("device shadows", f"{s.shadow_reports:,} reports, {s.shadow_deltas} desired interval(s) applied, "
+                           f"{s.shadow_rejected} refused" if s.shadow else "off"),
         ("errors", str(s.errors)),
     ]
     if s.drift_ms:

@@ -167,6 +167,8 @@ class SimulatorConfig(Section):
     session_expiry: int = Field(3600, ge=0, description="seconds (MQTT 5)")
     keepalive: int = Field(30, ge=5, le=65535)
     queue_limit: int = Field(10_000, ge=1, description="offline queue bound per vehicle")
+    shadow: bool = Field(True, description="against the stack (when it runs the shadow service): vehicles "
+                         "report to their device shadows and apply desired.publish_interval")
 
     @field_validator("region")
     @classmethod

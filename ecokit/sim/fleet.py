@@ -49,6 +49,12 @@ def status_payload(vehicle_id: str, state: str, ts_ms: int) -> bytes:
                        "source": "device"}, separators=(",", ":")).encode()
 
 
+def clamp_interval(seconds: float) -> float:
+    """``seconds`` brought into MIN_INTERVAL..MAX_INTERVAL (a shadow's desired value is clamped;
+    a ``set_interval`` command out of range is refused instead)."""
+    return min(MAX_INTERVAL, max(MIN_INTERVAL, float(seconds)))
+
+
 def check_interval(seconds: float) -> float:
     if not (MIN_INTERVAL <= seconds <= MAX_INTERVAL):
         raise ValueError(f"publish interval must be between {MIN_INTERVAL} and {MAX_INTERVAL:g} seconds, "
@@ -64,10 +70,11 @@ class SimVehicle:
     """
 
     def __init__(self, vehicle_id: str, model: VehicleModel, *, firmware: str, interval: float,
-                 jitter: float, jitter_rng: Rng) -> None:
+                 jitter: float, jitter_rng: Rng, region: str = "") -> None:
         self.id = vehicle_id
         self.model = model
         self.firmware = firmware
+        self.region = region
         self.interval = check_interval(interval)
         self.jitter = max(0.0, jitter)
         self._jitter_rng = jitter_rng
@@ -108,7 +115,7 @@ class SimVehicle:
     # -- state for commands and shadows ------------------------------------------------
 
     def reported_state(self) -> dict[str, object]:
-        """What a device shadow's ``reported`` section would hold."""
+        """The vehicle's state as ``ping`` answers it (``ecokit.sim.shadow`` reports to the shadow)."""
         fix = self.model.fix()
         return {"engine": "on" if fix.engine else "off", "status": fix.status,
                 "publish_interval": self.interval, "firmware": self.firmware, "seq": self.seq}
@@ -140,7 +147,8 @@ def build_vehicle(vehicle_id: str, spec: FleetSpec) -> SimVehicle:
     model = VehicleModel(route, profile, drive, leg=leg, offset=offset, fuel_l=fuel, odometer_km=odometer,
                          parked_for=parked)
     return SimVehicle(vehicle_id, model, firmware=firmware, interval=spec.interval, jitter=spec.jitter,
-                      jitter_rng=SplitMix64(seed_of("ecokit-sim", spec.seed, vehicle_id, "jitter")))
+                      jitter_rng=SplitMix64(seed_of("ecokit-sim", spec.seed, vehicle_id, "jitter")),
+                      region=spec.region.name)
 
 
 def build_fleet(spec: FleetSpec) -> list[SimVehicle]:

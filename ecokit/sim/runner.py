@@ -7,7 +7,10 @@ telemetry at its due time (a heap of due times; drift = emission - due time). Wh
 vehicle is disconnected its messages go to the SQLite offline queue; after it
 reconnects paho first re-sends what it had in flight, then the queue is flushed in
 order, and only then do new messages go straight out again. Reconnects back off
-exponentially with jitter. Commands are executed and acknowledged.
+exponentially with jitter. Commands are executed and acknowledged. With
+``SimSettings.shadow`` each vehicle also keeps its device shadow (``ecokit.sim.shadow``):
+it reports its state on connect and when it changes, syncs, and applies
+``desired.publish_interval``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import heapq
 import random
 import ssl
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +39,7 @@ from ecokit.errors import UsageError
 from ecokit.sim.commands import CommandError, ack_payload, command_id_of, execute, parse_command
 from ecokit.sim.fleet import BROADCAST_COMMANDS, SimVehicle, ack_topic, commands_topic, status_payload, status_topic
 from ecokit.sim.offline import OfflineQueue
+from ecokit.sim.shadow import VehicleShadow
 from ecokit.sim.transport import PahoLoop, new_paho_client
 
 EARLY = 0.001  # s: fixes due this soon are sent in the current batch (|drift| is what is recorded)
@@ -103,6 +108,7 @@ class SimSettings:
     flat_out: bool = False
     client_id_prefix: str = ""
     status_interval: float = 0.5
+    shadow: bool = False  # report to things/{id}/shadow and apply desired.publish_interval
 
     def __post_init__(self) -> None:
         if self.qos not in (0, 1):
@@ -133,6 +139,9 @@ class Stats:
     connect_failures: int = 0
     errors: int = 0
     commands: int = 0
+    shadow_reports: int = 0  # update requests sent (on connect, on change, after a delta)
+    shadow_deltas: int = 0  # desired publish_interval values applied
+    shadow_rejected: int = 0  # requests the shadow service refused
     started: float = field(default_factory=time.monotonic)
     publishing_since: float | None = None
     last_errors: deque[str] = field(default_factory=lambda: deque(maxlen=ERRORS_KEPT))
@@ -160,6 +169,9 @@ class Snapshot:
     commands: int
     phase: str
     remaining: float | None
+    shadow: bool = False
+    shadow_reports: int = 0
+    shadow_deltas: int = 0
 
 
 @dataclass(frozen=True)
@@ -182,6 +194,10 @@ class Summary:
     drift_ms: dict[str, float]
     per_vehicle: dict[str, int]
     last_errors: list[str]
+    shadow: bool = False
+    shadow_reports: int = 0
+    shadow_deltas: int = 0
+    shadow_rejected: int = 0
 
     @property
     def rate(self) -> float:
@@ -196,7 +212,7 @@ class _Device:
     """A vehicle's connection state."""
 
     __slots__ = ("acks", "attempt", "auth", "client", "connack", "ever", "flushing", "index", "last_due", "next_dt",
-                 "online", "reconnecting", "seen_commands", "started", "vehicle")
+                 "online", "reconnecting", "seen_commands", "shadow", "started", "vehicle")
 
     def __init__(self, index: int, vehicle: SimVehicle, client: mqtt.Client, auth: VehicleAuth) -> None:
         self.index = index
@@ -215,6 +231,7 @@ class _Device:
         self.connack: asyncio.Future[bool] | None = None
         self.seen_commands: deque[str] | None = None
         self.acks: dict[int, bool] | None = None  # QoS 1 messages waiting for their PUBACK
+        self.shadow: VehicleShadow | None = None
 
     @property
     def inflight(self) -> int:
@@ -266,11 +283,15 @@ class Simulator:
 
     def set_publish_interval(self, vehicle_id: str, seconds: float) -> float:
         """Change a vehicle's telemetry interval now (its next fix is re-scheduled); returns the
-        previous interval. What ``set_interval`` commands do; a shadow's desired state can too."""
+        previous interval. What ``set_interval`` commands and a shadow's desired state do."""
         dev = self._by_id[vehicle_id]
-        previous = dev.vehicle.set_publish_interval(seconds)
-        self._interval_changed(dev.vehicle, previous)
+        previous = self._apply_interval(dev.vehicle, seconds)
+        self._shadow_changes(dev)
         return previous
+
+    def shadow_of(self, vehicle_id: str) -> VehicleShadow | None:
+        """The vehicle's shadow binding (None unless ``SimSettings.shadow``)."""
+        return self._by_id[vehicle_id].shadow
 
     def send(self, vehicle_id: str, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Publish as the vehicle, in order with its telemetry (queued offline when disconnected)."""
@@ -332,6 +353,7 @@ class Simulator:
 
     def _build_devices(self) -> None:
         s = self.settings
+        run = uuid.uuid4().hex[:8]  # client tokens: unique per run and vehicle, short (5,000 of them)
         for index, vehicle in enumerate(self.fleet):
             auth = self.auth(vehicle.id)
             client = new_paho_client(s.client_id_prefix + vehicle.id, protocol=s.protocol, clean_start=False)
@@ -341,6 +363,8 @@ class Simulator:
             if self.target.tls:
                 client.tls_set_context(self._tls_context(auth))
             dev = _Device(index, vehicle, client, auth)
+            if s.shadow:
+                dev.shadow = VehicleShadow(vehicle, self._shadow_interval, token_prefix=f"{run}-{index:x}")
             client.user_data_set(dev)
             client.on_connect = self._on_connect
             client.on_disconnect = self._on_disconnect
@@ -442,6 +466,7 @@ class Simulator:
                 fut.set_result(False)
             return
         vid = dev.vehicle.id
+        first = not dev.ever
         if dev.ever:
             self.stats.reconnects += 1
         else:
@@ -449,8 +474,19 @@ class Simulator:
         dev.ever, dev.online, dev.attempt = True, True, 0
         self.stats.connected += 1
         self._publish(dev, status_topic(vid), status_payload(vid, "online", _now_ms()), 1, True)
-        if not flags.session_present:
-            client.subscribe([(commands_topic(vid), 1), (BROADCAST_COMMANDS, 1)])
+        shadow = dev.shadow
+        if first or not flags.session_present:
+            # Once per run even with a session present: an earlier run may have had other
+            # subscriptions (shadows off). One SUBSCRIBE for commands and shadow answers.
+            topics = [(commands_topic(vid), 1), (BROADCAST_COMMANDS, 1)]
+            if shadow is not None:
+                topics += [(t, 1) for t in shadow.subscriptions()]
+            client.subscribe(topics)
+        if shadow is not None:
+            # After the SUBSCRIBE on the same connection: the answers find the subscriptions.
+            for message in shadow.connected():
+                self._publish(dev, message.topic, message.payload, message.qos)
+            self.stats.shadow_reports += 1
         if self.queue is not None and self.queue.depth(vid):
             # paho re-sends its in-flight messages right after this callback returns;
             # the queue goes after them, so order is kept.
@@ -480,12 +516,17 @@ class Simulator:
     def _on_subscribe(self, client: mqtt.Client, dev: _Device, mid: int, reasons: Any, props: Any) -> None:
         for rc in reasons:
             if getattr(rc, "is_failure", False):
-                self.stats.error(f"{dev.vehicle.id}: subscription to its commands refused: {rc}")
+                self.stats.error(f"{dev.vehicle.id}: subscription to its commands or shadow refused: {rc}")
 
     def _on_message(self, client: mqtt.Client, dev: _Device, msg: mqtt.MQTTMessage) -> None:
         started = time.perf_counter()
         vid = dev.vehicle.id
         payload = bytes(msg.payload)
+        if msg.topic.startswith("things/"):
+            # Shadow answers (also those an earlier run's session still subscribes to).
+            if dev.shadow is not None and dev.shadow.wants(msg.topic):
+                self._shadow_message(dev, msg.topic, payload)
+            return
         try:
             cmd = parse_command(payload)
         except CommandError as exc:
@@ -506,6 +547,44 @@ class Simulator:
             self._ack(dev, cmd.id, "error", str(exc), started)
             return
         self._ack(dev, cmd.id, "ok", detail, started)
+        self._shadow_changes(dev)
+
+    # -- shadows ---------------------------------------------------------------------------
+
+    def _apply_interval(self, vehicle: SimVehicle, seconds: float) -> float:
+        """How an interval changes at run time (the API and shadow deltas; ``execute`` does the same
+        for set_interval commands: SimVehicle.set_publish_interval, then _interval_changed)."""
+        previous = vehicle.set_publish_interval(seconds)
+        self._interval_changed(vehicle, previous)
+        return previous
+
+    def _shadow_interval(self, vehicle: SimVehicle, seconds: float) -> None:
+        self._apply_interval(vehicle, seconds)
+        self.stats.shadow_deltas += 1
+
+    def _shadow_message(self, dev: _Device, topic: str, payload: bytes) -> None:
+        shadow = dev.shadow
+        assert shadow is not None
+        before = shadow.device.last_rejection
+        for message in shadow.handle(topic, payload):
+            self.stats.shadow_reports += 1
+            if dev.online:
+                self._publish(dev, message.topic, message.payload, message.qos)
+        rejection = shadow.device.last_rejection
+        if rejection is not None and rejection is not before and rejection.code != 404:
+            self.stats.shadow_rejected += 1
+            self.stats.error(f"{dev.vehicle.id}: the shadow service refused a request on {topic}: "
+                             f"{rejection.code} {rejection.message}")
+
+    def _shadow_changes(self, dev: _Device) -> None:
+        """Report the engine / interval when they changed (offline: the next connect reports all)."""
+        shadow = dev.shadow
+        if shadow is None or not dev.online:
+            return
+        message = shadow.changes()
+        if message is not None:
+            self.stats.shadow_reports += 1
+            self._publish(dev, message.topic, message.payload, message.qos)
 
     def _ack(self, dev: _Device, command_id: str | None, result: str, detail: str, started: float) -> None:
         latency = (time.perf_counter() - started) * 1000
@@ -580,6 +659,8 @@ class Simulator:
         fix = vehicle.step(dt)
         self.stats.produced += 1
         self._send(dev, vehicle.topic, vehicle.telemetry(fix, _now_ms()), self.settings.qos)
+        if dev.shadow is not None:
+            self._shadow_changes(dev)  # the engine goes off at deliveries and fuel stations
 
     def _done(self, dev: _Device) -> bool:
         count = self.settings.count
@@ -706,7 +787,8 @@ class Simulator:
             elapsed=time.monotonic() - st.started, connected=st.connected, target=st.target, produced=st.produced,
             sent=st.sent, acked=st.acked, queued=q.size if q else 0, dropped=q.total_dropped if q else 0,
             reconnects=st.reconnects, errors=st.errors, commands=st.commands, phase=self._phase,
-            remaining=remaining))
+            remaining=remaining, shadow=self.settings.shadow, shadow_reports=st.shadow_reports,
+            shadow_deltas=st.shadow_deltas))
 
     def _summary(self) -> Summary:
         st, q = self.stats, self.queue
@@ -723,7 +805,8 @@ class Simulator:
             dropped=q.total_dropped, reconnects=st.reconnects, disconnects=st.disconnects,
             connect_failures=st.connect_failures, errors=st.errors, commands=st.commands,
             publish_seconds=seconds, drift_ms=drift, per_vehicle={d.vehicle.id: d.vehicle.seq for d in self._devices},
-            last_errors=list(st.last_errors))
+            last_errors=list(st.last_errors), shadow=self.settings.shadow, shadow_reports=st.shadow_reports,
+            shadow_deltas=st.shadow_deltas, shadow_rejected=st.shadow_rejected)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

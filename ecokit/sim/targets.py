@@ -44,6 +44,14 @@ def register_devices(stack: Stack, count: int, *, prefix: str = "vehicle-") -> l
     return added
 
 
+def stack_runs_shadows(stack: Stack) -> bool:
+    """Whether the stack's plan has the shadow service (the vehicles' shadow requests get answers)."""
+    from ecokit.services.shadow import SHADOW
+
+    target = stack.current_runtime() or "local"
+    return any(spec.name == SHADOW for spec in stack.plan(target))
+
+
 def fleet_ids(stack: Stack, vehicles: int) -> list[str]:
     devices = stack.devices()
     if len(devices) < vehicles:
