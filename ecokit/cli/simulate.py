@@ -276,7 +276,8 @@ def _print_summary(s: Any) -> None:
         ("connections", f"{s.reconnects} reconnects, {s.disconnects} drops, {s.connect_failures} failed attempts"),
         ("commands", str(s.commands)),
         ("device shadows", f"{s.shadow_reports:,} reports, {s.shadow_deltas} desired interval(s) applied, "
-                           f"{s.shadow_rejected} refused" if s.shadow else "off"),
+                           f"{s.shadow_rejected} refused; synced {s.shadow_sync_seconds:.1f}s after connecting"
+                           if s.shadow else "off"),
         ("errors", str(s.errors)),
     ]
     if s.drift_ms:

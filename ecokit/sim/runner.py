@@ -109,6 +109,7 @@ class SimSettings:
     client_id_prefix: str = ""
     status_interval: float = 0.5
     shadow: bool = False  # report to things/{id}/shadow and apply desired.publish_interval
+    shadow_sync_timeout: float = 10.0  # before publishing: wait this long at most for the shadows' answers
 
     def __post_init__(self) -> None:
         if self.qos not in (0, 1):
@@ -142,6 +143,7 @@ class Stats:
     shadow_reports: int = 0  # update requests sent (on connect, on change, after a delta)
     shadow_deltas: int = 0  # desired publish_interval values applied
     shadow_rejected: int = 0  # requests the shadow service refused
+    shadow_sync_seconds: float = 0.0  # connected -> every vehicle heard back from its shadow
     started: float = field(default_factory=time.monotonic)
     publishing_since: float | None = None
     last_errors: deque[str] = field(default_factory=lambda: deque(maxlen=ERRORS_KEPT))
@@ -198,6 +200,7 @@ class Summary:
     shadow_reports: int = 0
     shadow_deltas: int = 0
     shadow_rejected: int = 0
+    shadow_sync_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -393,6 +396,27 @@ class Simulator:
             if all(d.ever or d.attempt > 0 for d in self._devices):
                 break
             await asyncio.sleep(0.05)
+        if self.settings.shadow:
+            await self._sync_shadows()
+
+    async def _sync_shadows(self) -> None:
+        """Wait (boundedly) until every connected vehicle heard back from its shadow: a desired
+        interval set while the fleet was stopped then holds from the first fix, and the burst of
+        answers (two per vehicle) is handled before the schedule starts, not in its way."""
+        self._phase = "syncing"
+        timeout = self.settings.shadow_sync_timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        waiting = [d for d in self._devices if d.shadow is not None]
+        while waiting and not self._stopping:
+            waiting = [d for d in waiting if d.online and d.shadow is not None and not d.shadow.synced]
+            if not waiting or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        self.stats.shadow_sync_seconds = time.monotonic() - started
+        if waiting and not self._stopping:
+            self.stats.error(f"{len(waiting)} vehicle(s) heard nothing from their shadows within {timeout:g}s "
+                             f"(e.g. {waiting[0].vehicle.id}); is the shadow service running?")
 
     def _spawn(self, coro: Any) -> None:
         task = self._loop.create_task(coro)
@@ -806,7 +830,8 @@ class Simulator:
             connect_failures=st.connect_failures, errors=st.errors, commands=st.commands,
             publish_seconds=seconds, drift_ms=drift, per_vehicle={d.vehicle.id: d.vehicle.seq for d in self._devices},
             last_errors=list(st.last_errors), shadow=self.settings.shadow, shadow_reports=st.shadow_reports,
-            shadow_deltas=st.shadow_deltas, shadow_rejected=st.shadow_rejected)
+            shadow_deltas=st.shadow_deltas, shadow_rejected=st.shadow_rejected,
+            shadow_sync_seconds=round(st.shadow_sync_seconds, 3))
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

@@ -92,8 +92,9 @@ class VehicleShadow:
         return self.device.handle(topic, payload)
 
     @property
-    def deltas_applied(self) -> int:
-        return self.device.deltas_applied
+    def synced(self) -> bool:
+        """The shadow service answered (accepted or refused) at least one of its requests."""
+        return self.device.version > 0 or self.device.last_rejection is not None
 
     def _publish_interval(self, value: Any) -> Any:
         seconds = desired_interval(value)

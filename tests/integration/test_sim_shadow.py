@@ -165,9 +165,27 @@ def test_a_desired_change_made_while_the_simulator_is_stopped_is_applied_when_it
         doc = wait_for(lambda: (d := app.get("vehicle-0001").document)["state"]["reported"]
                        ["publish_interval"] == 0.4 and d, 5, "0.4 reported")
         assert "delta" not in doc["state"]
-    # At most the first fix can precede the sync's answer.
-    assert all(170 <= g <= 260 for g in first[1:]), first
-    assert all(370 <= g <= 460 for g in second[1:]), second
+    # Publishing starts once the vehicle heard back from its shadow: the first fix already has it.
+    assert all(170 <= g <= 260 for g in first), first
+    assert all(370 <= g <= 460 for g in second), second
+
+
+def test_a_silent_shadow_service_delays_publishing_boundedly_and_is_reported(stack2: Stack, tmp_path: Path) -> None:
+    from ecokit.runtime import process
+    from ecokit.runtime.local import LocalRuntime
+
+    runtime = stack2.runtime("local")
+    assert isinstance(runtime, LocalRuntime)
+    entry = runtime._load()["services"]["shadow"]  # the test stops the shadow service by pid
+    assert process.stop(process.ProcessRef(int(entry["pid"]), int(entry["start_ticks"])))
+    started = time.monotonic()
+    summary = run_sim(stack2, tmp_path, count=2, shadow_sync_timeout=1.5)
+    assert time.monotonic() - started < 10
+    assert summary.produced == 2
+    assert summary.shadow_sync_seconds == pytest.approx(1.5, abs=0.3)
+    assert summary.errors == 1
+    assert "heard nothing from their shadows" in summary.last_errors[-1]
+    assert "vehicle-0001" in summary.last_errors[-1]
 
 
 def test_shadows_off_with_no_shadow_and_against_a_foreign_broker(

@@ -230,3 +230,21 @@ def test_only_its_own_shadow_answers_are_taken() -> None:
     assert not shadow.wants(f"things/{THING}/shadow/update/documents")
     assert set(shadow.subscriptions()) == {f"things/{THING}/shadow/{s}" for s in (
         "update/delta", "update/accepted", "update/rejected", "get/accepted", "get/rejected")}
+
+
+def test_synced_once_the_service_answered() -> None:
+    bench = Bench()
+    assert not bench.shadow.synced
+    report, sync = bench.shadow.connected()
+    assert not bench.shadow.synced  # sent, not answered
+    bench.exchange([report, sync])
+    assert bench.shadow.synced
+
+
+def test_a_refusal_also_counts_as_an_answer() -> None:
+    bench = Bench()
+    sync = bench.shadow.device.sync()  # a get before any report: no shadow yet, 404
+    answers = bench.service.send(sync.topic, sync.payload)
+    assert [t.rsplit("/", 1)[-1] for t, _ in answers] == ["rejected"]
+    bench.exchange(answers, to_service=False)
+    assert bench.shadow.synced
