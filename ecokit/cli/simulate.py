@@ -271,7 +271,7 @@ def _print_summary(s: Any) -> None:
     rows = [
         ("vehicles", f"{s.vehicles} ({s.ever_connected} connected at least once, {s.connected_at_end} at the end)"),
         ("telemetry", f"{s.produced:,} messages in {s.publish_seconds:.1f}s ({s.rate:,.1f} msg/s)"),
-        ("sent / acked", f"{s.sent:,} / {s.acked:,} (incl. status and acks)"),
+        ("sent / acked", f"{s.sent:,} / {s.acked:,} (incl. status, acks and shadow requests)"),
         ("offline queue", f"{s.flushed:,} flushed, {s.queued_left:,} left, {s.dropped:,} dropped"),
         ("connections", f"{s.reconnects} reconnects, {s.disconnects} drops, {s.connect_failures} failed attempts"),
         ("commands", str(s.commands)),

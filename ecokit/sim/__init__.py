@@ -1,6 +1,7 @@
 """The fleet simulator (docs/simulator.md).
 
-Pure parts (no I/O): ``regions``, ``routes``, ``vehicle``, ``fleet``, ``commands``.
+Pure parts (no I/O): ``regions``, ``routes``, ``vehicle``, ``fleet``, ``commands``,
+``shadow`` (a vehicle's device shadow).
 I/O: ``transport`` (paho clients on one asyncio loop), ``offline`` (SQLite queue),
 ``runner`` (:class:`Simulator`), ``targets`` (stack or broker URL), ``control``
 (``ecokit command send``).
@@ -13,6 +14,7 @@ from ecokit.sim.offline import OfflineQueue
 from ecokit.sim.regions import REGIONS, Region, parse_region
 from ecokit.sim.routes import Route, generate_route
 from ecokit.sim.runner import BrokerTarget, SimSettings, Simulator, Snapshot, Summary, VehicleAuth
+from ecokit.sim.shadow import VehicleShadow
 from ecokit.sim.vehicle import PROFILES, Fix, VehicleModel, VehicleProfile
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "VehicleAuth",
     "VehicleModel",
     "VehicleProfile",
+    "VehicleShadow",
     "build_fleet",
     "build_vehicle",
     "generate_route",
