@@ -72,6 +72,7 @@ class PrivateDockerd:
     data_root: Path
     run_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ecokit-dockerd-")))
     pid: int | None = None
+    _process: subprocess.Popen[bytes] | None = None
     _lock_fd: int | None = None
 
     @property
@@ -126,6 +127,7 @@ class PrivateDockerd:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         log.close()
+        self._process = proc
         self.pid = proc.pid
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -149,23 +151,15 @@ class PrivateDockerd:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the dockerd we started (it stops its containers and its containerd), then wait."""
-        if self.pid is not None:
+        if self._process is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                try:
-                    done, _ = os.waitpid(self.pid, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if done:
-                    break
-                time.sleep(0.1)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(self.pid, 0)
+                self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
             self.pid = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -371,6 +365,11 @@ class DockerLane:
     private: PrivateDockerd | None = None
     started_in: float = 0.0
     notes: list[str] = field(default_factory=list)
+    images: TestImages = TestImages("", "")
+
+    def build_images(self, source: Path, cache: Path | None = None, *, log: Log = _say) -> TestImages:
+        self.images = build_test_images(self.engine, source, cache, log=log)
+        return self.images
 
     @classmethod
     def open(cls, environment: dict[str, str], cache: Path | None = None, *, log: Log = _say) -> DockerLane:

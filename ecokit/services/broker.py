@@ -7,6 +7,7 @@ import hashlib
 import hmac
 
 from ecokit.acl import USERNAME, AccessPolicy, Grant, Principal
+from ecokit.config.model import StackConfig
 from ecokit.render import render_template
 from ecokit.services.context import (
     EMQX_API_SECRET,
@@ -28,6 +29,12 @@ from ecokit.services.spec import (
 BROKER = "broker"
 EMQX_ETC = "/opt/emqx/etc/ecokit"
 MOSQUITTO_ETC = "/mosquitto/config"
+
+
+def container_roots(config: StackConfig) -> tuple[tuple[str, str], ...]:
+    """Where the broker's rendered files live in its container: the files the broker config
+    names (passwd, acl, users.csv, ...) must be where the docker runtime places them."""
+    return ((BROKER, EMQX_ETC if config.broker.kind == "emqx" else MOSQUITTO_ETC),)
 
 
 def mosquitto_password_hash(password: str, salt: bytes, iterations: int) -> str:

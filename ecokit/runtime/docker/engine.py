@@ -237,7 +237,7 @@ class Engine:
         api = self.client.api
         with self._call(f"create container {config.name}"):
             host_config = api.create_host_config(
-                port_bindings={f"{c}/tcp": (host, port) for c, host, port in config.ports},
+                port_bindings={c: (host, port) for c, host, port in config.ports},
                 binds={volume: {"bind": path, "mode": "rw"} for volume, path in config.volumes},
                 network_mode=config.network,
                 log_config={"type": "json-file", "config": dict(LOG_OPTIONS)},
@@ -251,7 +251,7 @@ class Engine:
                 entrypoint=list(config.entrypoint) if config.entrypoint is not None else None,
                 name=config.name, hostname=config.hostname, user=config.user or "",
                 environment=dict(config.env), labels=dict(config.labels),
-                ports=[f"{c}/tcp" for c, _, _ in config.ports],
+                ports=[c for c, _, _ in config.ports],
                 host_config=host_config, networking_config=networking,
             )
             return self.client.containers.get(created["Id"])

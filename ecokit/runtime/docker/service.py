@@ -24,6 +24,7 @@ from ecokit.certs import CertPaths
 from ecokit.errors import CertError
 from ecokit.render import PathMap
 from ecokit.runtime.docker.engine import ContainerConfig
+from ecokit.services.plan import ECOKIT_IMAGE_USER
 from ecokit.services.spec import RenderedFile, ServiceSpec
 
 LABEL_STACK = "ecokit.stack"
@@ -115,7 +116,7 @@ def container_files(spec: ServiceSpec, certs: CertPaths, *, certs_required: bool
     ``only``: restrict to these rendered files (relpaths), e.g. the reloadable ones.
     """
     assert spec.container is not None
-    uid, gid = spec.container.file_owner or (0, 0)
+    uid, gid = file_owner(spec)
     files = [ContainerFile(f.container_path, f.content, f.mode, uid, gid)
              for f in spec.files if f.container_path and (only is None or f.relpath in only)]
     if only is not None:
@@ -130,6 +131,15 @@ def container_files(spec: ServiceSpec, certs: CertPaths, *, certs_required: bool
         mode = 0o600 if rel.endswith(".key") else 0o644
         files.append(ContainerFile(f"{PathMap.CONTAINER_CERTS}/{rel}", host.read_bytes(), mode, uid, gid))
     return files
+
+
+def file_owner(spec: ServiceSpec) -> tuple[int, int]:
+    """Who owns the service's files in its container: the spec's choice, else the ecokit
+    image's user for ecokit's own services, else root."""
+    assert spec.container is not None
+    if spec.container.file_owner is not None:
+        return spec.container.file_owner
+    return ECOKIT_IMAGE_USER if spec.role == "ecokit" else (0, 0)
 
 
 def fingerprint(spec: ServiceSpec, image_id: str, files: Sequence[ContainerFile]) -> str:
