@@ -36,7 +36,7 @@ from ecokit.runtime.docker.engine import Engine
 SUITE = "bookworm"
 BASE_PACKAGES = ("mosquitto", "influxdb", "python3", "python3-venv", "ca-certificates")
 # Bumped whenever the way the base rootfs is made changes.
-BASE_RECIPE = "1"
+BASE_RECIPE = "2"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MOSQUITTO_UID = 1883  # as in the eclipse-mosquitto image
 TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt/archives",
@@ -236,6 +236,12 @@ def build_base_rootfs(target_tar: Path, *, log: Log = _say) -> None:
         for path in rootfs.joinpath("var/lib/mosquitto"), rootfs.joinpath("var/log/mosquitto"):
             if path.exists() and path.stat().st_uid == int(old[2]):
                 os.chown(path, MOSQUITTO_UID, MOSQUITTO_UID)
+        # Debian's mosquitto 2.0.11 block-buffers its log on a pipe, so `docker logs` would
+        # stay empty until it exits; the upstream image's build flushes each line.
+        binary = rootfs / "usr/sbin/mosquitto"
+        binary.rename(rootfs / "usr/sbin/mosquitto.bin")
+        binary.write_text('#!/bin/sh\nexec stdbuf -oL -eL /usr/sbin/mosquitto.bin "$@"\n')
+        binary.chmod(0o755)
         for rel in TRIM:
             shutil.rmtree(rootfs / rel, ignore_errors=True)
         (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
@@ -274,6 +280,14 @@ def ensure_base_image(engine: Engine, cache: Path, *, log: Log = _say) -> str:
                                            changes=[f"ENV PATH={SYSTEM_PATH}", 'CMD ["/bin/sh"]'])
     if not engine.image_id(tag):
         raise EngineError(f"import {tag}", "the image is not there after the import")
+    # Older recipes' images and rootfs tars are only taking space now.
+    for old in cache.glob("base-*.tar"):
+        if old.name != f"base-{key}.tar":
+            old.unlink()
+    for image in engine.client.images.list(name="ecokit-test/debian"):
+        if tag not in image.tags:
+            with contextlib.suppress(Exception):
+                engine.client.images.remove(image.id, force=True)
     return tag
 
 

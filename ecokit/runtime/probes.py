@@ -39,9 +39,21 @@ def tls_context(ca_file: Path | None, *, certfile: Path | None = None, keyfile: 
     return ctx
 
 
-def check_tcp(host: str, port: int, timeout: float = 1.0) -> ProbeResult:
+def check_tcp(host: str, port: int, timeout: float = 1.0, settle: float = 0.3) -> ProbeResult:
+    """A connection is accepted and stays open for ``settle`` seconds (or the server speaks).
+
+    A published docker port accepts every connection in docker-proxy, which closes it at
+    once when nothing listens in the container: an accept alone proves nothing there.
+    """
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(settle)
+            try:
+                first = sock.recv(1)
+            except TimeoutError:
+                return ProbeResult(True, f"{host}:{port} accepts connections")
+            if not first:
+                return ProbeResult(False, f"{host}:{port} accepted a connection and closed it at once")
             return ProbeResult(True, f"{host}:{port} accepts connections")
     except OSError as exc:
         return ProbeResult(False, f"{host}:{port}: {exc.strerror or exc}")
