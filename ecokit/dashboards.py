@@ -319,6 +319,25 @@ def render_all() -> dict[str, str]:
     return {name: render(name) for name in DASHBOARDS}
 
 
+def influxql_queries(folder: Path) -> list[str]:
+    """Every InfluxQL query of the dashboards in ``folder`` (panels and variables), with
+    Grafana's macros filled in as Grafana would for the last hour, so they can be run."""
+    import json
+
+    queries = []
+    for path in sorted(folder.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                if target.get("datasource", {}).get("type") == "influxdb":
+                    queries.append(target["query"].replace("$timeFilter", "time > now() - 1h")
+                                   .replace("$__interval", "10s").replace("$vehicle", ".*"))
+        for variable in dashboard.get("templating", {}).get("list", []):
+            if variable.get("datasource", {}).get("type") == "influxdb":
+                queries.append(variable["query"])
+    return queries
+
+
 def stale(folder: Path) -> list[str]:
     """Dashboard files in ``folder`` that differ from what this module builds (or are extra)."""
     wanted = render_all()

@@ -35,8 +35,18 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
+# Children spawned by this process, kept so their Popen objects are not collected while
+# they run (Python warns about that, and pytest's filterwarnings=error turns it into an error).
+_SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _reap(pid: int) -> None:
     # Our own children become zombies until waited for; reap without blocking.
+    proc = _SPAWNED.get(pid)
+    if proc is not None:
+        if proc.poll() is not None:
+            _SPAWNED.pop(pid, None)
+        return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
 
@@ -67,6 +77,7 @@ def spawn(argv: Sequence[str], *, log_path: Path, cwd: Path, env: Mapping[str, s
             list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=cwd, env=dict(env), start_new_session=True, close_fds=True,
         )
+    _SPAWNED[proc.pid] = proc
     ticks = None
     for _ in range(50):
         ticks = start_ticks(proc.pid)

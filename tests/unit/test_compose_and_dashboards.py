@@ -84,23 +84,8 @@ def test_dashboards_cover_fleet_vehicles_pipeline_and_broker() -> None:
     assert all("$vehicle" in t["query"] for p in vehicle["panels"] for t in p["targets"])
 
 
-def influxql_queries() -> list[str]:
-    """Every InfluxQL query of the dashboards, with Grafana's macros filled in."""
-    queries = []
-    for path in sorted(dashboards_dir().glob("*.json")):
-        for panel in json.loads(path.read_text())["panels"]:
-            for target in panel.get("targets", []):
-                if target.get("datasource", {}).get("type") == "influxdb":
-                    queries.append(target["query"].replace("$timeFilter", "time > now() - 1h")
-                                   .replace("$__interval", "10s").replace("$vehicle", ".*"))
-    for path in sorted(dashboards_dir().glob("*.json")):
-        for variable in json.loads(path.read_text()).get("templating", {}).get("list", []):
-            queries.append(variable["query"])
-    return queries
-
-
 def test_dashboard_queries_are_influxql_with_macros_only_grafana_fills() -> None:
-    queries = influxql_queries()
+    queries = dashboards.influxql_queries(dashboards_dir())
     assert len(queries) >= 10
     assert all(q.startswith(("SELECT", "SHOW")) for q in queries)
     assert not [q for q in queries if re.search(r"\$(?!tag_)[A-Za-z_{]", q)]
