@@ -81,6 +81,15 @@ def check_mqtt(host: str, port: int, *, username: str | None, password: str | No
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ecokit-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}",
                          protocol=mqtt.MQTTv311, clean_session=True)
     client.on_connect = on_connect
+    if tls is not None:
+        # paho leaks its TLS socket when the handshake fails (a published docker port
+        # accepts before the broker listens); check the handshake first, closing properly.
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as raw, \
+                    tls.wrap_socket(raw, server_hostname=host):
+                pass
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            return ProbeResult(False, f"mqtt {host}:{port}: TLS handshake: {exc}")
     if username:
         client.username_pw_set(username, password)
     if tls is not None:

@@ -36,6 +36,7 @@ from ecokit.runtime.docker.service import (
     fingerprint,
     project_label,
     tar_files,
+    volume_roots,
 )
 from ecokit.runtime.probes import wait_ready
 from ecokit.services.spec import ServiceSpec, ordered
@@ -216,8 +217,10 @@ class DockerRuntime:
         services[spec.name] = {"container": container.id, "fingerprint": wanted,
                                "content": spec.content_fingerprint(), "image": config.image}
         self._save({"runtime": self.name, "services": services})
-        if files:
-            self.engine.put_archive(container, tar_files(files))
+        # Before start, so the service finds its files (and its volumes writable) at once.
+        placed = volume_roots(spec) + files
+        if placed:
+            self.engine.put_archive(container, tar_files(placed))
         self.engine.start(container)
         progress(ServiceEvent(spec.name, "waiting", spec.probe.kind if spec.probe else ""))
 

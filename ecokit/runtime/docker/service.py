@@ -70,28 +70,34 @@ class StackNames:
 
 @dataclass(frozen=True)
 class ContainerFile:
-    """One file placed into a container, with the owner and mode it needs there."""
+    """One file placed into a container, with the owner and mode it needs there.
+    ``directory``: a folder entry instead (content empty), e.g. a volume's mount point."""
 
     path: str
     content: bytes
     mode: int
     uid: int
     gid: int
+    directory: bool = False
 
 
 def tar_files(files: Iterable[ContainerFile]) -> bytes:
-    """A tar of ``files`` (paths relative to /). Only file entries: a parent that does not
+    """A tar of ``files`` (paths relative to /). No parent entries: a parent that does not
     exist yet is created root-owned 0755 by the engine, and an existing one keeps its owner."""
     buffer = io.BytesIO()
     now = int(time.time())
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for f in files:
             info = tarfile.TarInfo(str(PurePosixPath(f.path).relative_to("/")))
-            info.size = len(f.content)
             info.mode = f.mode
             info.uid, info.gid = f.uid, f.gid
             info.mtime = now
-            tar.addfile(info, io.BytesIO(f.content))
+            if f.directory:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(f.content)
+                tar.addfile(info, io.BytesIO(f.content))
     return buffer.getvalue()
 
 
@@ -140,6 +146,19 @@ def file_owner(spec: ServiceSpec) -> tuple[int, int]:
     if spec.container.file_owner is not None:
         return spec.container.file_owner
     return ECOKIT_IMAGE_USER if spec.role == "ecokit" else (0, 0)
+
+
+def volume_roots(spec: ServiceSpec) -> list[ContainerFile]:
+    """Mount points of ecokit's own services' volumes, owned by the image's user.
+
+    Images of other services ship their data folders with the right owner and a new named
+    volume copies that; the ecokit image cannot know every service's volume paths, and a
+    mount point it lacks would be root's, unwritable by ecokit's services.
+    """
+    if spec.container is None or spec.role != "ecokit":
+        return []
+    uid, gid = file_owner(spec)
+    return [ContainerFile(v.container_path, b"", 0o750, uid, gid, directory=True) for v in spec.volumes]
 
 
 def fingerprint(spec: ServiceSpec, image_id: str, files: Sequence[ContainerFile]) -> str:

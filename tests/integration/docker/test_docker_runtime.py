@@ -20,7 +20,7 @@ from ecokit.runtime.docker import DockerRuntime, Engine
 from ecokit.runtime.docker.service import StackNames
 from ecokit.services import plan as plan_module
 from ecokit.services.context import INFLUX_WRITER, PlanContext
-from ecokit.services.spec import ContainerSpec, PortSpec, Probe, RenderedFile, ServiceSpec
+from ecokit.services.spec import ContainerSpec, PortSpec, Probe, RenderedFile, ServiceSpec, Volume
 from ecokit.stack import Stack
 from ecokit.store.influx import InfluxV1
 from ecokit.testing import SyncClient, free_port, write_project
@@ -32,6 +32,7 @@ RELAY = r"""
 import json, sys, requests, paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 cfg = json.load(open(sys.argv[1]))
+open(cfg["state_dir"] + "/started", "w").write("ok")  # its volume is writable by uid 10001
 session = requests.Session()
 session.auth = (cfg["influx_user"], cfg["influx_password"])
 def on_connect(client, userdata, flags, reason, props):
@@ -60,12 +61,12 @@ def relay(ctx: PlanContext) -> ServiceSpec | None:
               "mqtt_user": bridge.username, "mqtt_password": bridge.password,
               "influx_url": f"http://{ctx.service_host('influxdb')}:{ctx.service_port('influxdb', 8086)}",
               "database": ctx.config.influxdb.database, "influx_user": "ecokit-writer",
-              "influx_password": ctx.secret(INFLUX_WRITER)}
+              "influx_password": ctx.secret(INFLUX_WRITER), "state_dir": "/srv/relay/state"}
     path = ctx.paths.file("relay", "relay.json")
     return ServiceSpec(
         name="relay", role="ecokit", description="test relay (MQTT -> InfluxDB)",
         files=(RenderedFile("relay.json", json.dumps(config).encode(), path, secret=True),),
-        depends_on=("broker", "influxdb"),
+        depends_on=("broker", "influxdb"), volumes=(Volume("state", "/srv/relay/state"),),
         container=ContainerSpec(ctx.config.images.ecokit, command=("python", "-c", RELAY, path)),
     )
 
@@ -139,7 +140,8 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
     labelled = docker_lane.leftovers(names.selector)
     assert sorted(labelled["containers"]) == [names.container(s) for s in ("broker", "influxdb", "relay")]
     assert labelled["networks"] == [names.network]
-    assert sorted(labelled["volumes"]) == [names.volume("broker", "data"), names.volume("influxdb", "data")]
+    assert sorted(labelled["volumes"]) == [names.volume("broker", "data"), names.volume("influxdb", "data"),
+                                           names.volume("relay", "state")]
     broker = engine.container(names.container("broker"))
     assert broker is not None
     assert set(broker.attrs["NetworkSettings"]["Networks"]) == {names.network}
@@ -149,8 +151,8 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
                                                   "1883:1883 644 /mosquitto/config/acl"]
     relay_container = engine.container(names.container("relay"))
     assert relay_container is not None
-    out = relay_container.exec_run(["stat", "-c", "%u %a", "/ecokit/config/relay/relay.json"])
-    assert out.output.decode().strip() == "10001 600"
+    out = relay_container.exec_run(["stat", "-c", "%u %a", "/ecokit/config/relay/relay.json", "/srv/relay/state"])
+    assert out.output.decode().split() == ["10001", "600", "10001", "750"]
 
     status = stack.status()
     assert status.state == "running"
@@ -189,7 +191,7 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
     left = docker_lane.leftovers(names.selector)
     assert left["containers"] == []
     assert left["networks"] == []
-    assert len(left["volumes"]) == 2
+    assert len(left["volumes"]) == 3
     assert Stack.load(docker_stack, env={}).current_runtime() is None
     stack = Stack.load(docker_stack, env={})
     assert set(stack.up().values()) == {"started"}
