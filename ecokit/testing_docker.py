@@ -370,6 +370,74 @@ def build_test_images(engine: Engine, source: Path, cache: Path | None = None, *
     return TestImages(base=base, ecokit=ecokit)
 
 
+def registry_binary(cache: Path) -> Path:
+    """Debian's docker-registry (distribution), installed or unpacked from its package into
+    ``cache`` (no service is installed or started)."""
+    installed = shutil.which("docker-registry")
+    if installed:
+        return Path(installed)
+    target = cache / "docker-registry" / "usr/bin/docker-registry"
+    if target.is_file():
+        return target
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        result = subprocess.run(["apt-get", "download", "docker-registry"], cwd=tmp, capture_output=True, text=True,
+                                check=False)
+        debs = list(Path(tmp).glob("docker-registry_*.deb"))
+        if result.returncode != 0 or not debs:
+            raise RuntimeUnavailable(f"cannot fetch Debian's docker-registry package: {result.stderr.strip()[-500:]}")
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(cache / "docker-registry")], check=True,
+                       capture_output=True)
+    return target
+
+
+@dataclass
+class LocalRegistry:
+    """An image registry on 127.0.0.1 (the engine allows plain HTTP to loopback registries)."""
+
+    binary: Path
+    port: int
+    root: Path
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> LocalRegistry:
+        import requests
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "config.yml"
+        config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
+                          f"http:\n  addr: {self.address}\n")
+        log = (self.root / "registry.log").open("ab")
+        self._process = subprocess.Popen([str(self.binary), "serve", str(config)], stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeUnavailable(f"docker-registry exited: {(self.root / 'registry.log').read_text()[-500:]}")
+            try:
+                if requests.get(f"http://{self.address}/v2/", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeUnavailable(f"docker-registry did not answer on {self.address}")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+
 @dataclass
 class DockerLane:
     """An engine for tests: the one DOCKER_HOST points at, else a private dockerd."""

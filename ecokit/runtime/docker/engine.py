@@ -175,6 +175,9 @@ class Engine:
                     done = sum(c for c, _ in layers.values())
                     total = sum(t for _, t in layers.values())
                     progress(PullProgress(ref, done, total, str(event.get("status", "pulling")).lower()))
+            if progress is not None:
+                total = sum(t for _, t in layers.values())
+                progress(PullProgress(ref, total, total, "pulled"))
         found = self.image_id(ref)
         if found is None:
             raise EngineError(f"pull {ref}", "the engine reported success but the image is not there", hint=hint)
