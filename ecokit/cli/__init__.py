@@ -10,8 +10,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-import click
 import typer
+
+try:  # Typer 0.2x+ vendors Click and raises its own exception classes.
+    from typer._click.exceptions import ClickException
+    from typer.exceptions import Abort, Exit
+except ImportError:  # Typer built on the click package
+    from click.exceptions import Abort, ClickException, Exit  # type: ignore[assignment]
 from rich.console import Console
 
 from ecokit.errors import EcokitError, UsageError
@@ -45,12 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = _debug_requested(args)
     try:
         result = app(args=args, prog_name="ecokit", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except Exit as exc:
         return int(exc.exit_code)
-    except click.ClickException as exc:
+    except ClickException as exc:
         exc.show()
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (Abort, KeyboardInterrupt):
         err.print("[red]Aborted.[/red]")
         return 130
     except UsageError as exc:

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ecokit.errors import EcokitError, RuntimeUnavailable, ServiceError
+from ecokit.errors import EcokitError, EngineError, RuntimeUnavailable, ServiceError
 from ecokit.runtime.base import (
     Action,
     OnReady,
@@ -161,7 +161,13 @@ class DockerRuntime:
 
             if self.engine.image_id(ref) is None:
                 progress(ServiceEvent(service, "pulling", ref))
-            images[ref] = self.engine.ensure_image(ref, report)
+            try:
+                images[ref] = self.engine.ensure_image(ref, report)
+            except EngineError as exc:
+                if ref == self.stack.config.images.ecokit:
+                    exc.hint = (f"the ecokit image is built from this repository: "
+                                f"docker build -f infra/Dockerfile -t {ref} .")
+                raise
         return images
 
     def _files(self, spec: ServiceSpec) -> list[ContainerFile]:

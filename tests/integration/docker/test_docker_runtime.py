@@ -202,7 +202,7 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
     assert docker_lane.leftovers(names.selector) == {"containers": [], "networks": [], "volumes": []}
 
 
-def test_cli_up_status_logs_down(docker_stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_up_status_logs_down(docker_stack: Path, docker_lane: Lane, capsys: pytest.CaptureFixture[str]) -> None:
     config = str(docker_stack)
     assert main(["up", "-c", config]) == 0
     out = capsys.readouterr().out
@@ -216,7 +216,12 @@ def test_cli_up_status_logs_down(docker_stack: Path, capsys: pytest.CaptureFixtu
     assert "New client connected" in capsys.readouterr().out
     assert main(["up", "-c", config]) == 0
     assert "nothing changed" in capsys.readouterr().out
+    # Even with the state file lost, `down` finds the stack by its label.
+    stack = Stack.load(docker_stack, env={})
+    stack.paths.state_file.unlink()
     assert main(["down", "-c", config, "--purge"]) == 0
+    assert docker_lane.leftovers(StackNames(stack.config.stack).selector) == {
+        "containers": [], "networks": [], "volumes": []}
 
 
 def _runtime(tmp_path: Path, lane: Lane) -> tuple[Stack, DockerRuntime]:
