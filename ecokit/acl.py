@@ -116,19 +116,31 @@ class AccessPolicy:
         """Whether ``username`` may publish to / subscribe to ``topic`` (a concrete topic).
 
         The reference semantics that both rendered ACL files implement; used by tests.
+        Superusers may do anything except touch `$`-topics, which they may only read
+        under `$SYS/`. The device grants are patterns on the username (Mosquitto
+        ``pattern`` lines, EMQX ``all`` rules), so like in both brokers they apply to every
+        username: a service or extra user reaches ``fleet/<its own name>/...``, and since
+        device ids, usernames and ``ecokit-`` names never collide, nobody reaches another
+        principal's topics.
         """
+        if not username:
+            # Anonymous clients exist only with `auth.anonymous: true`; like in both
+            # brokers they get the pattern grants that do not name a username.
+            return self.anonymous and any(
+                g.access in (access, "all") and not g.is_pattern and topic_matches(g.topic, topic)
+                for g in self.device_grants)
         principal = next((p for p in self.principals if p.username == username), None)
         if principal is None:
             return False
         if principal.superuser:
-            return not topic.startswith("$")
-        grants: Iterable[Grant] = principal.grants
-        if principal.kind == "device":
-            grants = [*grants, *self.device_grants]
+            if topic.startswith("$"):
+                return access == "subscribe" and topic_matches("$SYS/#", topic)
+            return True
+        grants: Iterable[Grant] = [*principal.grants, *self.device_grants]
         for grant in grants:
             if grant.access not in (access, "all"):
                 continue
-            pattern = grant.topic.replace(USERNAME, username or "\0")
+            pattern = grant.topic.replace(USERNAME, username)
             if topic_matches(pattern, topic):
                 return True
         return False

@@ -33,7 +33,9 @@ def init_project(folder: Path, *, stack: str | None = None, broker: str = "mosqu
     name = stack or _stack_name(folder)
     defaults = StackConfig()
     ports = {k: v + port_offset for k, v in defaults.broker.ports.model_dump().items()}
-    ports.update(influxdb=defaults.influxdb.port + port_offset, grafana=defaults.grafana.port + port_offset,
+    ports.update(influxdb=defaults.influxdb.port + port_offset,
+                 influxdb_rpc=defaults.influxdb.rpc_port + port_offset,
+                 grafana=defaults.grafana.port + port_offset,
                  prometheus=defaults.prometheus.port + port_offset)
     ports.update({k: v + port_offset for k, v in defaults.service_ports.model_dump().items()})
     files = {

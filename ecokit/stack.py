@@ -26,7 +26,6 @@ from ecokit.runtime.base import Action, Progress, ReadinessContext, Runtime, Ser
 from ecokit.runtime.local import find_binary
 from ecokit.secrets import SecretStore, generate_password, generate_token
 from ecokit.services import context as names
-from ecokit.services.broker import container_roots as broker_container_roots
 from ecokit.services.context import Capabilities, PlanContext
 from ecokit.services.influxdb import SETUP_V1, SETUP_V2, influx_version
 from ecokit.services.plan import build_plan
@@ -274,10 +273,8 @@ class Stack:
                             run_as=getpass.getuser())
 
     def plan_context(self, target: Target) -> PlanContext:
-        config = self._effective_config(target)
-        paths = PathMap(target, self.paths.root, self.cert_paths.root,
-                        container_roots=broker_container_roots(config))
-        return PlanContext(config=config, target=target,
+        paths = PathMap(target, self.paths.root, self.cert_paths.root)
+        return PlanContext(config=self._effective_config(target), target=target,
                            policy=self.access_policy(), secrets=self.secret_values(), paths=paths,
                            caps=self.capabilities(target))
 

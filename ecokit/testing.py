@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import random
 import socket
 import ssl
 import threading
@@ -32,9 +33,39 @@ _handed_out: set[int] = set()
 _ports_lock = threading.Lock()
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now and not handed out before in this process."""
+    """A TCP port free right now and not handed out before in this process.
+
+    Chosen below the kernel's ephemeral range when there is room: a port from that range
+    can be taken by any outgoing connection on the machine while a test's stack is down
+    (between `down` and `up` again), and the service then fails to bind it.
+    """
+    low, _ = _ephemeral_range()
     with _ports_lock:
+        if low - 10_000 >= 1024:
+            rng = random.Random()
+            for _ in range(500):
+                port = rng.randrange(10_000, low)
+                if port not in _handed_out and _bindable(host, port):
+                    _handed_out.add(port)
+                    return port
         for _ in range(200):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.bind((host, 0))
@@ -130,6 +161,7 @@ class SyncClient:
         self._keepalive = keepalive
         self._session_expiry = session_expiry
         self._connect_properties = connect_properties
+        self._tls = tls if transport == "tcp" else None
         if username is not None:
             self.client.username_pw_set(username, password)
         if tls is not None:
@@ -179,7 +211,15 @@ class SyncClient:
 
     # operations
     def connect(self, timeout: float = 5.0) -> tuple[ReasonCode, dict[str, Any], Properties | None]:
-        """Connect and wait for CONNACK; returns (reason, flags, properties) even on refusal."""
+        """Connect and wait for CONNACK; returns (reason, flags, properties) even on refusal.
+
+        A TLS handshake the server refuses raises ssl.SSLError (as paho would).
+        """
+        if self._tls is not None:
+            # Handshake once on a socket we close: paho leaves a failed handshake's socket open.
+            with socket.create_connection((self.host, self.port), timeout=timeout) as raw, \
+                    self._tls.wrap_socket(raw, server_hostname=self.host):
+                pass
         kwargs: dict[str, Any] = {"keepalive": self._keepalive}
         if self.protocol == mqtt.MQTTv5:
             props = self._connect_properties or Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

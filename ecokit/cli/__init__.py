@@ -11,15 +11,31 @@ import sys
 from collections.abc import Sequence
 
 import typer
-
-try:  # Typer 0.2x+ vendors Click and raises its own exception classes.
-    from typer._click.exceptions import ClickException
-    from typer.exceptions import Abort, Exit
-except ImportError:  # Typer built on the click package
-    from click.exceptions import Abort, ClickException, Exit  # type: ignore[assignment]
 from rich.console import Console
 
 from ecokit.errors import EcokitError, UsageError
+
+
+def _click_errors() -> tuple[type[Exception], ...]:
+    """Click's exception base: typer >= 0.22 vendors click as ``typer._click`` (and does not
+    depend on click); older typer raises click's own."""
+    found: list[type[Exception]] = []
+    try:
+        from typer._click.exceptions import ClickException as Vendored
+
+        found.append(Vendored)
+    except ImportError:
+        pass
+    try:
+        from click import ClickException
+
+        found.append(ClickException)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+CLICK_ERRORS = _click_errors()
 
 app = typer.Typer(
     name="ecokit",
@@ -30,13 +46,14 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-out = Console(highlight=False)
+# soft_wrap: paths and URLs are printed whole, never broken across lines.
+out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
 
 def _register() -> None:
     # Each command group lives in its own module and adds itself to `app`.
-    from ecokit.cli import certs, compose, devices, stack  # noqa: F401
+    from ecokit.cli import certs, compose, devices, shadow, stack  # noqa: F401
 
 
 def _debug_requested(argv: Sequence[str]) -> bool:
@@ -50,12 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = _debug_requested(args)
     try:
         result = app(args=args, prog_name="ecokit", standalone_mode=False)
-    except Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (Abort, KeyboardInterrupt):
+    except CLICK_ERRORS as exc:
+        exc.show()  # type: ignore[attr-defined]
+        return int(exc.exit_code)  # type: ignore[attr-defined]
+    except (typer.Abort, KeyboardInterrupt):
         err.print("[red]Aborted.[/red]")
         return 130
     except UsageError as exc:

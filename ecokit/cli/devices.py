@@ -66,5 +66,9 @@ def add(ids: Annotated[list[str] | None, typer.Argument(help="device ids")] = No
     stack.secret_values()  # generate their passwords now, in one locked write
     out.print(f"[green]added {len(added)}[/green] device(s) to {stack.devices_file}"
               + (f": {', '.join(added[:10])}{' …' if len(added) > 10 else ''}" if added else " (all existed)"))
-    if added and stack.current_runtime():
-        out.print("[dim]run `ecokit up` to load them into the running broker[/dim]")
+    if added and stack.current_runtime() and stack.runtime(stack.current_runtime() or "local").is_up():
+        # The running broker learns the new credentials now (Mosquitto: SIGHUP, no restart).
+        if stack.config.tls.enabled:
+            stack.generate_certs()
+        stack.up()
+        out.print("[green]loaded[/green] into the running broker")

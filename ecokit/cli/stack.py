@@ -111,14 +111,16 @@ def render(config: ConfigOption = None, profile: ProfileOption = None, runtime: 
     stack = load_stack(config, profile)
     target = stack.resolve_runtime(_runtime(runtime))
     files = stack.render(target)
-    table = Table(title=f"stack {stack.config.stack} ({target} runtime)", box=None, header_style="bold")
+    out.print(f"stack [bold]{stack.config.stack}[/bold] ({target} runtime): {len(files)} files in "
+              f"{stack.paths.config_dir}", soft_wrap=True)
+    table = Table(box=None, header_style="bold")
     table.add_column("service")
-    table.add_column("file")
+    table.add_column("file", no_wrap=True)
     table.add_column("bytes", justify="right")
     table.add_column("mode")
     for path in files:
-        service = path.relative_to(stack.paths.config_dir).parts[0]
-        table.add_row(service, str(path), str(path.stat().st_size), f"{path.stat().st_mode & 0o777:o}")
+        service, *rest = path.relative_to(stack.paths.config_dir).parts
+        table.add_row(service, "/".join(rest), str(path.stat().st_size), f"{path.stat().st_mode & 0o777:o}")
     out.print(table)
     for note in stack.notes:
         out.print(f"[yellow]note:[/yellow] {note}")

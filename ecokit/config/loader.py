@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ecokit.config.model import StackConfig
+from ecokit.config.model import KeyedValueError, StackConfig
 from ecokit.errors import ConfigError
 from ecokit.resources import profiles_dir
 
@@ -95,6 +95,10 @@ class _Layered:
                 # A replaced subtree now comes entirely from this source.
                 for known in [p for p in self.sources if p[: len(path)] == path and p != path]:
                     self.sources[known] = source
+
+    def is_set(self, loc: KeyPath) -> bool:
+        """Whether ``loc`` (or a section holding it) was set by some source."""
+        return any(loc[:end] in self.sources for end in range(len(loc), 0, -1))
 
     def source_of(self, loc: KeyPath, default: str) -> str:
         for end in range(len(loc), 0, -1):
@@ -231,7 +235,9 @@ def _profile_overlay(name: str, user_profiles: Any, project: Path) -> tuple[dict
         overlay = read_yaml(builtin_profiles()[name], label=f"profile {name}")
         label = f"profile {name}"
     else:
-        known = sorted({*builtin_profiles(), *(user_profiles or {})})
+        project_profiles = [p.stem for p in (project / "profiles").glob("*.yaml")]
+        in_file = user_profiles if isinstance(user_profiles, Mapping) else {}
+        known = sorted({*builtin_profiles(), *in_file, *project_profiles})
         raise ConfigError(f"unknown profile {name!r}", source="flag --profile",
                           hint=f"known profiles: {', '.join(known)}")
     overlay = overlay or {}
@@ -267,16 +273,29 @@ def _describe(error: Any, loc: KeyPath) -> str:
         return "required key is missing"
     message = str(error["msg"])
     message = message.removeprefix("Value error, ")
-    if "input" in error and kind not in ("model_type", "dict_type"):
+    # Only a scalar is worth repeating; a section's whole content is noise.
+    if "input" in error and kind not in ("model_type", "dict_type") and \
+            not isinstance(error["input"], Mapping | list | tuple):
         message += f" (got {error['input']!r})"
     return message
+
+
+def _error_loc(error: Any, layered: _Layered) -> KeyPath:
+    """Where an error belongs: a section-level check names its keys (KeyedValueError)."""
+    loc: KeyPath = tuple(error["loc"])
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, KeyedValueError) and cause.keys:
+        candidates = [(*loc, *key.split(".")) for key in cause.keys]
+        # Prefer a key somebody set (the last one named, usually the newer edit) over a default.
+        return next((c for c in reversed(candidates) if layered.is_set(c)), candidates[-1])
+    return loc
 
 
 def _config_error(exc: ValidationError, layered: _Layered, default_source: str) -> ConfigError:
     lines = []
     first_source = first_key = None
     for error in exc.errors():
-        loc: KeyPath = tuple(error["loc"])
+        loc = _error_loc(error, layered)
         key = ".".join(str(p) for p in loc) or "(top level)"
         source = layered.source_of(loc, default_source)
         lines.append(f"{source}: {key}: {_describe(error, loc)}")

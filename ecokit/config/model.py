@@ -13,7 +13,22 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
-IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?$")
+# [registry[:port]/]path[:tag][@sha256:digest]
+IMAGE_REF = re.compile(
+    r"^(?:[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?$"
+)
+
+
+class KeyedValueError(ValueError):
+    """A validation error about particular keys of the section that raised it.
+
+    ``keys`` are dotted paths relative to that section; the loader reports the error at
+    the one the user set (so its file or variable is named), not at the section.
+    """
+
+    def __init__(self, message: str, *keys: str) -> None:
+        super().__init__(message)
+        self.keys = keys
 
 
 class Section(BaseModel):
@@ -59,7 +74,7 @@ class TlsConfig(Section):
     @model_validator(mode="after")
     def _mtls_needs_tls(self) -> TlsConfig:
         if self.mtls and not self.enabled:
-            raise ValueError("mtls: true needs enabled: true")
+            raise KeyedValueError("mtls: true needs enabled: true", "mtls")
         return self
 
 
@@ -192,7 +207,7 @@ class StackConfig(Section):
         seen: dict[int, str] = {}
         for name, port in self.host_ports().items():
             if port in seen:
-                raise ValueError(f"port {port} is used by both {seen[port]} and {name}")
+                raise KeyedValueError(f"port {port} is used by both {seen[port]} and {name}", seen[port], name)
             seen[port] = name
         return self
 

@@ -6,6 +6,7 @@ comments and layout survive `ecokit devices add`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -135,6 +136,16 @@ def load_users(path: Path, label: str | None = None) -> list[User]:
     return _validate_list(User, _entries(path, label, "users"), label, "users", "username")
 
 
+def _yaml_scalar(value: str) -> str:
+    """``value`` as written in YAML: plain, or quoted when YAML would read it as something
+    else (``0001``, ``1.5``, ``true``, ``null`` are ids too)."""
+    try:
+        plain_ok = yaml.safe_load(value) == value
+    except yaml.YAMLError:
+        plain_ok = False
+    return value if plain_ok else json.dumps(value)
+
+
 def append_devices(path: Path, ids: Iterable[str]) -> list[str]:
     """Append devices to the registry without rewriting what is already there.
 
@@ -143,27 +154,35 @@ def append_devices(path: Path, ids: Iterable[str]) -> list[str]:
     existing = {d.id for d in load_devices(path)}
     new = []
     for device_id in ids:
-        Device(id=device_id)  # validates the id before anything is written
+        try:
+            Device(id=device_id)  # validates the id before anything is written
+        except ValidationError as exc:
+            msg = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"cannot add device: {msg}", source=str(path)) from None
         if device_id not in existing and device_id not in new:
             new.append(device_id)
     if not new:
         return []
     path.parent.mkdir(parents=True, exist_ok=True)
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    has_section = re.search(r"^devices:\s*(#.*)?$", text, re.MULTILINE) is not None
-    empty_inline = re.search(r"^devices:\s*\[\]\s*(#.*)?$", text, re.MULTILINE)
+    # `devices: []` (what `ecokit init --devices 0` writes) becomes a block list; a comment
+    # on that line stays.
+    empty_inline = re.search(r"^devices:([ \t]*)\[\]([ \t]*(#.*)?)$", text, re.MULTILINE)
     if empty_inline:
-        text = text[: empty_inline.start()] + "devices:" + text[empty_inline.end():]
-        has_section = True
-    if not has_section:
-        if text.strip():
-            raise ConfigError("cannot append: no top-level 'devices:' list", source=str(path))
-        text = "devices:\n"
+        text = (text[: empty_inline.start()] + "devices:" + empty_inline.group(1) + empty_inline.group(2)
+                + text[empty_inline.end():])
     if text and not text.endswith("\n"):
         text += "\n"
-    item = re.search(r"^( *)- ", text[text.index("devices:"):], re.MULTILINE)
+    section = re.search(r"^devices:[ \t]*(#.*)?$", text, re.MULTILINE)
+    if section is None:
+        if yaml.safe_load(text) is not None:
+            raise ConfigError("cannot append: no top-level 'devices:' list", source=str(path))
+        text += "devices:\n"  # a new file, or one with comments only: keep them
+        section = re.search(r"^devices:$", text, re.MULTILINE)
+        assert section is not None
+    item = re.search(r"^( *)- ", text[section.end():], re.MULTILINE)
     indent = item.group(1) if item else "  "
-    text += "".join(f"{indent}- id: {device_id}\n" for device_id in new)
+    text += "".join(f"{indent}- id: {_yaml_scalar(device_id)}\n" for device_id in new)
     try:
         parsed = yaml.safe_load(text)
         ok = isinstance(parsed, dict) and [d["id"] if isinstance(d, dict) else d

@@ -115,9 +115,27 @@ class LocalRuntime:
                 progress(ServiceEvent(name, "stopping", "no longer in the plan"))
                 process.stop(self._ref(services.pop(name)))
                 actions[name] = "removed"
+            self._preflight(plan, services)
             for spec in ordered(plan):
                 actions[spec.name] = self._ensure(spec, services, on_ready, progress)
         return actions
+
+    def _preflight(self, plan: Sequence[ServiceSpec], services: dict[str, Any]) -> None:
+        """Fail before starting anything when a service that must start cannot: its binary
+        is missing or one of its ports is taken (a half-started stack helps nobody)."""
+        host = self.readiness.host
+        for spec in ordered(plan):
+            entry = services.get(spec.name)
+            if entry and process.is_alive(self._ref(entry)):
+                continue
+            if spec.local is None or find_binary(spec.local) is None:
+                if spec.role in OPTIONAL_ROLES:
+                    continue
+                raise RuntimeUnavailable(f"{spec.name}: {self._unavailable_reason(spec)}",
+                                         hint=spec.local.install_hint if spec.local else None)
+            for port in spec.ports:
+                if not process.port_is_free(host, port.host):
+                    raise PortInUse(spec.name, port.host, host)
 
     def _ensure(self, spec: ServiceSpec, services: dict[str, Any], on_ready: OnReady,
                 progress: Progress) -> Action:

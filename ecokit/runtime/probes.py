@@ -72,6 +72,15 @@ def check_http(url: str, expect: tuple[int, ...], timeout: float = 2.0) -> Probe
 def check_mqtt(host: str, port: int, *, username: str | None, password: str | None,
                tls: ssl.SSLContext | None = None, timeout: float = 3.0) -> ProbeResult:
     """A real CONNECT; success only on a CONNACK that accepts the credentials."""
+    if tls is not None:
+        # The TLS handshake first, on a socket we close ourselves: paho leaves the socket
+        # of a failed handshake open (a ResourceWarning per refused probe).
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as raw, \
+                    tls.wrap_socket(raw, server_hostname=host):
+                pass
+        except (OSError, ValueError) as exc:
+            return ProbeResult(False, f"mqtt {host}:{port}: {exc}")
     outcome: list[str | None] = []
 
     def on_connect(client: mqtt.Client, userdata: object, flags: object, reason: ReasonCode,

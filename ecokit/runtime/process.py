@@ -35,17 +35,20 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
-# Children spawned by this process, kept so their Popen objects are not collected while
-# they run (Python warns about that, and pytest's filterwarnings=error turns it into an error).
-_SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
+# Services started by this process, kept until they exit: a Popen dropped while its
+# child runs warns (ResourceWarning), and polling it is how a child is reaped.
+_spawned: dict[int, subprocess.Popen[bytes]] = {}
+# How our children ended (pid -> returncode; negative: killed by that signal).
+_exit_codes: dict[int, int] = {}
 
 
 def _reap(pid: int) -> None:
     # Our own children become zombies until waited for; reap without blocking.
-    proc = _SPAWNED.get(pid)
+    proc = _spawned.get(pid)
     if proc is not None:
         if proc.poll() is not None:
-            _SPAWNED.pop(pid, None)
+            _exit_codes[pid] = proc.returncode
+            del _spawned[pid]
         return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
@@ -57,13 +60,40 @@ def is_alive(ref: ProcessRef) -> bool:
     if fields is None:
         return False
     state, ticks = fields[0], int(fields[19])
-    return ticks == ref.start_ticks and state not in ("Z", "X")
+    # A multi-threaded server (influxd) whose main thread has returned shows a zombie
+    # leader while its other threads still shut down and hold ports and files.
+    alive = ticks == ref.start_ticks and (state not in ("Z", "X") or _threads_running(ref.pid))
+    if not alive:
+        _reap(ref.pid)  # it may have exited since the first look: reap it now
+    return alive
+
+
+def _threads_running(pid: int) -> bool:
+    """Whether any thread of ``pid`` is still running (not a zombie)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tasks:
+        try:
+            raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        if raw[raw.rindex(")") + 2:].split()[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def exit_reason(ref: ProcessRef) -> str:
     fields = _stat_fields(ref.pid)
     if fields is None or int(fields[19]) != ref.start_ticks:
-        return "process exited"
+        code = _exit_codes.get(ref.pid)
+        if code is None:
+            return "process exited"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+        return f"exit code {code}"
     return f"process state {fields[0]}"
 
 
@@ -77,7 +107,7 @@ def spawn(argv: Sequence[str], *, log_path: Path, cwd: Path, env: Mapping[str, s
             list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=cwd, env=dict(env), start_new_session=True, close_fds=True,
         )
-    _SPAWNED[proc.pid] = proc
+    _spawned[proc.pid] = proc
     ticks = None
     for _ in range(50):
         ticks = start_ticks(proc.pid)

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 
 from ecokit.acl import USERNAME, AccessPolicy, Grant, Principal
-from ecokit.config.model import StackConfig
 from ecokit.render import render_template
 from ecokit.services.context import (
     EMQX_API_SECRET,
@@ -31,12 +30,6 @@ EMQX_ETC = "/opt/emqx/etc/ecokit"
 MOSQUITTO_ETC = "/mosquitto/config"
 
 
-def container_roots(config: StackConfig) -> tuple[tuple[str, str], ...]:
-    """Where the broker's rendered files live in its container: the files the broker config
-    names (passwd, acl, users.csv, ...) must be where the docker runtime places them."""
-    return ((BROKER, EMQX_ETC if config.broker.kind == "emqx" else MOSQUITTO_ETC),)
-
-
 def mosquitto_password_hash(password: str, salt: bytes, iterations: int) -> str:
     """Mosquitto 2's `$7$` PBKDF2-SHA512 password hash (as written by mosquitto_passwd)."""
     digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, dklen=64)
@@ -47,6 +40,13 @@ def deterministic_salt(seed: str, username: str) -> bytes:
     """A per-user salt derived from the stack's secret seed: random to an attacker,
     stable across renders so the same inputs give the same password file."""
     return hmac.new(seed.encode(), b"mosquitto-salt\0" + username.encode(), hashlib.sha256).digest()[:12]
+
+
+def _placed(ctx: PlanContext, relpath: str, container_dir: str) -> tuple[str, str]:
+    """(path the config refers to, container path) of a rendered broker file: the host
+    path for a local process, the container path (where the docker runtime puts it) in docker."""
+    container = f"{container_dir}/{relpath}"
+    return (ctx.paths.file(BROKER, relpath) if ctx.target == "local" else container), container
 
 
 def broker_ports(ctx: PlanContext) -> tuple[PortSpec, ...]:
@@ -107,18 +107,20 @@ def mosquitto(ctx: PlanContext) -> ServiceSpec:
     ).encode()
     acl = render_template("mosquitto/acl.j2", stack=cfg.stack, blocks=mosquitto_acl_lines(ctx.policy))
     data_dir = ctx.paths.volume(BROKER, "data", "/mosquitto/data")
+    passwd_path, passwd_container = _placed(ctx, "passwd", MOSQUITTO_ETC)
+    acl_path, acl_container = _placed(ctx, "acl", MOSQUITTO_ETC)
     conf = render_template(
         "mosquitto/mosquitto.conf.j2",
         stack=cfg.stack, broker=cfg.broker, tls=cfg.tls, ctx=ctx, anonymous=ctx.policy.anonymous,
         ports={p.name: p for p in broker_ports(ctx)}, listen_host=ctx.listen_host(),
-        password_file=ctx.paths.file(BROKER, "passwd"), acl_file=ctx.paths.file(BROKER, "acl"),
+        password_file=passwd_path, acl_file=acl_path,
         data_dir=data_dir, cafile=ctx.paths.cert("ca.pem"), certfile=ctx.paths.cert("server.pem"),
         keyfile=ctx.paths.cert("server.key"),
     )
     files = (
         RenderedFile("mosquitto.conf", conf, f"{MOSQUITTO_ETC}/mosquitto.conf"),
-        RenderedFile("passwd", passwd, f"{MOSQUITTO_ETC}/passwd", secret=True),
-        RenderedFile("acl", acl, f"{MOSQUITTO_ETC}/acl"),
+        RenderedFile("passwd", passwd, passwd_container, secret=True),
+        RenderedFile("acl", acl, acl_container),
     )
     return ServiceSpec(
         name=BROKER, role="broker", description=f"Mosquitto MQTT broker ({cfg.images.mosquitto})",
@@ -161,21 +163,23 @@ def emqx(ctx: PlanContext) -> ServiceSpec:
     )
     acl = render_template("emqx/acl.conf.j2", stack=cfg.stack, rules=emqx_acl_rules(ctx.policy))
     api_keys = f"ecokit:{ctx.secret(EMQX_API_SECRET)}\n"
+    users_path, users_container = _placed(ctx, "users.csv", EMQX_ETC)
+    acl_path, acl_container = _placed(ctx, "acl.conf", EMQX_ETC)
+    keys_path, keys_container = _placed(ctx, "api_keys.txt", EMQX_ETC)
     conf = render_template(
         "emqx/emqx.conf.j2",
         stack=cfg.stack, broker=cfg.broker, tls=cfg.tls, ctx=ctx, anonymous=ctx.policy.anonymous,
         ports={p.name: p for p in broker_ports(ctx)}, listen_host=ctx.listen_host(),
         cookie=ctx.secret(EMQX_COOKIE), dashboard_password=ctx.secret(EMQX_DASHBOARD),
-        users_file=ctx.paths.file(BROKER, "users.csv"), acl_file=ctx.paths.file(BROKER, "acl.conf"),
-        api_keys_file=ctx.paths.file(BROKER, "api_keys.txt"),
+        users_file=users_path, acl_file=acl_path, api_keys_file=keys_path,
         cafile=ctx.paths.cert("ca.pem"), certfile=ctx.paths.cert("server.pem"),
         keyfile=ctx.paths.cert("server.key"),
     )
     files = (
         RenderedFile("emqx.conf", conf, "/opt/emqx/etc/emqx.conf", secret=True),
-        RenderedFile("users.csv", users_csv.encode(), f"{EMQX_ETC}/users.csv", secret=True),
-        RenderedFile("acl.conf", acl, f"{EMQX_ETC}/acl.conf"),
-        RenderedFile("api_keys.txt", api_keys.encode(), f"{EMQX_ETC}/api_keys.txt", secret=True),
+        RenderedFile("users.csv", users_csv.encode(), users_container, secret=True),
+        RenderedFile("acl.conf", acl, acl_container),
+        RenderedFile("api_keys.txt", api_keys.encode(), keys_container, secret=True),
     )
     return ServiceSpec(
         name=BROKER, role="broker", description=f"EMQX MQTT broker ({cfg.images.emqx})",
