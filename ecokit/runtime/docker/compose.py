@@ -123,6 +123,7 @@ def compose_document(stack: Stack, plan: Sequence[ServiceSpec]) -> dict[str, Any
 
 def compose_notes(plan: Sequence[ServiceSpec]) -> list[str]:
     notes = ["holds credentials (passwords, tokens, keys): keep it 0600 and out of version control",
+             "needs Docker Compose 2.23+ (configs with inline content, copied with uid/gid/mode)",
              "services start in dependency order without readiness waits; `ecokit up` waits on each probe"]
     for spec in plan:
         notes += [f"{spec.name}: {POST_START_NOTES[step]}" for step in spec.post_start if step in POST_START_NOTES]
