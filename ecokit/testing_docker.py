@@ -107,6 +107,35 @@ class PrivateDockerd:
             self.data_root = self.run_dir / "data"
             return
         self._lock_fd = fd
+        self._stop_orphan()
+
+    @property
+    def _pid_record(self) -> Path:
+        return self.data_root.parent / f"{self.data_root.name}.pid"
+
+    def _stop_orphan(self) -> None:
+        """A dockerd an earlier run started on this data-root and could not stop (the run was
+        killed): stop it by its recorded pid, after checking that pid is that very dockerd."""
+        try:
+            pid = int(self._pid_record.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if f"--data-root={self.data_root}".encode() not in cmdline:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.2)
+        if Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for arg in cmdline:
+            if arg.startswith(b"--exec-root="):
+                run_dir = Path(arg.split(b"=", 1)[1].decode()).parent
+                if run_dir.name.startswith("ecokit-dockerd-"):
+                    shutil.rmtree(run_dir, ignore_errors=True)
 
     def start(self, timeout: float = 60.0) -> str:
         reason = self.available()
@@ -129,6 +158,8 @@ class PrivateDockerd:
         log.close()
         self._process = proc
         self.pid = proc.pid
+        if self._lock_fd is not None:
+            self._pid_record.write_text(f"{proc.pid}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -162,6 +193,7 @@ class PrivateDockerd:
             self._process = None
             self.pid = None
         if self._lock_fd is not None:
+            self._pid_record.unlink(missing_ok=True)
             os.close(self._lock_fd)
             self._lock_fd = None
         shutil.rmtree(self.run_dir, ignore_errors=True)
