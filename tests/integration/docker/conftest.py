@@ -31,9 +31,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
 
 
+_spent: list[float] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "integration/docker/" in report.nodeid:
+        _spent.append(report.duration)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in _report:
         terminalreporter.write_line(f"docker lane: {line}")
+    if _spent:
+        terminalreporter.write_line(f"docker lane: {sum(_spent):.0f}s in docker tests (setup, calls and teardown, "
+                                    "engine start and image builds included)")
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +71,6 @@ def docker_lane() -> Iterator[DockerLane]:
         yield lane
     finally:
         lane.close()
-        _report.append(f"lane closed after {time.monotonic() - started:.0f}s")
 
 
 @pytest.fixture
