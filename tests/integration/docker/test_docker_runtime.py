@@ -330,3 +330,19 @@ def test_the_bridge_stores_telemetry_and_replay_sends_it_back(tmp_path: Path, do
         assert sorted(json.loads(m.payload)["seq"] for m in got) == list(range(5))
     finally:
         Stack.load(project, env={}).down(purge=True)
+
+
+def test_doctor_says_which_images_are_missing_and_how_to_get_them(tmp_path: Path, docker_lane: Lane,
+                                                                  docker_host: str) -> None:
+    from ecokit.doctor import check_images
+
+    present = Stack.load(docker_project(tmp_path / "a", docker_lane), env={})
+    assert [(c.level, c.detail) for c in check_images(present)] == [
+        ("ok", f"all {len({s.container.image for s in present.plan('docker') if s.container})} images of the "
+               "docker stack are present")]
+    absent = Stack.load(docker_project(tmp_path / "b", docker_lane, extra={"images": {"ecokit": "ecokit/x:0.0.1"}}),
+                        env={})
+    [check] = check_images(absent)
+    assert check.level == "warn"
+    assert "ecokit/x:0.0.1" in check.detail
+    assert check.fix == "docker build -f infra/Dockerfile -t ecokit/x:0.0.1 ."
