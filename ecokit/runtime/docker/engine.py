@@ -127,9 +127,14 @@ class Engine:
         self.client.close()
 
     @contextlib.contextmanager
-    def _call(self, action: str, hint: str | None = None) -> Iterator[None]:
+    def _call(self, action: str, hint: str | None = None, *, missing_ok: bool = False) -> Iterator[None]:
+        """Translate the SDK's errors; ``missing_ok``: an object already gone is no error."""
         try:
             yield
+        except NotFound as exc:
+            if missing_ok:
+                return
+            raise EngineError(action, _reason(exc), status=404, hint=hint) from exc
         except APIError as exc:
             status = exc.response.status_code if exc.response is not None else None
             raise EngineError(action, _reason(exc), status=status, hint=hint) from exc
@@ -203,7 +208,7 @@ class Engine:
             return list(self.client.networks.list(filters=label_filter(labels)))
 
     def remove_network(self, network: Any) -> None:
-        with contextlib.suppress(NotFound), self._call(f"remove network {network.name}"):
+        with self._call(f"remove network {network.name}", missing_ok=True):
             network.remove()
 
     def ensure_volume(self, name: str, labels: Mapping[str, str]) -> Any:
@@ -218,7 +223,7 @@ class Engine:
             return list(self.client.volumes.list(filters=label_filter(labels)))
 
     def remove_volume(self, volume: Any) -> None:
-        with contextlib.suppress(NotFound), self._call(f"remove volume {volume.name}"):
+        with self._call(f"remove volume {volume.name}", missing_ok=True):
             volume.remove(force=True)
 
     # -- containers --------------------------------------------------------------------
@@ -270,11 +275,11 @@ class Engine:
             container.start()
 
     def stop(self, container: Any, timeout: int = STOP_TIMEOUT) -> None:
-        with contextlib.suppress(NotFound), self._call(f"stop {container.name}"):
+        with self._call(f"stop {container.name}", missing_ok=True):
             container.stop(timeout=timeout)
 
     def remove(self, container: Any) -> None:
-        with contextlib.suppress(NotFound), self._call(f"remove {container.name}"):
+        with self._call(f"remove {container.name}", missing_ok=True):
             container.remove(force=True, v=False)
 
     def signal(self, container: Any, signal: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ecokit.cli import main
-from ecokit.errors import ReadinessTimeout, ServiceError
+from ecokit.errors import EngineError, ReadinessTimeout, ServiceError
 from ecokit.runtime.base import ReadinessContext, ServiceEvent
 from ecokit.runtime.docker import DockerRuntime, Engine
 from ecokit.runtime.docker.service import StackNames
@@ -346,3 +346,26 @@ def test_doctor_says_which_images_are_missing_and_how_to_get_them(tmp_path: Path
     assert check.level == "warn"
     assert "ecokit/x:0.0.1" in check.detail
     assert check.fix == "docker build -f infra/Dockerfile -t ecokit/x:0.0.1 ."
+
+
+def test_removing_what_is_already_gone_is_no_error(docker_lane: Lane) -> None:
+    from ecokit.runtime.docker import ContainerConfig
+
+    engine = docker_lane.engine
+    name = f"ecokit-gone-{uuid.uuid4().hex[:8]}"
+    network = engine.ensure_network(name, {"ecokit.stack": name})
+    assert engine.ensure_network(name, {"ecokit.stack": name}).id == network.id  # found, not created twice
+    volume = engine.ensure_volume(name, {"ecokit.stack": name})
+    container = engine.create_container(ContainerConfig(name=name, image=docker_lane.images.base, network=name,
+                                                        hostname="gone", labels={"ecokit.stack": name},
+                                                        command=("true",), volumes=((name, "/data"),)))
+    for _ in range(2):
+        engine.stop(container)
+        engine.remove(container)
+    assert engine.state(container) == ("removed", None)
+    for _ in range(2):
+        engine.remove_network(network)
+        engine.remove_volume(volume)
+    assert docker_lane.leftovers({"ecokit.stack": name}) == {"containers": [], "networks": [], "volumes": []}
+    with pytest.raises(EngineError, match=r"start .* failed \(HTTP 404\)"):
+        engine.start(container)
