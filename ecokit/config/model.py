@@ -12,6 +12,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ecokit.config.rules import (
+    BridgeConfig,
+    ProcessorConfig,
+    RuleConfig,
+    merge_default_rules,
+    validate_rule_names,
+)
+
 STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 # [registry[:port]/]path[:tag][@sha256:digest]
 IMAGE_REF = re.compile(
@@ -170,6 +178,10 @@ class StackConfig(Section):
     service_ports: EcokitServicePorts = EcokitServicePorts()
     images: ImagesConfig = ImagesConfig()
     registry: RegistryConfig = RegistryConfig()
+    rules: dict[str, RuleConfig] = Field(default_factory=dict, validate_default=True,
+                                         description="topic → InfluxDB rules (ecokit/config/rules.py)")
+    bridge: BridgeConfig = BridgeConfig()
+    processor: ProcessorConfig = ProcessorConfig()
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="user profiles: overlays applied with --profile NAME"
     )
@@ -193,6 +205,16 @@ class StackConfig(Section):
         except ValueError as exc:
             raise ValueError(f"{value!r} is not an IP address") from exc
         return value
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _default_rules(cls, value: Any) -> Any:
+        return merge_default_rules(value)
+
+    @field_validator("rules")
+    @classmethod
+    def _rule_names(cls, value: dict[str, RuleConfig]) -> dict[str, RuleConfig]:
+        return validate_rule_names(value)
 
     @field_validator("profiles")
     @classmethod

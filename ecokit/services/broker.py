@@ -15,6 +15,7 @@ from ecokit.services.context import (
     HASH_SEED,
     PlanContext,
 )
+from ecokit.services.pipeline import emqx_rules_pipeline
 from ecokit.services.spec import (
     ContainerSpec,
     LocalCommand,
@@ -173,7 +174,7 @@ def emqx(ctx: PlanContext) -> ServiceSpec:
         cookie=ctx.secret(EMQX_COOKIE), dashboard_password=ctx.secret(EMQX_DASHBOARD),
         users_file=users_path, acl_file=acl_path, api_keys_file=keys_path,
         cafile=ctx.paths.cert("ca.pem"), certfile=ctx.paths.cert("server.pem"),
-        keyfile=ctx.paths.cert("server.key"),
+        keyfile=ctx.paths.cert("server.key"), pipeline=emqx_rules_pipeline(ctx),
     )
     files = (
         RenderedFile("emqx.conf", conf, "/opt/emqx/etc/emqx.conf", secret=True),

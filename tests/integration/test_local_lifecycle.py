@@ -279,7 +279,7 @@ def test_status_json_describes_the_running_stack(running: Stack, capsys: pytest.
     assert status["runtime"] == "local"
     assert status["state"] == "running"
     assert status["stack"] == "test"
-    for name in ("broker", "influxdb"):
+    for name in ("broker", "influxdb", "bridge", "processor"):
         assert status["services"][name]["state"] == "running"
         assert status["services"][name]["pid"] == refs[name].pid
         assert Path(status["services"][name]["log"]).is_file()

@@ -1,0 +1,211 @@
+"""Telemetry pipeline commands: replay (archive → MQTT) and query (what landed in InfluxDB)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from ecokit.cli import app, out
+from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, ProfileOption, load_stack
+from ecokit.errors import UsageError
+
+
+def _iso(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _speed(value: str) -> float | None:
+    if value == "max":
+        return None
+    try:
+        speed = float(value.rstrip("x"))
+    except ValueError:
+        raise UsageError(f"--speed {value!r}: use a factor such as 1, 10, 0.5, or `max`") from None
+    if speed <= 0:
+        raise UsageError("--speed must be positive")
+    return speed
+
+
+@app.command()
+def replay(
+    since: Annotated[str, typer.Option("--since", help="start: a duration ago (1h, 15m) or an ISO time")] = "1h",
+    until: Annotated[str, typer.Option("--until", help="end (exclusive): duration ago or ISO time")] = "now",
+    topic: Annotated[list[str] | None, typer.Option("--topic", "-t", help="MQTT topic filter (repeatable)")] = None,
+    speed: Annotated[str, typer.Option("--speed", help="1 = original spacing, 10 = ten times faster, max")] = "1",
+    prefix: Annotated[str, typer.Option("--prefix", help="publish under this prefix, e.g. replay/")] = "",
+    qos: Annotated[int | None, typer.Option("--qos", min=0, max=1,
+                                            help="publish QoS 0 or 1 (default: as archived; QoS 2 goes as 1)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be sent, send nothing")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="send at most N messages")] = None,
+    config: ConfigOption = None, profile: ProfileOption = None, as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Republish archived messages in time order with their original spacing (or faster)."""
+    from ecokit.replay import Archive, Replayer, connect_publisher, parse_time
+    from ecokit.store.influx import InfluxV1
+
+    stack = load_stack(config, profile)
+    now = dt.datetime.now(dt.UTC)
+    start, end = parse_time(since, now=now), parse_time(until, now=now)
+    if start >= end:
+        raise UsageError(f"--since {since} ({_iso(start)}) is not before --until {until} ({_iso(end)})")
+    factor = _speed(speed)
+    filters = list(topic or [])
+    with InfluxV1(stack.influx_endpoint("reader")) as client:
+        archive = Archive(client)
+        total = archive.count(start, end, filters)
+        if limit is not None:
+            total = min(total, limit)
+        window = f"{_iso(start)} .. {_iso(end)}"
+        if dry_run:
+            _dry_run(archive.read(start, end, filters), total, limit, window, prefix, as_json)
+            return
+        if total == 0:
+            out.print(f"nothing archived in {window}" + (f" on {', '.join(filters)}" if filters else ""))
+            return
+        mqtt = connect_publisher(stack)
+        try:
+            out.print(f"replaying {total} messages from {window} at "
+                      f"{'maximum speed' if factor is None else f'{factor:g}x'}"
+                      + (f" under {prefix}" if prefix else ""))
+            columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                       TextColumn("ETA"), TimeRemainingColumn())
+            with Progress(*columns, console=out, transient=False) as progress:
+                task = progress.add_task("replay", total=total)
+                summary = Replayer(mqtt, speed=factor, prefix=prefix, qos=qos).run(
+                    archive.read(start, end, filters), limit=limit, progress=lambda n: progress.advance(task, n))
+        finally:
+            mqtt.disconnect()
+    result: dict[str, Any] = {
+        "sent": summary.sent, "acknowledged": summary.acknowledged, "bytes": summary.bytes,
+        "topics": len(summary.topics), "seconds": round(summary.duration, 3), "rate": round(summary.rate, 1),
+        "first": _iso(summary.first_ns), "last": _iso(summary.last_ns),
+    }
+    if summary.errors_ms:
+        result.update(send_error_ms_p50=round(summary.error_percentile(50) or 0, 3),
+                      send_error_ms_p99=round(summary.error_percentile(99) or 0, 3),
+                      send_error_ms_max=round(summary.error_percentile(100) or 0, 3))
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    out.print(f"[green]sent {summary.sent}[/green] messages ({summary.bytes} bytes, {len(summary.topics)} topics) "
+              f"in {summary.duration:.2f}s = {summary.rate:,.0f} msg/s; {summary.acknowledged} acknowledged")
+    out.print(f"  archived {result['first']} .. {result['last']}")
+    if summary.errors_ms:
+        out.print(f"  send time vs original spacing: p50 {result['send_error_ms_p50']} ms, "
+                  f"p99 {result['send_error_ms_p99']} ms, max {result['send_error_ms_max']} ms")
+
+
+def _dry_run(messages: Any, total: int, limit: int | None, window: str, prefix: str, as_json: bool) -> None:
+    shown: list[Any] = []
+    topics: set[str] = set()
+    size = count = 0
+    first = last = None
+    for msg in messages:
+        if limit is not None and count >= limit:
+            break
+        count += 1
+        size += len(msg.payload)
+        topics.add(msg.topic)
+        first = msg.time_ns if first is None else first
+        last = msg.time_ns
+        if len(shown) < 20:
+            shown.append(msg)
+    if as_json:
+        out.print_json(json.dumps({"would_send": count, "bytes": size, "topics": sorted(topics),
+                                   "first": _iso(first), "last": _iso(last), "window": window}))
+        return
+    table = Table(title=f"dry run: {count} messages in {window} (nothing sent)", box=None, header_style="bold")
+    for column in ("archived at", "topic", "qos", "retain", "bytes", "payload"):
+        table.add_column(column)
+    for msg in shown:
+        preview = msg.payload[:60].decode("utf-8", "replace") if msg.payload.isascii() else \
+            "base64:" + base64.b64encode(msg.payload[:45]).decode()
+        table.add_row(_iso(msg.time_ns), prefix + msg.topic, str(msg.qos), "yes" if msg.retain else "",
+                      str(len(msg.payload)), preview)
+    out.print(table)
+    if count > len(shown):
+        out.print(f"  ... and {count - len(shown)} more")
+    out.print(f"would send {count} messages, {size} bytes, {len(topics)} topics, "
+              f"archived {_iso(first)} .. {_iso(last)}")
+
+
+@app.command()
+def query(
+    influxql: Annotated[str | None, typer.Argument(help="an InfluxQL statement (default: latest telemetry)")] = None,
+    measurement: Annotated[str, typer.Option("--measurement", "-m", help="telemetry, status, archive, ...")]
+    = "telemetry",
+    since: Annotated[str, typer.Option("--since", help="how far back (duration or ISO time)")] = "15m",
+    vehicle: Annotated[str | None, typer.Option("--vehicle", help="only this vehicle")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="rows to show")] = 20,
+    config: ConfigOption = None, profile: ProfileOption = None, as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Show what landed in InfluxDB: the latest points of a measurement, or any InfluxQL query."""
+    from ecokit.replay import parse_time
+    from ecokit.store.influx import InfluxV1, quote_ident, quote_string
+
+    stack = load_stack(config, profile)
+    with InfluxV1(stack.influx_endpoint("reader")) as client:
+        if influxql:
+            rows = list(client.rows(influxql))
+            title = influxql
+        else:
+            start = parse_time(since)
+            where = f"time >= {start}"
+            if vehicle:
+                where += f" AND vehicle = {quote_string(vehicle)}"
+            name = quote_ident(measurement)
+            counted = list(client.rows(f"SELECT count(*) FROM {name} WHERE {where}"))
+            total = max((int(v) for k, v in counted[0].items() if k.startswith("count_")), default=0) \
+                if counted else 0
+            rows = list(client.rows(f"SELECT * FROM {name} WHERE {where} ORDER BY time DESC LIMIT {limit}"))
+            title = f"{measurement}: {total} points since {_iso(start)}, latest {min(limit, len(rows))}"
+    if as_json:
+        out.print_json(json.dumps(rows, default=str))
+        return
+    if not rows:
+        out.print(f"{title}\n[yellow]no points[/yellow]")
+        return
+    columns = [c for c in rows[0] if c != "_measurement"]
+    for row in rows[1:]:
+        columns += [c for c in row if c not in columns and c != "_measurement"]
+    cells = [[_cell(c, row.get(c)) for c in columns] for row in rows]
+    width = sum(max(len(c), *(len(r[i]) for r in cells)) + 2 for i, c in enumerate(columns))
+    if width <= out.width:
+        table = Table(title=title, box=None, header_style="bold")
+        for column in columns:
+            table.add_column(column)
+        for row_cells in cells:
+            table.add_row(*row_cells)
+        out.print(table)
+        return
+    # Too wide for a table here: one line per point, `column=value`.
+    out.print(title)
+    for row_cells in cells:
+        head, rest = row_cells[0], [f"{c}={v}" for c, v in zip(columns[1:], row_cells[1:], strict=True) if v]
+        out.print(f"[bold]{head}[/bold]  " + "  ".join(rest), soft_wrap=True, highlight=False, markup=True)
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if column == "time" and isinstance(value, int):
+        return _iso(value)
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,143 @@
+"""What ecokit's own long-running services share: their rendered config file, structured
+JSON logs, the /metrics /healthz /readyz endpoint, stop signals and MQTT connection settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ecokit.errors import ConfigError
+
+
+def load_service_config(path: str | Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError("service config file not found", source=str(path)) from None
+    except ValueError as exc:
+        raise ConfigError(f"not JSON: {exc}", source=str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("must be a JSON object", source=str(path))
+    return data
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, service, msg and any ``extra`` fields."""
+
+    RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(), "service": self.service, "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in self.RESERVED and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(service: str, level: int = logging.INFO) -> logging.Logger:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    return logging.getLogger(f"ecokit.{service}")
+
+
+class OncePerKind:
+    """Logs the first occurrence of each kind of problem, counts the rest silently."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+        self.seen: set[tuple[str, ...]] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, kind: tuple[str, ...], message: str, **extra: Any) -> None:
+        with self.lock:
+            if kind in self.seen:
+                return
+            self.seen.add(kind)
+        self.log.warning(message + " (logged once per kind; see the metrics for counts)", extra=extra)
+
+    def reset(self, kind: tuple[str, ...]) -> None:
+        with self.lock:
+            self.seen.discard(kind)
+
+
+class HealthServer:
+    """/metrics (Prometheus text), /healthz (the process answers), /readyz (``ready()`` is True)."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
+        registry_, ready_ = registry, ready
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                if path == "/metrics":
+                    body, ctype, code = generate_latest(registry_), CONTENT_TYPE_LATEST, 200
+                elif path == "/healthz":
+                    body, ctype, code = b"ok\n", "text/plain", 200
+                elif path == "/readyz":
+                    ok = ready_()
+                    body, ctype, code = (b"ready\n", "text/plain", 200) if ok else (b"not ready\n", "text/plain", 503)
+                else:
+                    body, ctype, code = b"not found\n", "text/plain", 404
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="health", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def mqtt_tls(mqtt: dict[str, Any]) -> ssl.SSLContext | None:
+    """The TLS context for a service's broker connection (None for plain MQTT)."""
+    if not mqtt.get("tls"):
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=mqtt.get("ca"))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if mqtt.get("cert"):
+        ctx.load_cert_chain(mqtt["cert"], mqtt.get("key"))
+    return ctx
