@@ -1,5 +1,5 @@
-"""The docker runtime end to end on a real engine: mosquitto + InfluxDB 1.x + an ecokit
-service, all in containers built on this machine."""
+"""The docker runtime end to end on a real engine: mosquitto, InfluxDB 1.x and ecokit's own
+services (bridge, processor, shadow), all in containers built on this machine."""
 
 from __future__ import annotations
 
@@ -18,62 +18,11 @@ from ecokit.errors import EngineError, ReadinessTimeout, ServiceError
 from ecokit.runtime.base import ReadinessContext, ServiceEvent
 from ecokit.runtime.docker import DockerRuntime, Engine
 from ecokit.runtime.docker.service import StackNames
-from ecokit.services import plan as plan_module
-from ecokit.services.context import INFLUX_WRITER, PlanContext
-from ecokit.services.spec import ContainerSpec, PortSpec, Probe, RenderedFile, ServiceSpec, Volume
+from ecokit.services.spec import ContainerSpec, PortSpec, Probe, ServiceSpec
 from ecokit.stack import Stack
 from ecokit.store.influx import InfluxV1
 from ecokit.testing import SyncClient, free_port, write_project
 from ecokit.testing_docker import DockerLane as Lane
-
-# A stand-in for the bridge (issue 3) until it lands: subscribes as ecokit-bridge and
-# writes telemetry points over the docker network (broker:1883 -> influxdb:8086).
-RELAY = r"""
-import json, sys, requests, paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-cfg = json.load(open(sys.argv[1]))
-open(cfg["state_dir"] + "/started", "w").write("ok")  # its volume is writable by uid 10001
-session = requests.Session()
-session.auth = (cfg["influx_user"], cfg["influx_password"])
-def on_connect(client, userdata, flags, reason, props):
-    client.subscribe("fleet/+/telemetry", qos=1)
-    print("relay connected", reason, flush=True)
-def on_message(client, userdata, msg):
-    d = json.loads(msg.payload)
-    line = (f"telemetry,vehicle={d['vehicle']} lat={d['lat']},lng={d['lng']},speed={d['speed']},"
-            f"seq={d['seq']}i {d['ts']}")
-    r = session.post(cfg["influx_url"] + "/write", params={"db": cfg["database"], "precision": "ms"}, data=line)
-    print("wrote", msg.topic, r.status_code, r.text, flush=True)
-client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ecokit-test-relay")
-client.username_pw_set(cfg["mqtt_user"], cfg["mqtt_password"])
-client.on_connect = on_connect
-client.on_message = on_message
-client.connect(cfg["broker_host"], cfg["broker_port"])
-client.loop_forever()
-"""
-
-
-def relay(ctx: PlanContext) -> ServiceSpec | None:
-    if ctx.target != "docker":
-        return None
-    bridge = next(p for p in ctx.policy.principals if p.username == "ecokit-bridge")
-    config = {"broker_host": ctx.service_host("broker"), "broker_port": ctx.service_port("mqtt", 1883),
-              "mqtt_user": bridge.username, "mqtt_password": bridge.password,
-              "influx_url": f"http://{ctx.service_host('influxdb')}:{ctx.service_port('influxdb', 8086)}",
-              "database": ctx.config.influxdb.database, "influx_user": "ecokit-writer",
-              "influx_password": ctx.secret(INFLUX_WRITER), "state_dir": "/srv/relay/state"}
-    path = ctx.paths.file("relay", "relay.json")
-    return ServiceSpec(
-        name="relay", role="ecokit", description="test relay (MQTT -> InfluxDB)",
-        files=(RenderedFile("relay.json", json.dumps(config).encode(), path, secret=True),),
-        depends_on=("broker", "influxdb"), volumes=(Volume("state", "/srv/relay/state"),),
-        container=ContainerSpec(ctx.config.images.ecokit, command=("python", "-c", RELAY, path)),
-    )
-
-
-@pytest.fixture
-def with_relay(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(plan_module, "ECOKIT_SERVICES", [*plan_module.ECOKIT_SERVICES, relay])
 
 
 def docker_project(folder: Path, lane: Lane, *, extra: dict[str, Any] | None = None) -> Path:
@@ -85,7 +34,7 @@ def docker_project(folder: Path, lane: Lane, *, extra: dict[str, Any] | None = N
 
 
 @pytest.fixture
-def docker_stack(tmp_path: Path, docker_lane: Lane, docker_host: str, with_relay: None) -> Iterator[Path]:
+def docker_stack(tmp_path: Path, docker_lane: Lane, docker_host: str) -> Iterator[Path]:
     project = docker_project(tmp_path / "project", docker_lane)
     try:
         yield project
@@ -128,9 +77,9 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
     stack = Stack.load(docker_stack, env={})
     names = StackNames(stack.config.stack)
     events: list[ServiceEvent] = []
-    # broker, influxdb, the relay, and whatever ecokit services the plan has (shadow, ...)
+    # broker, influxdb and ecokit's own services from the ecokit image
     services = [s.name for s in stack.plan("docker")]
-    assert {"broker", "influxdb", "relay"} <= set(services)
+    assert {"broker", "influxdb", "bridge", "processor", "shadow"} <= set(services)
     volumes = sorted(names.volume(s.name, v.name) for s in stack.plan("docker") for v in s.volumes)
 
     actions = stack.up(progress=events.append)
@@ -145,18 +94,18 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
     assert sorted(labelled["containers"]) == sorted(names.container(s) for s in services)
     assert labelled["networks"] == [names.network]
     assert sorted(labelled["volumes"]) == volumes
-    assert {names.volume("broker", "data"), names.volume("influxdb", "data"), names.volume("relay", "state")} <= set(
+    assert {names.volume("broker", "data"), names.volume("influxdb", "data"), names.volume("bridge", "spool")} <= set(
         volumes)
     broker = engine.container(names.container("broker"))
     assert broker is not None
     assert set(broker.attrs["NetworkSettings"]["Networks"]) == {names.network}
-    # Secret files are 0600 and owned by the uid the service runs as.
+    # Secret files are 0600 and owned by the uid the service runs as; so are its volumes.
     out = broker.exec_run(["stat", "-c", "%u:%g %a %n", "/mosquitto/config/passwd", "/mosquitto/config/acl"])
     assert out.output.decode().split("\n")[:2] == ["1883:1883 600 /mosquitto/config/passwd",
                                                   "1883:1883 644 /mosquitto/config/acl"]
-    relay_container = engine.container(names.container("relay"))
-    assert relay_container is not None
-    out = relay_container.exec_run(["stat", "-c", "%u %a", "/ecokit/config/relay/relay.json", "/srv/relay/state"])
+    bridge = engine.container(names.container("bridge"))
+    assert bridge is not None
+    out = bridge.exec_run(["stat", "-c", "%u %a", "/ecokit/config/bridge/bridge.json", "/var/lib/ecokit/spool"])
     assert out.output.decode().split() == ["10001", "600", "10001", "750"]
 
     status = stack.status()
@@ -164,10 +113,21 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
     assert status.runtime == "docker"
     assert {s.name: s.state for s in status.services} == dict.fromkeys(services, "running")
 
-    # publish -> broker container -> relay container -> InfluxDB container -> query from here
-    wait_for(lambda: "relay connected" in "\n".join(stack.logs("relay", tail=20)), 30, "the relay to subscribe")
+    # publish -> broker -> bridge -> InfluxDB (containers talking over the stack network)
     publish(stack, "vehicle-0001", range(5))
-    wait_for(lambda: count_points(stack, "vehicle-0001") == 5, 30, "5 points in InfluxDB")
+    wait_for(lambda: count_points(stack, "vehicle-0001") == 5, 30, "5 telemetry points from the bridge")
+    wait_for(lambda: archived(stack, "fleet/vehicle-0001/telemetry") == 5, 30, "5 archived messages")
+    # ... -> `ecokit replay` reads the archive back and republishes through the broker.
+    user, password = stack.service_credentials("ecokit-admin")
+    with SyncClient(stack.readiness().host, stack.config.broker.ports.mqtt, username=user,
+                    password=password) as subscriber:
+        subscriber.connect()
+        subscriber.subscribe("replay/#", qos=1)
+        assert main(["replay", "-c", str(docker_stack), "--since", "1h", "--topic", "fleet/vehicle-0001/telemetry",
+                     "--speed", "max", "--prefix", "replay/"]) == 0
+        got = subscriber.expect(5, timeout=20)
+    assert {m.topic for m in got} == {"replay/fleet/vehicle-0001/telemetry"}
+    assert sorted(json.loads(m.payload)["seq"] for m in got) == list(range(5))
 
     # Up twice: nothing changes, the same containers keep running.
     ids = {c: engine.container(names.container(c)).id for c in services}  # type: ignore[union-attr]
@@ -205,7 +165,11 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
     assert docker_lane.leftovers(names.selector) == {"containers": [], "networks": [], "volumes": []}
 
 
-def test_cli_up_status_logs_down(docker_stack: Path, docker_lane: Lane, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_up_status_logs_down(tmp_path: Path, docker_lane: Lane, docker_host: str,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # Only broker and store (and the shadow service) here: the lifecycle test runs the rest.
+    docker_stack = docker_project(tmp_path / "project", docker_lane,
+                                  extra={"bridge": {"enabled": False}, "processor": {"enabled": False}})
     config = str(docker_stack)
     assert main(["up", "-c", config]) == 0
     out = capsys.readouterr().out
@@ -240,7 +204,8 @@ def test_readiness_timeout_names_the_service_and_shows_its_log(tmp_path: Path, d
         ports=(PortSpec("http", 8080, port, "http"),),
         probe=Probe("tcp", "http", timeout=3.0),
         container=ContainerSpec(docker_lane.images.base, command=(
-            "sh", "-c", "echo starting stuck; echo 'fatal: cannot bind 0.0.0.0:8080' >&2; exec sleep 300")),
+            "sh", "-c", "trap 'exit 0' TERM; echo starting stuck; echo 'fatal: cannot bind 0.0.0.0:8080' >&2; "
+                        "sleep 300 & wait")),
     )
     try:
         with pytest.raises(ReadinessTimeout) as caught:
@@ -304,32 +269,6 @@ def archived(stack: Stack, topic: str) -> int:
     with InfluxV1(stack.influx_endpoint("reader")) as client:
         rows = list(client.rows(f"SELECT count(\"qos\") FROM archive WHERE topic = '{topic}'"))
     return int(rows[0]["count"]) if rows else 0
-
-
-def test_the_bridge_stores_telemetry_and_replay_sends_it_back(tmp_path: Path, docker_lane: Lane, docker_host: str,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    """publish -> broker -> bridge -> InfluxDB (all containers) -> `ecokit replay` -> broker."""
-    pytest.importorskip("ecokit.replay", reason="the bridge and replay (issue 3) are not on this branch yet")
-    project = docker_project(tmp_path / "project", docker_lane)
-    stack = Stack.load(project, env={})
-    assert "bridge" in {s.name for s in stack.plan("docker")}
-    try:
-        stack.up()
-        publish(stack, "vehicle-0001", range(5))
-        wait_for(lambda: count_points(stack, "vehicle-0001") == 5, 30, "5 telemetry points from the bridge")
-        wait_for(lambda: archived(stack, "fleet/vehicle-0001/telemetry") == 5, 30, "5 archived messages")
-        user, password = stack.service_credentials("ecokit-admin")
-        with SyncClient(stack.readiness().host, stack.config.broker.ports.mqtt, username=user,
-                        password=password) as subscriber:
-            subscriber.connect()
-            subscriber.subscribe("replay/#", qos=1)
-            assert main(["replay", "-c", str(project), "--since", "1h", "--topic", "fleet/vehicle-0001/telemetry",
-                         "--speed", "max", "--prefix", "replay/"]) == 0
-            got = subscriber.expect(5, timeout=20)
-        assert {m.topic for m in got} == {"replay/fleet/vehicle-0001/telemetry"}
-        assert sorted(json.loads(m.payload)["seq"] for m in got) == list(range(5))
-    finally:
-        Stack.load(project, env={}).down(purge=True)
 
 
 def test_doctor_says_which_images_are_missing_and_how_to_get_them(tmp_path: Path, docker_lane: Lane,
