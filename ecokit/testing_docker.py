@@ -22,13 +22,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from ecokit.errors import EngineError, RuntimeUnavailable
 from ecokit.runtime.docker.engine import Engine
@@ -361,37 +359,27 @@ def ensure_ecokit_image(engine: Engine, base: str, source: Path, cache: Path, *,
         return tag
     wheels = cache / "wheels"
     build_wheels(source, wheels, log=log)
-    with tempfile.TemporaryFile() as context:
-        with tarfile.open(fileobj=context, mode="w") as tar:
-            for path in files:
-                tar.add(path, arcname=str(path.relative_to(source)), recursive=False)
-            for wheel in sorted(wheels.glob("*.whl")):
-                tar.add(wheel, arcname=f"infra/wheels/{wheel.name}", recursive=False)
-        context.seek(0)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        context = Path(tmp)
+        for path in files:
+            target = context / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+        (context / "infra/wheels").mkdir(parents=True, exist_ok=True)
+        for wheel in sorted(wheels.glob("*.whl")):
+            shutil.copy2(wheel, context / "infra/wheels" / wheel.name)
         log(f"building {tag} from infra/Dockerfile")
         started = time.monotonic()
-        _build(engine, context, tag, {"BASE_IMAGE": base, "ECOKIT_SPEC": "ecokit",
-                                      "PIP_OPTIONS": "--no-index --find-links /src/infra/wheels"})
+        # The same Engine.build as `ecokit up` uses, offline: base image and wheels from here.
+        engine.build(context, "infra/Dockerfile", tag, network_mode="none",
+                     buildargs={"BASE_IMAGE": base, "ECOKIT_SPEC": "ecokit",
+                                "PIP_OPTIONS": "--no-index --find-links /src/infra/wheels"})
     log(f"ecokit image built in {time.monotonic() - started:.0f}s")
     for image in engine.client.images.list(name="ecokit-test/ecokit"):
         if tag not in image.tags:
             with contextlib.suppress(Exception):
                 engine.client.images.remove(image.id, force=True)
     return tag
-
-
-def _build(engine: Engine, context: IO[bytes], tag: str, buildargs: dict[str, str]) -> None:
-    output: list[str] = []
-    stream = engine.client.api.build(fileobj=context, custom_context=True, dockerfile="infra/Dockerfile",
-                                     tag=tag, buildargs=buildargs, rm=True, forcerm=True, decode=True,
-                                     network_mode="none")
-    for event in stream:
-        if "stream" in event:
-            output.append(str(event["stream"]))
-        if "error" in event:
-            raise EngineError(f"build {tag}", f"{event['error']}\n{''.join(output)[-3000:]}")
-    if not engine.image_id(tag):
-        raise EngineError(f"build {tag}", "".join(output)[-3000:])
 
 
 def build_test_images(engine: Engine, source: Path, cache: Path | None = None, *, log: Log = _say) -> TestImages:

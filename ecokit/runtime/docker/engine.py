@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -186,6 +187,30 @@ class Engine:
         found = self.image_id(ref)
         if found is None:
             raise EngineError(f"pull {ref}", "the engine reported success but the image is not there", hint=hint)
+        return found
+
+    def build(self, context: Path, dockerfile: str, tag: str, *, buildargs: Mapping[str, str] | None = None,
+              progress: Callable[[str], None] | None = None, network_mode: str | None = None) -> str:
+        """Build ``dockerfile`` (relative to ``context``, which honours .dockerignore) as ``tag``;
+        ``progress`` gets each build step. Returns the image id."""
+        ImageRef.parse(tag)
+        output: list[str] = []
+        hint = f"the build of {tag} needs its base image and Python packages (a registry and PyPI)"
+        with self._call(f"build {tag}", hint=hint):
+            stream = self.client.api.build(path=str(context), dockerfile=dockerfile, tag=tag,
+                                           buildargs=dict(buildargs or {}), rm=True, forcerm=True, decode=True,
+                                           network_mode=network_mode)
+            for event in stream:
+                if "error" in event:
+                    tail = "".join(output)[-2000:]
+                    raise EngineError(f"build {tag}", f"{str(event['error']).strip()}\n{tail}".strip(), hint=hint)
+                text = str(event.get("stream", ""))
+                output.append(text)
+                if progress is not None and text.startswith("Step "):
+                    progress(text.strip())
+        found = self.image_id(tag)
+        if found is None:
+            raise EngineError(f"build {tag}", "".join(output)[-2000:] or "no image after the build", hint=hint)
         return found
 
     def ensure_image(self, ref: str, progress: Callable[[PullProgress], None] | None = None) -> str:

@@ -13,9 +13,11 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ecokit.errors import EcokitError, EngineError, RuntimeUnavailable, ServiceError
+from ecokit.resources import package_root
 from ecokit.runtime.base import (
     Action,
     OnReady,
@@ -45,6 +47,13 @@ if TYPE_CHECKING:
     from ecokit.stack import Stack
 
 LOG_TAIL = 30
+DOCKERFILE = "infra/Dockerfile"
+
+
+def ecokit_source_tree() -> Path | None:
+    """The repository this ecokit runs from, when it is a source checkout with infra/Dockerfile."""
+    root = package_root()
+    return root if (root / DOCKERFILE).is_file() and (root / "pyproject.toml").is_file() else None
 
 
 class DockerRuntime:
@@ -160,15 +169,25 @@ class DockerRuntime:
                 progress(ServiceEvent(service, "pulling", p.describe()))
 
             if self.engine.image_id(ref) is None:
+                source = ecokit_source_tree()
+                if ref == self.stack.config.images.ecokit and source is not None:
+                    images[ref] = self._build_ecokit_image(ref, source, service, progress)
+                    continue
                 progress(ServiceEvent(service, "pulling", ref))
             try:
                 images[ref] = self.engine.ensure_image(ref, report)
             except EngineError as exc:
                 if ref == self.stack.config.images.ecokit:
-                    exc.hint = (f"the ecokit image is built from this repository: "
+                    exc.hint = (f"the ecokit image is built from ecokit's repository: "
                                 f"docker build -f infra/Dockerfile -t {ref} .")
                 raise
         return images
+
+    def _build_ecokit_image(self, ref: str, source: Path, service: str, progress: Progress) -> str:
+        """ecokit's own services need the ecokit image; from a source checkout, build it."""
+        progress(ServiceEvent(service, "building", f"{ref} from {source / DOCKERFILE}"))
+        return self.engine.build(source, DOCKERFILE, ref,
+                                 progress=lambda step: progress(ServiceEvent(service, "building", f"{ref}: {step}")))
 
     def _files(self, spec: ServiceSpec) -> list[ContainerFile]:
         return container_files(spec, self.stack.cert_paths, certs_required=self.stack.config.tls.enabled)

@@ -97,3 +97,30 @@ def test_an_unpinned_image_is_refused_before_asking_the_engine(docker_lane: Dock
         docker_lane.engine.ensure_image("ecokit-test/debian:latest")
     with pytest.raises(ConfigError, match="no tag"):
         docker_lane.engine.pull("ecokit-test/debian")
+
+
+def test_a_missing_ecokit_image_is_built_from_the_source_tree(tmp_path: Path, docker_lane: DockerLane,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from ecokit.runtime.docker import runtime as runtime_module
+
+    # A source tree whose infra/Dockerfile needs nothing from outside (the real one needs
+    # a registry for its base image and PyPI; the lane builds that one offline itself).
+    source = tmp_path / "src"
+    (source / "infra").mkdir(parents=True)
+    (source / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (source / "infra" / "Dockerfile").write_text(
+        f"FROM {docker_lane.images.base}\nCOPY pyproject.toml /src/\nRUN test -f /src/pyproject.toml\n")
+    monkeypatch.setattr(runtime_module, "ecokit_source_tree", lambda: source)
+    tag = f"ecokit-test/autobuild:{os.urandom(4).hex()}"
+    stack = Stack.load(write_project(tmp_path / "p", stack="build", extra={"runtime": "docker",
+                                                                          "images": {"ecokit": tag}}), env={})
+    runtime = DockerRuntime(stack, ReadinessContext("127.0.0.1"), engine=docker_lane.engine)
+    spec = ServiceSpec(name="bridge", role="ecokit", description="", container=ContainerSpec(tag))
+    events: list[ServiceEvent] = []
+    try:
+        images = runtime._ensure_images([spec], events.append)
+        assert images[tag] == docker_lane.engine.image_id(tag)
+        assert {e.phase for e in events} == {"building"}
+        assert any("Step 3/3" in e.detail for e in events)
+    finally:
+        docker_lane.engine.client.images.remove(tag, force=True)
