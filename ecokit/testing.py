@@ -298,6 +298,11 @@ class SyncClient:
         with contextlib.suppress(Exception):
             self.client.disconnect()
         self.client.loop_stop()
+        # The network thread may stop before it closed the socket (e.g. mid-reconnect).
+        sock = self.client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def __enter__(self) -> SyncClient:
         return self

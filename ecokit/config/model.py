@@ -156,6 +156,31 @@ class ImagesConfig(Section):
         return value
 
 
+class SimulatorConfig(Section):
+    """Defaults of `ecokit simulate`; its flags override them."""
+
+    region: str = Field("paris", description="paris, dubai, or a box SOUTH,WEST,NORTH,EAST in degrees")
+    rate: str = Field("1s", pattern=r"^\d+(\.\d+)?(ms|s|m|h)?$", description="telemetry interval per vehicle")
+    jitter: str = Field("0s", pattern=r"^\d+(\.\d+)?(ms|s|m|h)?$")
+    qos: Literal[0, 1] = 1
+    mqtt: Literal["5", "3.1.1"] = "5"
+    session_expiry: int = Field(3600, ge=0, description="seconds (MQTT 5)")
+    keepalive: int = Field(30, ge=5, le=65535)
+    queue_limit: int = Field(10_000, ge=1, description="offline queue bound per vehicle")
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        from ecokit.errors import UsageError
+        from ecokit.sim.regions import parse_region
+
+        try:
+            parse_region(value)
+        except UsageError as exc:
+            raise ValueError(str(exc).replace("--region ", "")) from None
+        return value
+
+
 class RegistryConfig(Section):
     devices: str = "config/devices.yaml"
     users: str = "config/users.yaml"
@@ -182,6 +207,7 @@ class StackConfig(Section):
                                          description="topic → InfluxDB rules (ecokit/config/rules.py)")
     bridge: BridgeConfig = BridgeConfig()
     processor: ProcessorConfig = ProcessorConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="user profiles: overlays applied with --profile NAME"
     )

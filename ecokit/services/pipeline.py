@@ -8,21 +8,13 @@ is its only argument.
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from ecokit.rules.emqx import EmqxPipeline, emqx_pipeline
 from ecokit.services.context import INFLUX_TOKEN, INFLUX_WRITER, PlanContext
 from ecokit.services.influxdb import INFLUXDB, influx_version
-from ecokit.services.spec import (
-    ContainerSpec,
-    LocalCommand,
-    PortSpec,
-    Probe,
-    RenderedFile,
-    ServiceSpec,
-    Volume,
-)
+from ecokit.services.python_service import http_listen, mqtt_target, python_service
+from ecokit.services.spec import ServiceSpec, Volume
 
 BRIDGE = "bridge"
 PROCESSOR = "processor"
@@ -50,39 +42,6 @@ def emqx_rules_pipeline(ctx: PlanContext) -> EmqxPipeline:
                          authorization=authorization)
 
 
-def mqtt_target(ctx: PlanContext, username: str) -> dict[str, Any]:
-    """How one of ecokit's services connects to the broker: plain on the stack network
-    when the plain listener is on, else TLS with the stack CA (and its own cert for mTLS)."""
-    cfg = ctx.config
-    out: dict[str, Any] = {"host": ctx.service_host("broker"), "username": username,
-                           "password": ctx.secret(f"service/{username}")}
-    if ctx.plain_mqtt:
-        out.update(port=ctx.service_port("mqtt", cfg.broker.ports.mqtt), tls=False)
-    else:
-        out.update(port=ctx.service_port("mqtts", cfg.broker.ports.mqtts), tls=True, ca=ctx.paths.cert("ca.pem"))
-        if cfg.tls.mtls:
-            out.update(cert=ctx.paths.cert(f"clients/{username}.pem"), key=ctx.paths.cert(f"clients/{username}.key"))
-    return out
-
-
-def _service(ctx: PlanContext, name: str, port: int, description: str, config: dict[str, Any],
-             volumes: tuple[Volume, ...] = ()) -> ServiceSpec:
-    http = PortSpec("http", ctx.listen_port(name, port), port, "http")
-    filename = f"{name}.json"
-    content = json.dumps(config, indent=2, sort_keys=True).encode() + b"\n"
-    module = f"ecokit.{name}"
-    return ServiceSpec(
-        name=name, role="ecokit", description=description,
-        files=(RenderedFile(filename, content, f"/ecokit/config/{name}/{filename}", secret=True),),
-        ports=(http,), probe=Probe("http", "http", path="/readyz", expect=(200,), timeout=30.0),
-        depends_on=("broker", INFLUXDB), volumes=volumes,
-        local=LocalCommand(module, (ctx.paths.file(name, filename),), python=True),
-        container=ContainerSpec(ctx.config.images.ecokit,
-                                command=("python", "-m", module, f"/ecokit/config/{name}/{filename}"),
-                                aliases=(name,)),
-    )
-
-
 def bridge(ctx: PlanContext) -> ServiceSpec | None:
     """The ecokit bridge, for every broker but EMQX (whose rules do the same work)."""
     cfg = ctx.config
@@ -96,10 +55,11 @@ def bridge(ctx: PlanContext) -> ServiceSpec | None:
         "rules": {name: rule.model_dump(mode="json", by_alias=True) for name, rule in cfg.rules.items()},
         "bridge": cfg.bridge.model_dump(mode="json"),
         "spool_dir": ctx.paths.volume(BRIDGE, "spool", f"{CONTAINER_DATA}/spool"),
-        "http": {"host": ctx.listen_host(), "port": ctx.listen_port(BRIDGE, cfg.service_ports.bridge)},
+        "http": http_listen(ctx, BRIDGE, cfg.service_ports.bridge),
     }
-    return _service(ctx, BRIDGE, cfg.service_ports.bridge, "ecokit bridge: MQTT → InfluxDB by the rules",
-                    config, volumes=(Volume("spool", f"{CONTAINER_DATA}/spool"),))
+    return python_service(ctx, BRIDGE, module="ecokit.bridge", port=cfg.service_ports.bridge,
+                          description="ecokit bridge: MQTT → InfluxDB by the rules", config=config,
+                          volumes=(Volume("spool", f"{CONTAINER_DATA}/spool"),), depends_on=("broker", INFLUXDB))
 
 
 def processor(ctx: PlanContext) -> ServiceSpec | None:
@@ -112,7 +72,8 @@ def processor(ctx: PlanContext) -> ServiceSpec | None:
         "stack": cfg.stack,
         "mqtt": mqtt_target(ctx, "ecokit-processor"),
         "processor": cfg.processor.model_dump(mode="json"),
-        "http": {"host": ctx.listen_host(), "port": ctx.listen_port(PROCESSOR, cfg.service_ports.processor)},
+        "http": http_listen(ctx, PROCESSOR, cfg.service_ports.processor),
     }
-    return _service(ctx, PROCESSOR, cfg.service_ports.processor,
-                    "ecokit fleet processor: derived speed, last seen, online/offline", config)
+    return python_service(ctx, PROCESSOR, module="ecokit.processor", port=cfg.service_ports.processor,
+                          description="ecokit fleet processor: derived speed, last seen, online/offline",
+                          config=config, depends_on=("broker", INFLUXDB))

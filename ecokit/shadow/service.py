@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
-import signal
-import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +24,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ecokit.daemon import HealthServer, load_service_config, mqtt_tls, setup_logging, stop_on_signals
 from ecokit.errors import ConfigError
 from ecokit.shadow import machine, topics
 from ecokit.shadow.store import ShadowStore, ShadowStoreError
@@ -39,50 +35,27 @@ log = logging.getLogger("ecokit.shadow")
 
 
 @dataclass(frozen=True)
-class BrokerConnection:
-    """How the service reaches the broker (rendered into its config file)."""
-
-    host: str
-    port: int
-    username: str
-    password: str
-    client_id: str
-    tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-
-    def tls_context(self) -> ssl.SSLContext | None:
-        if not self.tls:
-            return None
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.cert_file:
-            ctx.load_cert_chain(self.cert_file, self.key_file)
-        return ctx
-
-
-@dataclass(frozen=True)
 class ShadowServiceConfig:
+    """The rendered shadow.json: broker connection (``mqtt``, as every ecokit service has
+    it), SQLite database, and where to serve /metrics /healthz /readyz (``http``)."""
+
     stack: str
-    broker: BrokerConnection
+    mqtt: dict[str, Any]
     database: str
-    http_host: str
-    http_port: int
+    http: dict[str, Any]
     session_expiry: int = 3600
-
-    def to_json(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
 
     @classmethod
     def load(cls, path: Path) -> ShadowServiceConfig:
+        data = load_service_config(path)
         try:
-            data = json.loads(path.read_text())
-            return cls(broker=BrokerConnection(**data.pop("broker")), **data)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(f"cannot read the shadow service config: {exc}", source=str(path)) from exc
+            config = cls(**data)
+            for key in ("host", "port", "username", "password", "client_id"):
+                config.mqtt[key]
+            config.http["host"], config.http["port"]
+        except (TypeError, KeyError) as exc:
+            raise ConfigError(f"missing or unknown key {exc}", source=str(path)) from None
+        return config
 
 
 class Metrics:
@@ -126,7 +99,7 @@ class ShadowService:
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self._client: mqtt.Client | None = None
-        self._http: ThreadingHTTPServer | None = None
+        self._http: HealthServer | None = None
 
     # -- the logic ----------------------------------------------------------------------
 
@@ -167,11 +140,11 @@ class ShadowService:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     props: Properties | None) -> None:
         if reason.is_failure:
-            log.error("broker %s:%s refused the connection: %s", self.config.broker.host,
-                      self.config.broker.port, reason)
+            log.error("broker %s:%s refused the connection: %s", self.config.mqtt["host"],
+                      self.config.mqtt["port"], reason)
             return
-        log.info("connected to %s:%s (session present: %s)", self.config.broker.host,
-                 self.config.broker.port, getattr(flags, "session_present", False))
+        log.info("connected to %s:%s (session present: %s)", self.config.mqtt["host"],
+                 self.config.mqtt["port"], getattr(flags, "session_present", False))
         client.subscribe([(f, 1) for f in topics.REQUEST_FILTERS])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
@@ -201,10 +174,10 @@ class ShadowService:
             client.publish(topic, payload, qos=1)
 
     def _mqtt_client(self) -> mqtt.Client:
-        b = self.config.broker
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=b.client_id, protocol=mqtt.MQTTv5)
-        client.username_pw_set(b.username, b.password)
-        tls = b.tls_context()
+        b = self.config.mqtt
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=b["client_id"], protocol=mqtt.MQTTv5)
+        client.username_pw_set(b["username"], b["password"])
+        tls = mqtt_tls(b)
         if tls is not None:
             client.tls_set_context(tls)
         client.reconnect_delay_set(1, 5)
@@ -217,49 +190,18 @@ class ShadowService:
         client.on_message = self._on_message
         return client
 
-    # -- HTTP ---------------------------------------------------------------------------
-
-    def _http_server(self) -> ThreadingHTTPServer:
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._send(200, generate_latest(service.metrics.registry), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    self._send(200, b"ok\n")
-                elif path == "/readyz":
-                    ok = service.ready.is_set()
-                    self._send(200 if ok else 503, b"ready\n" if ok else b"not connected to the broker\n")
-                else:
-                    self._send(404, b"not found\n")
-
-            def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer((self.config.http_host, self.config.http_port), Handler)
-        server.daemon_threads = True
-        return server
-
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
         """Start HTTP and MQTT in background threads; returns at once."""
-        self._http = self._http_server()
-        threading.Thread(target=self._http.serve_forever, name="shadow-http", daemon=True).start()
+        self._http = HealthServer(self.config.http["host"], int(self.config.http["port"]), self.metrics.registry,
+                                  ready=self.ready.is_set)
+        self._http.start()
         client = self._mqtt_client()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.config.session_expiry
-        b = self.config.broker
-        client.connect_async(b.host, b.port, keepalive=30, clean_start=False, properties=props)
+        b = self.config.mqtt
+        client.connect_async(b["host"], int(b["port"]), keepalive=30, clean_start=False, properties=props)
         client.loop_start()
         self._client = client
 
@@ -269,8 +211,7 @@ class ShadowService:
             self._client.disconnect()
             self._client.loop_stop()
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.stop()
         self.store.close()
 
 
@@ -279,20 +220,14 @@ def main(argv: list[str] | None = None) -> int:
                                      description="ecokit's device shadow service")
     parser.add_argument("config", type=Path, help="the rendered shadow.json")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("shadow")
     config = ShadowServiceConfig.load(args.config)
     service = ShadowService(config)
     done = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(done)
     service.start()
     log.info("shadow service for stack %s: database %s, http %s:%s", config.stack, config.database,
-             config.http_host, config.http_port)
+             config.http["host"], config.http["port"])
     done.wait()
     log.info("stopping")
     service.stop()

@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 
 from ecokit.services.spec import ServiceSpec
 from ecokit.shadow.machine import ShadowKey, ShadowRecord
-from ecokit.shadow.service import BrokerConnection, ShadowService, ShadowServiceConfig
+from ecokit.shadow.service import ShadowService, ShadowServiceConfig
 from ecokit.shadow.store import ShadowStore
 from ecokit.shadow.topics import parse_request, reply_topics
 from ecokit.stack import Stack
@@ -19,8 +19,9 @@ from ecokit.testing import write_project
 
 def make_service(tmp_path: Path, clock: float = 1_700_000_000.0) -> ShadowService:
     config = ShadowServiceConfig(
-        stack="t", broker=BrokerConnection("127.0.0.1", 1, "ecokit-shadow", "pw", "cid"),
-        database=str(tmp_path / "db" / "shadows.sqlite3"), http_host="127.0.0.1", http_port=0)
+        stack="t", mqtt={"host": "127.0.0.1", "port": 1, "username": "ecokit-shadow", "password": "pw",
+                         "client_id": "cid"},
+        database=str(tmp_path / "db" / "shadows.sqlite3"), http={"host": "127.0.0.1", "port": 0})
     return ShadowService(config, clock=lambda: clock)
 
 
@@ -105,18 +106,18 @@ def test_the_plan_runs_the_shadow_service_after_the_broker(tmp_path: Path) -> No
     assert config_file.secret
     assert config_file.mode == 0o600
     config = json.loads(config_file.content)
-    assert config["broker"]["username"] == "ecokit-shadow"
-    assert config["broker"]["password"] == stack.service_credentials("ecokit-shadow")[1]
-    assert config["broker"]["port"] == stack.config.broker.ports.mqtt
+    assert config["mqtt"]["username"] == "ecokit-shadow"
+    assert config["mqtt"]["password"] == stack.service_credentials("ecokit-shadow")[1]
+    assert config["mqtt"]["port"] == stack.config.broker.ports.mqtt
     assert config["database"].startswith(str(stack.paths.data_dir / "shadow"))
 
 
 def test_without_a_plain_listener_the_service_uses_mqtts_and_its_client_cert(tmp_path: Path) -> None:
     _, spec = shadow_spec(tmp_path, {"tls": {"enabled": True, "mtls": True, "plain_listener": False}})
-    broker = json.loads(spec.files[0].content)["broker"]
+    broker = json.loads(spec.files[0].content)["mqtt"]
     assert broker["tls"] is True
-    assert broker["ca_file"].endswith("ca.pem")
-    assert broker["cert_file"].endswith("clients/ecokit-shadow.pem")
+    assert broker["ca"].endswith("ca.pem")
+    assert broker["cert"].endswith("clients/ecokit-shadow.pem")
 
 
 def test_docker_plan_uses_the_ecokit_image_and_service_names(tmp_path: Path) -> None:
@@ -125,6 +126,6 @@ def test_docker_plan_uses_the_ecokit_image_and_service_names(tmp_path: Path) -> 
     assert spec.container is not None
     assert spec.container.image == stack.config.images.ecokit
     config = json.loads(spec.files[0].content)
-    assert config["broker"]["host"] == "broker"
-    assert config["broker"]["port"] == 1883
-    assert config["http_host"] == "0.0.0.0"
+    assert config["mqtt"]["host"] == "broker"
+    assert config["mqtt"]["port"] == 1883
+    assert config["http"]["host"] == "0.0.0.0"

@@ -1,0 +1,356 @@
+"""`ecokit simulate` and `ecokit command send`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ecokit.cli import app, err, out
+from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, ProfileOption, load_stack
+from ecokit.errors import BrokerError, ConfigError, UsageError
+
+command_app = typer.Typer(help="Send commands to simulated (or real) vehicles.", no_args_is_help=True)
+app.add_typer(command_app, name="command")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+def parse_duration(text: str, option: str) -> float:
+    """'200ms', '1s', '10m', '1h' or plain seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise UsageError(f"{option} {text!r}: expected a duration like 500ms, 1s, 10m or 1h")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+
+
+BrokerOption = Annotated[str | None, typer.Option(
+    "--broker", envvar="ECOKIT_BROKER_URL", show_default=False,
+    help="any broker URL, mqtt[s]://[user:password@]host:port (default: the running stack)")]
+UsernameOption = Annotated[str | None, typer.Option("--username", envvar="ECOKIT_MQTT_USERNAME",
+                                                    help="with --broker: username", show_default=False)]
+PasswordOption = Annotated[str | None, typer.Option("--password", envvar="ECOKIT_MQTT_PASSWORD",
+                                                    help="with --broker: password", show_default=False)]
+CaOption = Annotated[Path | None, typer.Option("--ca", help="with --broker: CA file for mqtts://", dir_okay=False,
+                                               show_default=False)]
+CertOption = Annotated[Path | None, typer.Option("--cert", help="with --broker: client certificate (mTLS)",
+                                                 dir_okay=False, show_default=False)]
+KeyOption = Annotated[Path | None, typer.Option("--key", help="with --broker: client key (mTLS)", dir_okay=False,
+                                                show_default=False)]
+InsecureOption = Annotated[bool, typer.Option("--insecure", help="with --broker: do not verify the server "
+                                                                 "certificate")]
+
+
+def _url_connection(broker: str, username: str | None, password: str | None, ca: Path | None,
+                    cert: Path | None, key: Path | None, insecure: bool) -> Any:
+    from ecokit.sim.targets import url_connection
+
+    if (cert is None) != (key is None):
+        raise UsageError("--cert and --key go together")
+    client_cert = (cert, key) if cert is not None and key is not None else None
+    return url_connection(broker, username=username, password=password, ca_file=ca, client_cert=client_cert,
+                          verify=not insecure)
+
+
+class _StatusLine:
+    """One live line on a terminal; a line every few seconds elsewhere (CI logs)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = out.is_terminal and not quiet
+        self.live = Live(Text(""), console=out, refresh_per_second=4, transient=False) if self.tty else None
+        self._last: tuple[float, int] | None = None
+        self._printed = 0.0
+
+    def __enter__(self) -> _StatusLine:
+        if self.live is not None:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def __call__(self, snap: Any) -> None:
+        now = time.monotonic()
+        rate = 0.0
+        if self._last is not None and now > self._last[0]:
+            rate = (snap.produced - self._last[1]) / (now - self._last[0])
+        self._last = (now, snap.produced)
+        left = f"  {_clock(snap.remaining)} left" if snap.remaining is not None else ""
+        text = (f"{snap.phase:<10} {snap.connected}/{snap.target} connected  {rate:,.0f} msg/s  "
+                f"sent {snap.sent:,}  queued {snap.queued:,}" + (f" (dropped {snap.dropped:,})" if snap.dropped else "")
+                + f"  reconnects {snap.reconnects}  errors {snap.errors}"
+                + (f"  commands {snap.commands}" if snap.commands else "") + left)
+        if self.live is not None:
+            self.live.update(Text(text))
+        elif not self.quiet and now - self._printed >= 5.0:
+            self._printed = now
+            err.print(text, markup=False, highlight=False)
+
+
+def _clock(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+@app.command()
+def simulate(
+    vehicles: Annotated[int, typer.Option("--vehicles", "-n", help="fleet size", min=1, max=100_000)] = 10,
+    rate: Annotated[str | None, typer.Option("--rate", help="telemetry interval per vehicle (0 = flat out) "
+                                             "[default: simulator.rate, 1s]", show_default=False)] = None,
+    qos: Annotated[int | None, typer.Option("--qos", help="telemetry QoS, 0 or 1 [default: simulator.qos, 1]",
+                                            min=0, max=1, show_default=False)] = None,
+    jitter: Annotated[str | None, typer.Option("--jitter", help="± random spread of each interval (seeded) "
+                                               "[default: simulator.jitter, 0s]", show_default=False)] = None,
+    region: Annotated[str | None, typer.Option("--region", help="paris, dubai or SOUTH,WEST,NORTH,EAST "
+                                               "[default: simulator.region, paris]", show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed", help="same seed: same fleet, routes and messages")] = 1,
+    duration: Annotated[str | None, typer.Option("--duration", help="publish for exactly this long (e.g. 10m)",
+                                                 show_default=False)] = None,
+    count: Annotated[int | None, typer.Option("--count", help="telemetry messages per vehicle, exactly", min=1,
+                                              show_default=False)] = None,
+    broker: BrokerOption = None, username: UsernameOption = None, password: PasswordOption = None,
+    ca: CaOption = None, cert: CertOption = None, key: KeyOption = None, insecure: InsecureOption = False,
+    as_admin: Annotated[bool, typer.Option("--as-admin", help="every vehicle connects as ecokit-admin")] = False,
+    register: Annotated[bool, typer.Option("--register", help="register missing devices without asking")] = False,
+    mqtt_version: Annotated[str | None, typer.Option("--mqtt", help="protocol: 5 or 3.1.1 [default: 5]",
+                                                     show_default=False)] = None,
+    session_expiry: Annotated[int | None, typer.Option("--session-expiry", help="MQTT 5 session expiry, seconds "
+                                                       "[default: 3600]", min=0, show_default=False)] = None,
+    keepalive: Annotated[int | None, typer.Option("--keepalive", help="seconds [default: 30]", min=5, max=65535,
+                                                  show_default=False)] = None,
+    queue_limit: Annotated[int | None, typer.Option("--queue-limit", help="offline queue bound per vehicle "
+                                                    "[default: 10000]", min=1, show_default=False)] = None,
+    queue_file: Annotated[Path | None, typer.Option("--queue", help="offline queue database (SQLite)",
+                                                    dir_okay=False, show_default=False)] = None,
+    keep_queue: Annotated[bool, typer.Option("--keep-queue", help="send what an earlier run left queued")] = False,
+    client_id_prefix: Annotated[str, typer.Option("--client-id-prefix", help="prefix of every client id")] = "",
+    drain: Annotated[str, typer.Option("--drain", help="at the end, wait this long for acks and queues")] = "15s",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no status line")] = False,
+    as_json: JsonOption = False,
+    config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False,
+) -> None:
+    """Simulate a fleet of vehicles publishing telemetry and answering commands.
+
+    Defaults come from the `simulator:` section of ecokit.yaml (flags override it)."""
+    from ecokit.config.model import SimulatorConfig
+    from ecokit.sim.fleet import FleetSpec, build_fleet
+    from ecokit.sim.regions import parse_region
+    from ecokit.sim.runner import SimSettings, Simulator
+    from ecokit.sim.targets import fleet_ids, missing_devices, register_devices, stack_connection
+
+    if duration is not None and count is not None:
+        raise UsageError("give --duration or --count, not both")
+    stack = None
+    try:
+        stack = load_stack(config, profile)
+    except ConfigError:
+        if broker is None:
+            raise
+    defaults = stack.config.simulator if stack is not None else SimulatorConfig()
+    rate = rate if rate is not None else defaults.rate
+    qos = qos if qos is not None else defaults.qos
+    jitter = jitter if jitter is not None else defaults.jitter
+    region = region if region is not None else defaults.region
+    mqtt_version = mqtt_version if mqtt_version is not None else defaults.mqtt
+    session_expiry = session_expiry if session_expiry is not None else defaults.session_expiry
+    keepalive = keepalive if keepalive is not None else defaults.keepalive
+    queue_limit = queue_limit if queue_limit is not None else defaults.queue_limit
+    interval = parse_duration(rate, "--rate")
+    flat_out = interval == 0
+    jitter_s = parse_duration(jitter, "--jitter")
+    if mqtt_version not in ("5", "3.1.1", "311"):
+        raise UsageError(f"--mqtt {mqtt_version!r}: expected 5 or 3.1.1")
+    the_region = parse_region(region)
+    if broker is not None:
+        connection = _url_connection(broker, username, password, ca, cert, key, insecure)
+        ids = ([d.id for d in stack.devices()[:vehicles]] if stack is not None else [])
+        width = max(4, len(str(vehicles)))
+        ids += [f"vehicle-{n:0{width}d}" for n in range(1, vehicles + 1) if f"vehicle-{n:0{width}d}" not in ids]
+        ids = ids[:vehicles]
+    else:
+        assert stack is not None
+        connection = stack_connection(stack, as_admin=as_admin)
+        missing = missing_devices(stack, vehicles)
+        if missing and not as_admin:
+            if not register and not (sys.stdin.isatty() and typer.confirm(
+                    f"The registry has {len(stack.devices())} devices; register {missing} more for this stack?")):
+                raise ConfigError(f"{vehicles} vehicles need {missing} more registered devices",
+                                  source=str(stack.devices_file), hint="run again with --register")
+            added = register_devices(stack, missing)
+            out.print(f"[green]registered {len(added)}[/green] device(s) and reloaded the broker's users")
+            connection = stack_connection(stack, as_admin=as_admin)
+        if as_admin and missing:
+            width = max(4, len(str(vehicles)))
+            ids = [d.id for d in stack.devices()]
+            ids += [f"vehicle-{n:0{width}d}" for n in range(1, vehicles + 1)
+                    if f"vehicle-{n:0{width}d}" not in ids]
+            ids = ids[:vehicles]
+        else:
+            ids = fleet_ids(stack, vehicles)
+
+    if queue_file is None:
+        queue_file = (stack.paths.root / "sim" / "queue.sqlite") if stack is not None \
+            else Path(".ecokit") / "sim" / "queue.sqlite"
+    settings = SimSettings(
+        qos=qos, protocol=5 if mqtt_version == "5" else 4, keepalive=keepalive, session_expiry=session_expiry,
+        duration=parse_duration(duration, "--duration") if duration is not None else None, count=count,
+        queue_path=queue_file, queue_limit=queue_limit, keep_queue=keep_queue, flat_out=flat_out,
+        client_id_prefix=client_id_prefix, drain_timeout=parse_duration(drain, "--drain"))
+    fleet = build_fleet(FleetSpec(ids, the_region, seed, interval=interval if not flat_out else 1.0,
+                                  jitter=jitter_s))
+    if not as_json:
+        limit = (f"for {duration}" if duration else f"{count} message(s) each" if count else "until Ctrl-C")
+        out.print(f"simulating [bold]{len(fleet)}[/bold] vehicle(s) in {the_region.describe()}, seed {seed}, "
+                  f"{'flat out' if flat_out else f'every {rate}'}, QoS {qos}, {limit}")
+        out.print(f"[dim]broker {connection.description}; MQTT {'5' if settings.protocol == 5 else '3.1.1'}, "
+                  f"offline queue {queue_file}[/dim]")
+    _raise_nofile(len(fleet) * 2 + 256)
+    status = _StatusLine(quiet or as_json)
+    sim = Simulator(fleet, connection.target, connection.auth, settings, progress=status)
+    with status:
+        summary = asyncio.run(_run(sim))
+    if sim.discarded and not as_json:
+        out.print(f"[yellow]note:[/yellow] discarded {sim.discarded} message(s) an earlier run left queued "
+                  "(--keep-queue sends them)")
+    if as_json:
+        out.print_json(json.dumps(summary.to_dict()))
+    else:
+        _print_summary(summary)
+    if summary.ever_connected == 0:
+        last = summary.last_errors[-1] if summary.last_errors else "no answer"
+        raise BrokerError(f"no vehicle could connect to {connection.target.url} ({last})")
+
+
+async def _run(sim: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, sim.request_stop)
+    try:
+        return await sim.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _raise_nofile(wanted: int) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+        if hard < wanted:
+            err.print(f"[yellow]warning:[/yellow] only {hard} file descriptors allowed; "
+                      f"{wanted} wanted (raise `ulimit -n`)")
+
+
+def _print_summary(s: Any) -> None:
+    table = Table(box=None, show_header=False, title="summary", title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("vehicles", f"{s.vehicles} ({s.ever_connected} connected at least once, {s.connected_at_end} at the end)"),
+        ("telemetry", f"{s.produced:,} messages in {s.publish_seconds:.1f}s ({s.rate:,.1f} msg/s)"),
+        ("sent / acked", f"{s.sent:,} / {s.acked:,} (incl. status and acks)"),
+        ("offline queue", f"{s.flushed:,} flushed, {s.queued_left:,} left, {s.dropped:,} dropped"),
+        ("connections", f"{s.reconnects} reconnects, {s.disconnects} drops, {s.connect_failures} failed attempts"),
+        ("commands", str(s.commands)),
+        ("errors", str(s.errors)),
+    ]
+    if s.drift_ms:
+        rows.append(("schedule drift", f"p50 {s.drift_ms['p50']:.1f} ms, p99 {s.drift_ms['p99']:.1f} ms, "
+                                       f"max {s.drift_ms['max']:.1f} ms"))
+    for name, value in rows:
+        table.add_row(name, value)
+    out.print(table)
+    if s.queued_left:
+        out.print(f"[yellow]warning:[/yellow] {s.queued_left} message(s) were never delivered; they stay in the "
+                  "offline queue (--keep-queue sends them next time)")
+    for line in s.last_errors[-5:]:
+        err.print(f"[red]error:[/red] {line}", soft_wrap=True)
+
+
+def _parse_args(pairs: list[str]) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UsageError(f"command argument {pair!r}: expected KEY=VALUE (e.g. seconds=5)")
+        k, v = pair.split("=", 1)
+        try:
+            args[k] = json.loads(v)
+        except ValueError:
+            args[k] = v
+    return args
+
+
+@command_app.command("send")
+def send(
+    words: Annotated[list[str], typer.Argument(help="VEHICLE NAME [KEY=VALUE...], or NAME [KEY=VALUE...] with "
+                                                    "--all; NAME: set_interval, engine_start, engine_stop, ping")],
+    all_vehicles: Annotated[bool, typer.Option("--all", help="broadcast to every vehicle")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait for acks", min=0.1)] = 5.0,
+    expect: Annotated[int | None, typer.Option("--expect", help="with --all: stop after N acks", min=1,
+                                               show_default=False)] = None,
+    broker: BrokerOption = None, username: UsernameOption = None, password: PasswordOption = None,
+    ca: CaOption = None, cert: CertOption = None, key: KeyOption = None, insecure: InsecureOption = False,
+    as_json: JsonOption = False,
+    config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False,
+) -> None:
+    """Send a command (as ecokit-admin on the running stack, or to --broker) and show the acks."""
+    from ecokit.sim.commands import CommandError, new_command
+    from ecokit.sim.control import Ack, send_command
+    from ecokit.sim.targets import stack_connection
+
+    if all_vehicles:
+        vehicle, rest = None, words
+    else:
+        if len(words) < 2:
+            raise UsageError("give VEHICLE NAME (or --all NAME)")
+        vehicle, rest = words[0], words[1:]
+    if not rest:
+        raise UsageError("give the command NAME")
+    try:
+        command = new_command(rest[0], _parse_args(rest[1:]), ts_ms=time.time_ns() // 1_000_000)
+    except CommandError as exc:
+        raise UsageError(str(exc)) from None
+    if broker is not None:
+        connection = _url_connection(broker, username, password, ca, cert, key, insecure)
+    else:
+        connection = stack_connection(load_stack(config, profile), as_admin=True)
+    auth = connection.auth("ecokit-admin")
+    table = Table(box=None, header_style="bold")
+    for column in ("vehicle", "result", "detail", "handling ms", "round trip ms"):
+        table.add_column(column)
+
+    def shown(ack: Ack) -> None:
+        if not as_json:
+            style = "green" if ack.result == "ok" else "red"
+            out.print(f"  {ack.vehicle:<16} [{style}]{ack.result:<5}[/{style}] {ack.detail}  "
+                      f"[dim](handled in {ack.latency_ms:.2f} ms, round trip {ack.round_trip_ms:.1f} ms)[/dim]",
+                      soft_wrap=True)
+
+    if not as_json:
+        out.print(f"{command.name} {json.dumps(dict(command.args)) if command.args else ''} -> "
+                  f"{vehicle or 'all vehicles'} [dim](id {command.id})[/dim]")
+    acks = send_command(connection.target, auth, command, vehicle, timeout=timeout, expect=expect, on_ack=shown)
+    if as_json:
+        out.print_json(json.dumps({"id": command.id, "name": command.name, "acks": [a.__dict__ for a in acks]}))
+    elif all_vehicles:
+        out.print(f"{len(acks)} ack(s) within {timeout:g}s")
+    if vehicle is not None and not acks:
+        raise BrokerError(f"no ack from {vehicle} within {timeout:g}s",
+                          hint="is the simulator running (`ecokit simulate`) and the vehicle connected?")
+    if any(a.result != "ok" for a in acks):
+        raise typer.Exit(1)

@@ -1,0 +1,99 @@
+"""Where a simulation connects and as whom: the running stack (each vehicle with its own
+registered credentials and, for mutual TLS, its own certificate; or everything as
+``ecokit-admin``), or any broker URL with one set of credentials."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ecokit.errors import ConfigError, StackNotRunning, UsageError
+from ecokit.sim.runner import BrokerTarget, VehicleAuth
+from ecokit.stack import Stack
+
+ADMIN = "ecokit-admin"
+
+
+@dataclass(frozen=True)
+class Connection:
+    target: BrokerTarget
+    auth: Callable[[str], VehicleAuth]
+    description: str
+
+
+def missing_devices(stack: Stack, vehicles: int) -> int:
+    return max(0, vehicles - len(stack.devices()))
+
+
+def register_devices(stack: Stack, count: int, *, prefix: str = "vehicle-") -> list[str]:
+    """Append ``count`` numbered devices to the registry (passwords generated) and, when the
+    stack runs, load them into the broker (a reload, not a restart)."""
+    from ecokit.config.registry import append_devices
+
+    taken = {d.id for d in stack.devices()}
+    width = max(4, len(str(len(taken) + count)))
+    numbered = (f"{prefix}{n:0{width}d}" for n in itertools.count(1))
+    wanted = list(itertools.islice((i for i in numbered if i not in taken), count))
+    added = append_devices(stack.devices_file, wanted)
+    stack.reload_registry()
+    stack.secret_values()
+    if added and stack.current_runtime() is not None:
+        stack.up()
+    return added
+
+
+def fleet_ids(stack: Stack, vehicles: int) -> list[str]:
+    devices = stack.devices()
+    if len(devices) < vehicles:
+        raise ConfigError(f"{vehicles} vehicles need {vehicles} registered devices; the registry has {len(devices)}",
+                          source=str(stack.devices_file),
+                          hint=f"run with --register, or `ecokit devices add --count {vehicles - len(devices)}`")
+    return [d.id for d in devices[:vehicles]]
+
+
+def stack_connection(stack: Stack, *, as_admin: bool = False) -> Connection:
+    """The running stack's broker; TLS (and mTLS) whenever the stack's profile has it on."""
+    if stack.current_runtime() is None:
+        raise StackNotRunning(f"stack {stack.config.stack!r} is not up",
+                              hint="run `ecokit up`, or give --broker URL")
+    endpoints = stack.broker_endpoints()
+    tls = stack.config.tls.enabled
+    url = endpoints.get("mqtts" if tls else "mqtt") or endpoints.get("mqtt") or endpoints.get("mqtts")
+    if url is None:
+        raise ConfigError("the stack's broker has no MQTT endpoint")
+    target, _, _ = BrokerTarget.from_url(url, ca_file=stack.cert_paths.ca_cert if url.startswith("mqtts") else None)
+    mtls = target.tls and stack.config.tls.mtls
+    if mtls:
+        stack.generate_certs()  # idempotent: issues certificates for devices registered since
+    paths = stack.cert_paths
+
+    def cert_of(name: str) -> tuple[Path, Path] | None:
+        return (paths.client_cert(name), paths.client_key(name)) if mtls else None
+
+    if as_admin:
+        user, password = stack.service_credentials(ADMIN)
+        admin = VehicleAuth(user, password, cert_of(ADMIN))
+        return Connection(target, lambda vid: admin, f"{target.url} as {ADMIN}")
+
+    def device_auth(vehicle_id: str) -> VehicleAuth:
+        user, password = stack.device_credentials(vehicle_id)
+        return VehicleAuth(user, password, cert_of(vehicle_id))
+
+    return Connection(target, device_auth, f"{target.url} with each device's credentials"
+                      + (" and certificate" if mtls else ""))
+
+
+def url_connection(url: str, *, username: str | None = None, password: str | None = None,
+                   ca_file: Path | None = None, client_cert: tuple[Path, Path] | None = None,
+                   verify: bool = True) -> Connection:
+    """Any broker: every vehicle uses the same credentials (from the URL or the flags)."""
+    target, url_user, url_password = BrokerTarget.from_url(url, ca_file=ca_file, verify=verify)
+    user = username if username is not None else url_user
+    pw = password if password is not None else url_password
+    if pw is not None and user is None:
+        raise UsageError("a password needs a username (--username or user:password@ in the URL)")
+    auth = VehicleAuth(user, pw, client_cert)
+    who = f" as {user}" if user else " anonymously"
+    return Connection(target, lambda vid: auth, f"{target.url}{who}")
