@@ -12,12 +12,13 @@ DURATION=${DURATION:-30s}
 # local: mosquitto + influxd + ecokit's services as processes (works offline).
 # docker: EMQX, InfluxDB 2, Grafana and Prometheus containers (pulls pinned images).
 RUNTIME=${RUNTIME:-local}
+if [ "$RUNTIME" = docker ]; then BROKER=${BROKER:-emqx}; else BROKER=${BROKER:-mosquitto}; fi
 
 bash infra/install.sh
 ECOKIT="$ROOT/.venv/bin/ecokit"
 
 if [ ! -f demo/ecokit.yaml ]; then
-  "$ECOKIT" init demo --stack demo --devices "$VEHICLES"
+  "$ECOKIT" init demo --stack demo --devices "$VEHICLES" --broker "$BROKER"
 fi
 cd demo
 
