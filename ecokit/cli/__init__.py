@@ -53,6 +53,7 @@ err = Console(stderr=True, highlight=False)
 
 def _register() -> None:
     # Each command group lives in its own module and adds itself to `app`.
+    import ecokit.cli.bench  # noqa: F401
     from ecokit.cli import certs, devices, pipeline, shadow, simulate, stack  # noqa: F401
 
 
