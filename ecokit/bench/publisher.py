@@ -39,7 +39,7 @@ ERRORS_KEPT = 20
 
 
 def run_publishers(conn: Connection, job: PublisherJob) -> None:
-    """Process entry point (multiprocessing, spawn)."""
+    """Worker entry point (``python -m ecokit.bench.worker``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     _raise_nofile(len(job.clients) + 256)
     try:

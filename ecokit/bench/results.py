@@ -116,8 +116,15 @@ def _rate(count: int, planned_s: float, start_ns: int, last_ns: int) -> float:
     return count / span if span > 0 else 0.0
 
 
+def _window(planned_s: float, start_ns: int, stopped_ns: int | None) -> float:
+    """The time a phase (or the run) had: planned, or cut short by a stop."""
+    if stopped_ns is None:
+        return planned_s
+    return max(0.0, min(planned_s, (stopped_ns - start_ns) / 1e9))
+
+
 def build_result(*, scenario: str, description: str, run_id: str, target: str, started_at: str,
-                 settings: dict[str, Any], phases: Sequence[PhasePlan], t0_ns: int,
+                 settings: dict[str, Any], phases: Sequence[PhasePlan], t0_ns: int, stopped_ns: int | None = None,
                  publishers: Sequence[PublisherReport], subscribers: Sequence[SubscriberReport],
                  subscriber_count: int, shared: bool, slos: Sequence[Slo], timeline: list[dict[str, Any]] | None = None,
                  broker: dict[str, Any] | None = None) -> BenchResult:
@@ -154,8 +161,9 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
                       plan.planned(), sent=sent[i], unsent=unsent[i],
                       expected=sent[i] * factor if measured else None, received=received[i], unique=unique[i],
                       duplicates=duplicates[i], reordered=reordered[i],
-                      send_rate=_rate(sent[i], plan.duration, start_ns, last_send[i]),
-                      rate=_rate(unique[i], plan.duration, start_ns, last_recv[i]) if measured else None,
+                      send_rate=_rate(sent[i], _window(plan.duration, start_ns, stopped_ns), start_ns, last_send[i]),
+                      rate=(_rate(unique[i], _window(plan.duration, start_ns, stopped_ns), start_ns, last_recv[i])
+                            if measured else None),
                       latency=summarize(latency[i]), send_lag=summarize(lag[i]),
                       latency_histogram=encode(latency[i]) if latency[i].get_total_count() else "")
         figures.append(fig)
@@ -174,8 +182,9 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
         rates[0] if len(set(rates)) == 1 else "varies by phase", sum(f.planned for f in figures),
         sent=sum(sent), unsent=sum(unsent), expected=sum(sent) * factor if measured else None,
         received=sum(received), unique=sum(unique), duplicates=sum(duplicates), reordered=sum(reordered),
-        send_rate=_rate(sum(sent), duration, t0_ns, max(last_send, default=0)),
-        rate=_rate(sum(unique), duration, t0_ns, max(last_recv, default=0)) if measured else None,
+        send_rate=_rate(sum(sent), _window(duration, t0_ns, stopped_ns), t0_ns, max(last_send, default=0)),
+        rate=(_rate(sum(unique), _window(duration, t0_ns, stopped_ns), t0_ns, max(last_recv, default=0))
+              if measured else None),
         latency=summarize(all_latency), send_lag=summarize(all_lag),
         latency_histogram=encode(all_latency) if all_latency.get_total_count() else "")
 
@@ -212,7 +221,7 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
     warnings = _warnings(figures, total, publishers, subscribers, broker or {})
     return BenchResult(scenario, description, run_id, target, started_at, settings, total, figures, connections,
                        broker or {}, timeline or [], verdicts, warnings, errors[-20:],
-                       stopped_early=any(r.stopped_early for r in publishers))
+                       stopped_early=stopped_ns is not None or any(r.stopped_early for r in publishers))
 
 
 def _connections(reports: Sequence[Any], clients: int) -> dict[str, Any]:

@@ -5,8 +5,11 @@ collects ticks for the live view and the timeline, and turns the reports into a 
       ├── subscriber worker   every subscriber, fastmqtt or paho on one asyncio loop
       └── publisher workers  the publishers, paho on PahoLoop, one scheduler each
 
-Publishers and subscribers live in separate processes so that a burst of publishing never
-delays the receive timestamps (one Python process cannot do both without the GIL and the
+Workers are ``python -m ecokit.bench.worker`` children talking over a socket pair (pickled
+messages, ``ecokit.bench.protocol``), in their own session so that Ctrl-C reaches only the
+coordinator (which stops them in order); a worker whose coordinator vanishes sees its socket
+close and exits. Publishers and subscribers live in separate processes so that a burst of
+publishing never delays the receive timestamps (one Python process cannot do both without the GIL and the
 event loop adding their own latency). Every process has the same wall clock, which is what
 the payload's send time and the receive time are read from.
 """
@@ -14,8 +17,12 @@ the payload's send time and the receive time are read from.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import os
 import secrets
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +50,7 @@ from ecokit.bench.slo import Slo, check_phases
 from ecokit.bench.targets import BenchTarget
 from ecokit.config.bench import ScenarioSpec
 from ecokit.errors import BrokerError, EcokitError, UsageError
+from ecokit.resources import package_root
 
 
 class BenchError(EcokitError):
@@ -102,11 +110,22 @@ class Progress:
 class _Worker:
     kind: str  # pub | sub
     index: int
-    process: Any
+    process: subprocess.Popen[bytes]
     conn: Connection
+    log: Any  # the worker's stderr (a temporary file)
     ready: Ready | None = None
     report: PublisherReport | SubscriberReport | None = None
     error: str | None = None
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        with contextlib.suppress(OSError, ValueError):
+            self.log.seek(0)
+            text: str = self.log.read().decode("utf-8", "replace")
+            return "\n".join(text.strip().splitlines()[-lines:])
+        return ""
 
 
 class Bench:
@@ -126,6 +145,7 @@ class Bench:
         self.tag = run_tag(self.run_id)
         self._stop_requested = False
         self._stop_sent = False
+        self._stopped_ns: int | None = None
         qos = max_qos(self.phases)
         library = self.options.library
         if library == "auto":
@@ -186,7 +206,6 @@ class Bench:
         o = self.options
         settings = ClientSettings(protocol=o.protocol, keepalive=o.keepalive, connect_timeout=o.connect_timeout,
                                   connect_concurrency=o.connect_concurrency, max_inflight=o.max_inflight)
-        ctx = multiprocessing.get_context("spawn")
         workers: list[_Worker] = []
         sys_monitor: SysMonitor | None = None
         sampler: ProcessSampler | None = None
@@ -195,13 +214,13 @@ class Bench:
             if self.subscribers:
                 job = SubscriberJob(0, self.target.broker, tuple(self.subscribers), len(self.phases), self.tag,
                                     self.spec.payload, self.spec.fanout == "shared", self.library, settings, o.tick)
-                workers.append(self._spawn(ctx, "sub", 0, "ecokit.bench.subscriber", "run_subscribers", job))
+                workers.append(self._spawn("sub", 0, job))
             count = min(o.workers, len(self.publishers))
             for n in range(count):
                 clients = tuple(self.publishers[n::count])
                 pjob = PublisherJob(n, self.target.broker, clients, self.phases, self.tag, self.spec.payload,
                                     settings, o.drain, o.tick)
-                workers.append(self._spawn(ctx, "pub", n, "ecokit.bench.publisher", "run_publishers", pjob))
+                workers.append(self._spawn("pub", n, pjob))
             self._await_ready(workers)
             if o.signals:
                 sys_monitor = SysMonitor(self.target.broker, self.target.auth)
@@ -229,22 +248,34 @@ class Bench:
         result = build_result(
             scenario=self.name, description=self.spec.description, run_id=self.run_id,
             target=self.target.description, started_at=started_at, settings=self.settings(), phases=self.phases,
-            t0_ns=t0_ns, publishers=pubs, subscribers=subs, subscriber_count=len(self.subscribers),
+            t0_ns=t0_ns, stopped_ns=self._stopped_ns, publishers=pubs, subscribers=subs, subscriber_count=len(self.subscribers),
             shared=self.spec.fanout == "shared", slos=self.slos, timeline=timeline.rows(), broker=broker)
         self._emit_progress("done", workers, timeline, t0_ns)
         return result
 
     # -- processes -------------------------------------------------------------------------
 
-    def _spawn(self, ctx: Any, kind: str, index: int, module: str, function: str, job: Any) -> _Worker:
-        import importlib
-
-        target = getattr(importlib.import_module(module), function)
-        parent, child = ctx.Pipe(duplex=True)
-        process = ctx.Process(target=target, args=(child, job), name=f"ecokit-bench-{kind}{index}", daemon=True)
-        process.start()
-        child.close()
-        return _Worker(kind, index, process, parent)
+    def _spawn(self, kind: str, index: int, job: PublisherJob | SubscriberJob) -> _Worker:
+        """``python -m ecokit.bench.worker FD`` with one end of a socket pair as FD."""
+        ours, theirs = socket.socketpair()
+        log = tempfile.TemporaryFile()  # noqa: SIM115 (open as long as the worker runs; closed in _shutdown)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_root()), env.get("PYTHONPATH", "")) if p)
+        try:
+            process = subprocess.Popen([sys.executable, "-m", "ecokit.bench.worker", str(theirs.fileno())],
+                                       pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=log, env=env, close_fds=True,
+                                       start_new_session=True)
+        except OSError as exc:
+            ours.close()
+            log.close()
+            raise BenchError(f"cannot start a bench worker ({sys.executable} -m ecokit.bench.worker): {exc}") from exc
+        finally:
+            theirs.close()
+        conn = Connection(ours.detach())
+        worker = _Worker(kind, index, process, conn, log)
+        conn.send(("subscribers" if kind == "sub" else "publishers", job))
+        return worker
 
     def _receive(self, w: _Worker) -> tuple[Any, ...] | None:
         try:
@@ -252,9 +283,13 @@ class Bench:
             return message
         except (EOFError, OSError):
             if w.report is None and w.error is None:
-                code = w.process.exitcode
-                w.error = f"the {'subscriber' if w.kind == 'sub' else 'publisher'} worker exited unexpectedly" + (
-                    f" (exit code {code})" if code is not None else "")
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    w.process.wait(timeout=2.0)
+                code = w.process.poll()
+                tail = w.log_tail()
+                w.error = (f"the {'subscriber' if w.kind == 'sub' else 'publisher'} worker exited unexpectedly"
+                           + (f" (exit code {code})" if code is not None else "")
+                           + (f":\n{tail}" if tail else ""))
             return None
 
     def _await_ready(self, workers: list[_Worker]) -> None:
@@ -306,6 +341,7 @@ class Bench:
         while any(w.report is None and w.error is None for w in workers):
             if self._stop_requested and not self._stop_sent:
                 self._stop_sent = True
+                self._stopped_ns = time.time_ns()
                 for w in pubs:
                     with contextlib.suppress(OSError):
                         w.conn.send(("stop",))
@@ -365,19 +401,23 @@ class Bench:
 
     def _shutdown(self, workers: list[_Worker]) -> None:
         for w in workers:
-            if w.report is None and w.process.is_alive():
+            if w.report is None and w.alive():
                 with contextlib.suppress(OSError):
                     w.conn.send(("abort",) if w.kind == "pub" else ("finish",))
         deadline = time.monotonic() + 10.0
         for w in workers:
-            w.process.join(timeout=max(0.1, deadline - time.monotonic()))
-            if w.process.is_alive():
+            try:
+                w.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 w.process.terminate()  # SIGTERM to this worker's pid
-                w.process.join(timeout=5.0)
+                try:
+                    w.process.wait(timeout=5.0)
+                except subprocess.TimeoutExpired:
+                    w.process.kill()
+                    w.process.wait()
             with contextlib.suppress(OSError):
                 w.conn.close()
-            with contextlib.suppress(ValueError):
-                w.process.close()
+            w.log.close()
 
     # -- progress --------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ READS_PER_WAKEUP = 16
 
 
 def run_subscribers(conn: Connection, job: SubscriberJob) -> None:
-    """Process entry point (multiprocessing, spawn)."""
+    """Worker entry point (``python -m ecokit.bench.worker``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     try:
         asyncio.run(SubscriberWorker(conn, job).run())
@@ -324,12 +324,12 @@ class SubscriberWorker:
             if not fut.done():
                 fut.set_result(True)
             return
-        opts: Any = sub.spec.qos
         if self.job.settings.protocol == 5:
             from paho.mqtt.subscribeoptions import SubscribeOptions
 
-            opts = SubscribeOptions(qos=sub.spec.qos, retainHandling=2)
-        client.subscribe(sub.spec.filter, opts)
+            client.subscribe(sub.spec.filter, options=SubscribeOptions(qos=sub.spec.qos, retainHandling=2))
+        else:
+            client.subscribe(sub.spec.filter, sub.spec.qos)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         sub, fut = userdata

@@ -227,6 +227,9 @@ def bench(
             out.print(Text(verdict.line, style="green"))
     for verdict in result.violations:
         err.print(Text(verdict.line, style="bold red"), soft_wrap=True)
+    if result.stopped_early:
+        err.print("[yellow]stopped early: the figures cover only the part that ran[/yellow]")
+        raise typer.Exit(130)
     if result.violations:
         raise typer.Exit(1)
 
