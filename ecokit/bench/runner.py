@@ -9,9 +9,9 @@ Workers are ``python -m ecokit.bench.worker`` children talking over a socket pai
 messages, ``ecokit.bench.protocol``), in their own session so that Ctrl-C reaches only the
 coordinator (which stops them in order); a worker whose coordinator vanishes sees its socket
 close and exits. Publishers and subscribers live in separate processes so that a burst of
-publishing never delays the receive timestamps (one Python process cannot do both without the GIL and the
-event loop adding their own latency). Every process has the same wall clock, which is what
-the payload's send time and the receive time are read from.
+publishing never delays the receive timestamps (one Python process cannot do both without
+the GIL and the event loop adding their own latency). Every process has the same wall clock,
+which is what the payload's send time and the receive time are read from.
 """
 
 from __future__ import annotations
@@ -248,8 +248,8 @@ class Bench:
         result = build_result(
             scenario=self.name, description=self.spec.description, run_id=self.run_id,
             target=self.target.description, started_at=started_at, settings=self.settings(), phases=self.phases,
-            t0_ns=t0_ns, stopped_ns=self._stopped_ns, publishers=pubs, subscribers=subs, subscriber_count=len(self.subscribers),
-            shared=self.spec.fanout == "shared", slos=self.slos, timeline=timeline.rows(), broker=broker)
+            t0_ns=t0_ns, stopped_ns=self._stopped_ns, publishers=pubs, subscribers=subs,
+            subscriber_count=len(self.subscribers), shared=self.spec.fanout == "shared", slos=self.slos, timeline=timeline.rows(), broker=broker)
         self._emit_progress("done", workers, timeline, t0_ns)
         return result
 
