@@ -249,7 +249,8 @@ class Bench:
             scenario=self.name, description=self.spec.description, run_id=self.run_id,
             target=self.target.description, started_at=started_at, settings=self.settings(), phases=self.phases,
             t0_ns=t0_ns, stopped_ns=self._stopped_ns, publishers=pubs, subscribers=subs,
-            subscriber_count=len(self.subscribers), shared=self.spec.fanout == "shared", slos=self.slos, timeline=timeline.rows(), broker=broker)
+            subscriber_count=len(self.subscribers), shared=self.spec.fanout == "shared", slos=self.slos,
+            timeline=timeline.rows(), broker=broker)
         self._emit_progress("done", workers, timeline, t0_ns)
         return result
 
