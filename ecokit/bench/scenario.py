@@ -244,9 +244,11 @@ def due_offset(rate_start: float, rate_end: float, duration: float, m: float) ->
 
     Solves ``a*t + (b - a)*t**2 / (2*D) = m`` for the rate going linearly from a to b over D.
     """
+    a, b = rate_start, rate_end
+    if a <= 0 and b <= 0:
+        return None  # a pause: nothing is due
     if m <= 0:
         return 0.0
-    a, b = rate_start, rate_end
     c = (b - a) / duration
     disc = a * a + 2 * c * m
     if disc < 0:

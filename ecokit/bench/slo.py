@@ -72,7 +72,9 @@ class Slo:
         return METRICS[self.metric].kind
 
     def __str__(self) -> str:
-        return f"{self.key}={format_value(self.limit, self.kind)}"
+        """The form ``--slo`` takes (parse_slo(str(slo)) == slo)."""
+        limit = format_value(self.limit, "ratio") if self.kind == "ratio" else f"{self.limit:g}"
+        return f"{self.key}={limit}"
 
 
 _NUMBER = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(%?)\s*$")
