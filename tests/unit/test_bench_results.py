@@ -195,7 +195,7 @@ def test_the_timeline_merges_workers_tick_by_tick() -> None:
     assert rows[0]["p99_ms"] == 5.0
     assert rows[0]["publishers_connected"] == 6
     assert rows[1]["broker_cpu_percent"] == 12.5
-    pubs, subs = tl.latest()
+    pubs, _ = tl.latest()
     assert sum(t.sent for t in pubs.values()) == 300
 
 
@@ -244,7 +244,7 @@ def test_qos_and_payload_size_from_the_environment() -> None:
     o = overrides_from_env({"QOS": "2", "PAYLOAD_SIZE": "1024"})
     assert (o.qos, o.payload_size) == (2, 1024)
     assert overrides_from_env({}).is_empty()
-    with pytest.raises(ConfigError, match="environment: QOS: 3 is outside 0..2"):
+    with pytest.raises(ConfigError, match=r"environment: QOS: 3 is outside 0\.\.2"):
         overrides_from_env({"QOS": "3"})
     with pytest.raises(ConfigError, match="PAYLOAD_SIZE"):
         overrides_from_env({"PAYLOAD_SIZE": "big"})

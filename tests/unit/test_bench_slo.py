@@ -83,7 +83,7 @@ def test_later_layers_replace_earlier_slos_with_the_same_key() -> None:
 
 def test_phase_slos_must_name_a_phase() -> None:
     check_phases([parse_slo("spike.p99_ms=5"), parse_slo("p99_ms=5")], ["baseline", "spike"])
-    with pytest.raises(SloError, match="no phase 'peak'.*baseline, spike"):
+    with pytest.raises(SloError, match=r"no phase 'peak'.*baseline, spike"):
         check_phases([parse_slo("peak.p99_ms=5")], ["baseline", "spike"])
 
 
