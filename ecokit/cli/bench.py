@@ -134,6 +134,7 @@ def bench(
     )
     from ecokit.bench.runner import Bench
     from ecokit.bench.scenario import DEVICE_TOPIC, busiest, compile_phases
+    from ecokit.bench.slo import check_phases
     from ecokit.bench.targets import broker_from_env, require_devices, stack_target, url_target
 
     env_broker = None
@@ -172,6 +173,7 @@ def bench(
         [parse_slo(f"{k}={v}") for k, v in spec.slo.items()],
         [parse_slo(f"{p.name}.{k}={v}") for p in spec.phases for k, v in p.slo.items()],
         [parse_slo(text) for text in slo or []])
+    check_phases(slos, [p.name for p in phases])
 
     if url is not None:
         if (cert is None) != (key is None):
