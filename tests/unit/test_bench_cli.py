@@ -21,9 +21,10 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
+    phases = [{"name": "morning", "duration": "1m", "total_rate": 50},
+              {"name": "peak", "duration": "30s", "total_rate": 50, "ramp_to": 500}]
     return write_project(tmp_path / "proj", devices=2, extra={"bench": {"scenarios": {"rush-hour": {
-        "description": "mornings", "phases": [{"name": "morning", "duration": "1m", "total_rate": 50},
-                                              {"name": "peak", "duration": "30s", "total_rate": 50, "ramp_to": 500}]}}}})
+        "description": "mornings", "phases": phases}}}})
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
