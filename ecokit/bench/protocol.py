@@ -155,5 +155,6 @@ class SubscriberReport:
     # Unique deliveries per stream: key (subscriber, publisher), or (-1, publisher) when shared.
     streams: dict[tuple[int, int], int] = field(default_factory=dict)
     per_subscriber: dict[int, int] = field(default_factory=dict)  # unique deliveries each subscriber got
+    sessions_lost: int = 0  # reconnections the broker answered without the session (subscription redone)
     foreign: int = 0  # messages on the filter that are not this run's (other runs, other publishers)
     clock_anomalies: int = 0  # received "before" they were sent: the clocks disagree

@@ -223,7 +223,8 @@ class PublisherWorker:
                         if s.protocol == 5:
                             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                             props.SessionExpiryInterval = s.session_expiry
-                            kwargs.update(clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY, properties=props)
+                            # never clean: the id is new, and Mosquitto persists only such sessions
+                            kwargs.update(clean_start=False, properties=props)
                         await self.driver.connect(client, target.host, target.port, **kwargs)
                     else:
                         await self.driver.reconnect(client)

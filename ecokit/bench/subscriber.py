@@ -180,6 +180,11 @@ class SubscriberWorker:
         task = self.loop.create_task(self._connect(sub))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
+    def _session_lost(self, sub: _Sub) -> None:
+        self.report.sessions_lost += 1
+        self._remember(f"{sub.spec.client_id}: reconnected without its session; messages published meanwhile "
+                       "were not kept for it")
+
     def _connected(self, sub: _Sub) -> None:
         if sub.ever:
             self.report.reconnects += 1
@@ -210,11 +215,16 @@ class SubscriberWorker:
         if sub.fast is None:
             sub.fast = FastMqtt(target.host, target.port, client_id=spec.client_id, username=spec.auth.username,
                                 password=spec.auth.password, tls=self._tls_context(spec), keepalive=s.keepalive,
-                                clean_start=True, session_expiry=s.session_expiry)
+                                clean_start=False, session_expiry=s.session_expiry)
         fast = sub.fast
-        fast.clean_start = first  # later connections resume the session (and its queued messages)
+        # Never a clean start: the client id is new to the broker (it holds the run id), and
+        # Mosquitto keeps a session across its own restart only for clients that did not ask
+        # for a clean start, even with a session expiry.
+        fast.clean_start = False
         try:
             session = await self.loop.run_in_executor(None, fast.connect, s.connect_timeout)
+            if not session and not first:
+                self._session_lost(sub)
             if not session:
                 codes = await self.loop.run_in_executor(
                     None, fast.subscribe, [Subscription(spec.filter, spec.qos, retain_handling=2)], s.connect_timeout)
@@ -293,7 +303,7 @@ class SubscriberWorker:
                 if s.protocol == 5:
                     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
                     props.SessionExpiryInterval = s.session_expiry
-                    kwargs.update(clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY, properties=props)
+                    kwargs.update(clean_start=False, properties=props)
                 await self.driver.connect(client, target.host, target.port, **kwargs)
             else:
                 await self.driver.reconnect(client)
@@ -319,6 +329,8 @@ class SubscriberWorker:
             if not fut.done():
                 fut.set_result(False)
             return
+        if not flags.session_present and sub.ever:
+            self._session_lost(sub)
         if flags.session_present:
             self._connected(sub)
             if not fut.done():
