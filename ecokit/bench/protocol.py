@@ -130,6 +130,7 @@ class PublisherReport:
     lag_by_phase: list[str] = field(default_factory=list)  # encoded histograms, µs late vs schedule
     sent_by_publisher: dict[int, int] = field(default_factory=dict)  # last sequence number = messages sent
     acked: int = 0
+    refused: int = 0  # acknowledgements with a failure reason (e.g. not authorized by the ACL)
     unacked: int = 0  # QoS 1/2 messages still without acknowledgement at the end
     stopped_early: bool = False
 

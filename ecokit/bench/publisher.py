@@ -301,7 +301,12 @@ class PublisherWorker:
             acks.discard(mid)
             self.report.acked += 1
             if getattr(reason, "is_failure", False):
-                self._error(f"{pub.spec.client_id}: the broker refused a publish to {pub.spec.topic!r}: {reason}")
+                self.report.refused += 1
+                if self.report.refused <= 5:
+                    self._error(f"{pub.spec.client_id}: the broker refused a publish to {pub.spec.topic!r}: "
+                                f"{reason}")
+                else:
+                    self.report.errors += 1
 
     # -- the schedule --------------------------------------------------------------------
 

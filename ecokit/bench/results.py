@@ -193,7 +193,9 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
         "subscribers": _connections(subscribers, subscriber_count),
     }
     connections["publishers"]["acked"] = sum(r.acked for r in publishers)
+    connections["publishers"]["refused"] = sum(r.refused for r in publishers)
     connections["publishers"]["unacked"] = sum(r.unacked for r in publishers)
+    connections["subscribers"]["sessions_lost"] = sum(r.sessions_lost for r in subscribers)
     per_sub: dict[int, int] = {}
     for r in subscribers:
         per_sub.update(r.per_subscriber)
@@ -264,9 +266,17 @@ def _warnings(figures: list[Figures], total: Figures, publishers: Sequence[Publi
         out.append(f"{total.planned - total.sent - total.unsent:,} planned messages were never attempted")
     if total.unsent:
         out.append(f"{total.unsent:,} publishes were refused by the client library (QoS 0 while disconnected)")
+    refused = sum(r.refused for r in publishers)
+    if refused:
+        out.append(f"the broker refused {refused:,} publishes (a negative PUBACK/PUBREC, e.g. the ACL): they count "
+                   "as lost")
     unacked = sum(r.unacked for r in publishers)
     if unacked:
         out.append(f"{unacked:,} QoS 1/2 publishes were still unacknowledged when the run ended")
+    lost_sessions = sum(r.sessions_lost for r in subscribers)
+    if lost_sessions:
+        out.append(f"subscribers reconnected {lost_sessions:,} time(s) without their session: the broker did not keep "
+                   "it, so what was published meanwhile never reached them")
     foreign = sum(r.foreign for r in subscribers)
     if foreign:
         out.append(f"{foreign:,} messages on the subscription were not this run's (another bench, or other "

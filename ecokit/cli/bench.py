@@ -329,5 +329,8 @@ def _print_result(result: Any) -> None:
                   f"{proc.get('rss_mb_max', 0):.1f} MB max")
     for warning in result.warnings:
         out.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
-    for line in result.errors[-5:]:
-        err.print(Text("error: ", style="red") + Text(line), soft_wrap=True)
+    seen: dict[str, int] = {}
+    for line in result.errors:
+        seen[line] = seen.get(line, 0) + 1
+    for line, times in list(seen.items())[-5:]:
+        err.print(Text("error: ", style="red") + Text(line + (f" (x{times})" if times > 1 else "")), soft_wrap=True)
