@@ -89,6 +89,7 @@ class PublisherWorker:
         self._stopping = False
         self._closing = False
         self._t0_ns: int | None = None
+        self._next_tick = 1
         self._started: asyncio.Future[bool] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._jitter = random.Random()
@@ -124,6 +125,8 @@ class PublisherWorker:
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
+                with contextlib.suppress(OSError):
+                    self._send_tick()
             loop.remove_reader(self.conn.fileno())
             await self._close()
             self.driver.stop()
@@ -148,14 +151,17 @@ class PublisherWorker:
 
     async def _ticker(self) -> None:
         assert self._t0_ns is not None
-        k = 1
-        r = self.report
         while True:
-            due_ns = self._t0_ns + int(k * self.job.tick * 1e9)
+            due_ns = self._t0_ns + int(self._next_tick * self.job.tick * 1e9)
             await asyncio.sleep(max(0.0, (due_ns - time.time_ns()) / 1e9))
-            self.conn.send(("tick", PubTick(k, sum(r.sent_by_phase), sum(r.unsent_by_phase), r.acked, self.connected,
-                                            r.reconnects, r.errors, self.phase_now)))
-            k += 1
+            self._send_tick()
+
+    def _send_tick(self) -> None:
+        """The totals as of tick ``_next_tick`` (also once more at the end, for what the last tick missed)."""
+        r = self.report
+        self.conn.send(("tick", PubTick(self._next_tick, sum(r.sent_by_phase), sum(r.unsent_by_phase), r.acked,
+                                        self.connected, r.reconnects, r.errors, self.phase_now)))
+        self._next_tick += 1
 
     # -- connections ---------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ class SubscriberWorker:
         self._closing = False
         self._closed = False
         self._t0_ns: int | None = None
+        self._next_tick = 1
         self._jitter = random.Random()
         self._tls: dict[Any, ssl.SSLContext] = {}
 
@@ -90,6 +91,8 @@ class SubscriberWorker:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            if self._t0_ns is not None:
+                self._send_tick()  # what arrived since the last tick
             self._closing = True
             self._close_all()
             await asyncio.sleep(0.05)  # let paho write its DISCONNECTs
@@ -113,10 +116,8 @@ class SubscriberWorker:
     async def _ticker(self) -> None:
         while self._t0_ns is None:
             await asyncio.sleep(0.01)
-        tick_s = self.job.tick
-        k = 1
         while True:
-            due_ns = self._t0_ns + int(k * tick_s * 1e9)
+            due_ns = self._t0_ns + int(self._next_tick * self.job.tick * 1e9)
             await asyncio.sleep(max(0.0, (due_ns - time.time_ns()) / 1e9))
             for sub in self.subs:
                 if sub.online and sub.fast is not None:
@@ -125,11 +126,15 @@ class SubscriberWorker:
                         sub.fast.ping_if_due()
                     except (OSError, AttributeError):
                         self._lost(sub, "ping failed")
-            received, unique, duplicates = self.receiver.totals()
-            count, p50, p99, top = self.receiver.take_interval()
-            self.conn.send(("tick", SubTick(k, received, unique, duplicates, sum(s.online for s in self.subs),
-                                            self.report.reconnects, self.report.errors, count, p50, p99, top)))
-            k += 1
+            self._send_tick()
+
+    def _send_tick(self) -> None:
+        received, unique, duplicates = self.receiver.totals()
+        count, p50, p99, top = self.receiver.take_interval()
+        self.conn.send(("tick", SubTick(self._next_tick, received, unique, duplicates,
+                                        sum(s.online for s in self.subs), self.report.reconnects, self.report.errors,
+                                        count, p50, p99, top)))
+        self._next_tick += 1
 
     # -- connections ---------------------------------------------------------------------
 
