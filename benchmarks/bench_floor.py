@@ -5,7 +5,7 @@ given rates, and the rate one publisher worker can offer before it falls behind.
    payloads, ``--seconds`` long) against a throwaway local stack (bridge and processor off, so
    the broker is alone); prints end-to-end latency percentiles, send lag, delivered rate and
    the broker's CPU.
-2. ``ceiling``: a ramp from 1,000 to ``--peak`` msg/s with 1 and with 2 publisher workers;
+2. ``ceiling``: a ramp from 1% of ``--peak`` to ``--peak`` msg/s with 1 and with 2 publisher workers;
    prints, per worker count, the highest one-second delivered rate and the offered rate at
    which the publishers first fell more than 100 ms behind their schedule.
 
