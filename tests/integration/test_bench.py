@@ -230,3 +230,17 @@ def test_ctrl_c_stops_early_and_reports(running: Stack) -> None:
     assert 200 <= result.total.sent <= 800
     assert result.total.lost == 0
     assert result.total.send_rate == pytest.approx(200, rel=0.3)
+
+
+def test_mutual_tls_with_each_devices_certificate(make_project: ProjectFactory, server_binaries: None) -> None:
+    project = make_project(devices=2, extra={"bridge": {"enabled": False}, "processor": {"enabled": False}})
+    with running_stack(project, profile="mtls") as stack:
+        target = stack_target(stack, devices=2)
+        assert target.broker.tls
+        assert all(auth.client_cert is not None for _, auth in target.devices)
+        spec = apply_overrides(BUILTIN["steady"], Overrides(duration=2, rate=200, publishers=2,
+                                                            topic="fleet/{device}/bench/{run}"))
+        result = run_bench("steady", spec, target, slos=[parse_slo("loss=0")])
+    assert result.passed, [v.line for v in result.violations]
+    assert result.target.startswith("mqtts://")
+    assert result.total.unique == 400
