@@ -162,7 +162,7 @@ def bench(
     if as_devices and url is not None:
         raise UsageError("--as-devices uses the stack's registered devices; it does not go with a broker URL")
 
-    spec = find_scenario(scenario, bench_config)
+    spec = original = find_scenario(scenario, bench_config)
     if as_devices and topic is None and spec.topic == "bench/{run}/{publisher}":
         topic = DEVICE_TOPIC
     spec = apply_overrides(spec, Overrides(
@@ -201,7 +201,7 @@ def bench(
     status = _Status(quiet or to_stdout)
     runner = Bench(scenario, spec, target, slos=slos, options=options, progress=status)
     if not to_stdout:
-        _print_plan(scenario, spec, runner, target.description, slos)
+        _print_plan(scenario, spec, runner, target.description, slos, adjusted=spec is not original)
 
     def stop(signum: int, frame: Any) -> None:
         runner.request_stop()
@@ -267,8 +267,11 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def _print_plan(name: str, spec: Any, runner: Any, target: str, slos: list[Any]) -> None:
-    out.print(f"bench [bold]{name}[/bold]" + (f": {spec.description}" if spec.description else ""))
+def _print_plan(name: str, spec: Any, runner: Any, target: str, slos: list[Any], *, adjusted: bool) -> None:
+    if adjusted:
+        out.print(f"bench [bold]{name}[/bold], adjusted by the options:")
+    else:
+        out.print(f"bench [bold]{name}[/bold]" + (f": {spec.description}" if spec.description else ""))
     table = Table(box=None, header_style="bold", padding=(0, 2, 0, 0))
     for column in ("phase", "length", "publishers", "offered", "QoS", "payload", "messages"):
         table.add_column(column, justify="left" if column == "phase" else "right")
