@@ -57,6 +57,10 @@ class BenchError(EcokitError):
     """A bench run could not be carried out (a worker died, nobody could connect, ...)."""
 
 
+class BenchStopped(BenchError):
+    """Stopped (Ctrl-C) before the first phase began: there is nothing to report."""
+
+
 @dataclass(frozen=True)
 class BenchOptions:
     workers: int = 1  # publisher processes
@@ -298,7 +302,7 @@ class Bench:
         pending = {id(w.conn): w for w in workers}
         while pending:
             if self._stop_requested:
-                raise BenchError("stopped while connecting")
+                raise BenchStopped("stopped while connecting; nothing was measured")
             left = deadline - time.monotonic()
             if left <= 0:
                 raise BenchError(f"the clients did not connect to {self.target.broker.url} within "

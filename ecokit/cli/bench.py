@@ -205,12 +205,18 @@ def bench(
 
     def stop(signum: int, frame: Any) -> None:
         runner.request_stop()
-        err.print("[yellow]stopping: draining and reporting what was measured[/yellow]")
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C does not wait
+        err.print("[yellow]stopping: draining and reporting what was measured (Ctrl-C again to abort)[/yellow]")
+
+    from ecokit.bench.runner import BenchStopped
 
     previous = signal.signal(signal.SIGINT, stop)
     try:
         with status:
             result = runner.run()
+    except BenchStopped as exc:
+        err.print(f"[yellow]{exc}[/yellow]")
+        raise typer.Exit(130) from None
     finally:
         signal.signal(signal.SIGINT, previous)
 
