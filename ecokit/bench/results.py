@@ -35,6 +35,7 @@ class Figures:
     reordered: int = 0
     send_rate: float = 0.0
     rate: float | None = None  # unique deliveries/s
+    deliveries_per_message: int | None = None  # subscribers (fan-out all), 1 (shared), None (no subscribers)
     latency: dict[str, Any] = field(default_factory=dict)
     send_lag: dict[str, Any] = field(default_factory=dict)
     latency_histogram: str = ""  # HdrHistogram, µs, base64 (merge runs or plot percentiles from it)
@@ -57,15 +58,28 @@ class Figures:
                  duplicates=self.duplicates if measured else None,
                  reordered=self.reordered if measured else None,
                  unsent=self.unsent, rate=self.rate, send_rate=self.send_rate,
-                 send_lag_p99_ms=self.send_lag.get("p99_ms"), send_lag_max_ms=self.send_lag.get("max_ms"))
+                 send_lag_p99_ms=self.send_lag.get("p99_ms"), send_lag_max_ms=self.send_lag.get("max_ms"),
+                 planned_send_rate=self.planned_send_rate, planned_rate=self.planned_rate)
         return m
+
+    @property
+    def planned_send_rate(self) -> float | None:
+        return self.planned / self.duration_s if self.duration_s > 0 else None
+
+    @property
+    def planned_rate(self) -> float | None:
+        """Deliveries/s the plan implies (what ``min_rate=100%`` asks for)."""
+        if self.deliveries_per_message is None or self.planned_send_rate is None:
+            return None
+        return self.planned_send_rate * self.deliveries_per_message
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "duration_s": round(self.duration_s, 3), "publishers": self.publishers,
                 "qos": self.qos, "payload_size": self.payload_size, "offered": self.offered, "planned": self.planned,
                 "sent": self.sent, "unsent": self.unsent, "expected": self.expected, "received": self.received,
                 "unique": self.unique, "duplicates": self.duplicates, "reordered": self.reordered, "lost": self.lost,
-                "loss": self.loss, "send_rate": round(self.send_rate, 1),
+                "loss": self.loss, "planned_send_rate": _round(self.planned_send_rate),
+                "planned_rate": _round(self.planned_rate), "send_rate": round(self.send_rate, 1),
                 "rate": None if self.rate is None else round(self.rate, 1), "latency_ms": self.latency,
                 "send_lag_ms": self.send_lag, "latency_histogram": self.latency_histogram}
 
@@ -106,6 +120,10 @@ class BenchResult:
             "slo": [r.to_dict() for r in self.slo], "warnings": self.warnings, "errors": self.errors,
             "timeline": self.timeline,
         }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _rate(count: int, planned_s: float, start_ns: int, last_ns: int) -> float:
@@ -165,7 +183,8 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
                       rate=(_rate(unique[i], _window(plan.duration, start_ns, stopped_ns), start_ns, last_recv[i])
                             if measured else None),
                       latency=summarize(latency[i]), send_lag=summarize(lag[i]),
-                      latency_histogram=encode(latency[i]) if latency[i].get_total_count() else "")
+                      latency_histogram=encode(latency[i]) if latency[i].get_total_count() else "",
+                      deliveries_per_message=factor if measured else None)
         figures.append(fig)
 
     all_latency, all_lag = new_histogram(), new_histogram()
@@ -186,7 +205,8 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
         rate=(_rate(sum(unique), _window(duration, t0_ns, stopped_ns), t0_ns, max(last_recv, default=0))
               if measured else None),
         latency=summarize(all_latency), send_lag=summarize(all_lag),
-        latency_histogram=encode(all_latency) if all_latency.get_total_count() else "")
+        latency_histogram=encode(all_latency) if all_latency.get_total_count() else "",
+        deliveries_per_message=factor if measured else None)
 
     connections: dict[str, Any] = {
         "publishers": _connections(publishers, sum(r.clients for r in publishers)),

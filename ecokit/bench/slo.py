@@ -4,7 +4,8 @@ An SLO is ``[phase.]key=limit``. Keys starting with ``min_`` are lower bounds on
 metric after the prefix (``min_rate=5000``: at least 5,000 deliveries/s); every other key
 is an upper bound on the metric of that name (``p99_ms=50``, ``loss=0``). A phase prefix
 (``spike.p99_ms=200``) evaluates the metric of that phase alone. ``loss`` takes a ratio
-or a percentage (``loss=0.1%``).
+or a percentage (``loss=0.1%``); a rate takes msg/s or a percentage of the planned rate
+(``min_rate=95%``: at least 95% of what the scenario offers, whatever it is scaled to).
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ class SloError(UsageError):
 class Slo:
     metric: str
     bound: Bound
-    limit: float
+    limit: float  # a fraction of the planned rate when ``relative``
     phase: str | None = None
+    relative: bool = False
 
     @property
     def key(self) -> str:
@@ -73,8 +75,9 @@ class Slo:
 
     def __str__(self) -> str:
         """The form ``--slo`` takes (parse_slo(str(slo)) == slo)."""
-        limit = format_value(self.limit, "ratio") if self.kind == "ratio" else f"{self.limit:g}"
-        return f"{self.key}={limit}"
+        if self.kind == "ratio" or self.relative:
+            return f"{self.key}={format_value(self.limit, 'ratio')}"
+        return f"{self.key}={self.limit:g}"
 
 
 _NUMBER = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(%?)\s*$")
@@ -105,15 +108,19 @@ def parse_slo(text: str) -> Slo:
     if not match:
         raise SloError(f"SLO {text!r}: {value!r} is not a number")
     limit = float(match.group(1))
+    relative = False
     if match.group(2):
-        if info.kind != "ratio":
-            raise SloError(f"SLO {text!r}: only loss takes a percentage")
+        if info.kind not in ("ratio", "rate"):
+            raise SloError(f"SLO {text!r}: only loss and the rates take a percentage")
         limit /= 100
+        relative = info.kind == "rate"
+        if relative and limit > 1:
+            raise SloError(f"SLO {text!r}: a rate can be at most 100% of the planned rate")
     if not math.isfinite(limit) or limit < 0:
         raise SloError(f"SLO {text!r}: the limit must be a finite number >= 0")
     if info.kind == "ratio" and limit > 1:
         raise SloError(f"SLO {text!r}: loss is a ratio between 0 and 1 (or a percentage such as 0.5%)")
-    return Slo(metric, bound, limit, phase)
+    return Slo(metric, bound, limit, phase, relative)
 
 
 def slo_keys() -> list[str]:
@@ -141,6 +148,11 @@ class SloResult:
     actual: float | None  # None: the metric could not be measured
     ok: bool
     detail: str = ""  # e.g. "60 of 50,000" next to a loss ratio
+    limit: float | None = None  # the limit in the metric's unit (a relative SLO's share of the plan)
+
+    @property
+    def effective_limit(self) -> float:
+        return self.slo.limit if self.limit is None else self.limit
 
     @property
     def line(self) -> str:
@@ -150,7 +162,9 @@ class SloResult:
         if self.actual is None:
             return f"SLO violated: {s.key}: not measured{where} ({self.detail or 'no data'})"
         actual = format_value(self.actual, s.kind)
-        limit = format_value(s.limit, s.kind)
+        limit = format_value(self.effective_limit, s.kind)
+        if s.relative:
+            limit += f" ({format_value(s.limit, 'ratio')} of the planned rate)"
         extra = f" ({self.detail})" if self.detail else ""
         if self.ok:
             return f"SLO met: {s.key} = {actual}{extra} {'>=' if s.bound == 'min' else '<='} {limit}"
@@ -159,7 +173,8 @@ class SloResult:
 
     def to_dict(self) -> dict[str, object]:
         return {"key": self.slo.key, "metric": self.slo.metric, "phase": self.slo.phase, "bound": self.slo.bound,
-                "limit": self.slo.limit, "actual": self.actual, "ok": self.ok, "line": self.line}
+                "limit": self.effective_limit, "relative": self.slo.limit if self.slo.relative else None,
+                "actual": self.actual, "ok": self.ok, "line": self.line}
 
 
 Metrics = Mapping[str, float | None]
@@ -176,8 +191,15 @@ def evaluate(slos: Iterable[Slo], overall: Metrics, by_phase: Mapping[str, Metri
         if actual is None or (isinstance(actual, float) and math.isnan(actual)):
             results.append(SloResult(slo, None, False, detail or _why_missing(slo.metric)))
             continue
-        ok = actual >= slo.limit if slo.bound == "min" else actual <= slo.limit
-        results.append(SloResult(slo, float(actual), ok, detail))
+        limit = slo.limit
+        if slo.relative:
+            planned = metrics.get(f"planned_{slo.metric}")
+            if planned is None:
+                results.append(SloResult(slo, None, False, "no planned rate to compare with"))
+                continue
+            limit = slo.limit * planned
+        ok = actual >= limit if slo.bound == "min" else actual <= limit
+        results.append(SloResult(slo, float(actual), ok, detail, limit if slo.relative else None))
     return results
 
 

@@ -15,18 +15,16 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from load_support import RESULTS_KEY, Bench, LoadTarget, factor, scaled_rates
 
 from ecokit.bench import (
     BenchOptions,
     BenchResult,
-    BenchTarget,
     Overrides,
-    ScenarioSpec,
     apply_overrides,
     broker_from_env,
     find_scenario,
@@ -37,45 +35,14 @@ from ecokit.bench import (
     url_target,
     validate_scenario,
 )
-from ecokit.stack import Stack
 from ecokit.testing import running_stack, write_project
-
-RESULTS_KEY = pytest.StashKey[list[tuple[str, BenchResult]]]()
-
-
-@dataclass
-class LoadTarget:
-    target: BenchTarget
-    stack: Stack | None  # the stack the suite started (None: a broker from the environment)
-    description: str
-    env: Overrides  # QOS, PAYLOAD_SIZE
-    scale: float
-    rate_scale: float
-    results: Path | None
-
-    @property
-    def own_stack(self) -> bool:
-        return self.stack is not None
-
-
-def _factor(name: str) -> float:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return 1.0
-    try:
-        value = float(text)
-    except ValueError:
-        raise pytest.UsageError(f"{name}={text!r}: expected a number such as 0.5 or 3") from None
-    if value <= 0:
-        raise pytest.UsageError(f"{name} must be positive")
-    return value
 
 
 @pytest.fixture(scope="session")
 def load_target(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[LoadTarget]:
     env = dict(os.environ)
     overrides = overrides_from_env(env)
-    scale, rate_scale = _factor("ECOKIT_LOAD_SCALE"), _factor("ECOKIT_LOAD_RATE")
+    scale, rate_scale = factor("ECOKIT_LOAD_SCALE"), factor("ECOKIT_LOAD_RATE")
     results = Path(env["ECOKIT_LOAD_RESULTS"]) if env.get("ECOKIT_LOAD_RESULTS") else None
     broker = broker_from_env(env)
     if broker is not None:
@@ -91,9 +58,6 @@ def load_target(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtur
         target = stack_target(stack)
         yield LoadTarget(target, stack, f"{target.description}, a local Mosquitto started by ecokit", overrides,
                          scale, rate_scale, results)
-
-
-Bench = Callable[..., BenchResult]
 
 
 @pytest.fixture
@@ -114,7 +78,7 @@ def bench(load_target: LoadTarget, request: pytest.FixtureRequest) -> Bench:
         if load_target.scale != 1 and duration is None:
             spec = apply_overrides(spec, Overrides(duration=sum(p.seconds for p in spec.phases) * load_target.scale))
         if load_target.rate_scale != 1 and rate is None:
-            spec = _scaled_rates(spec, load_target.rate_scale)
+            spec = scaled_rates(spec, load_target.rate_scale)
         spec = apply_overrides(spec, load_target.env)
         target = load_target.target
         if devices is not None:
@@ -130,34 +94,6 @@ def bench(load_target: LoadTarget, request: pytest.FixtureRequest) -> Bench:
         return result
 
     return run
-
-
-def _scaled_rates(spec: ScenarioSpec, factor: float) -> ScenarioSpec:
-    data = spec.model_dump()
-    for phase in data["phases"]:
-        for key in ("rate", "total_rate", "ramp_to"):
-            if phase[key] is not None:
-                phase[key] *= factor
-    return ScenarioSpec.model_validate(data)
-
-
-def loss_slo(result_qos: int) -> str:
-    """No loss at QoS 1/2; at QoS 0 (QOS=0) a broker may drop a little under load."""
-    return "loss=0" if result_qos >= 1 else "loss=0.1%"
-
-
-def assert_slos(result: BenchResult) -> None:
-    """Fail with one line per violated SLO, plus the figures that explain it."""
-    if result.passed:
-        return
-    lines = [v.line for v in result.violations]
-    for f in [*result.phases, result.total] if len(result.phases) > 1 else result.phases:
-        lat = f.latency
-        lines.append(f"  {f.name}: sent {f.sent:,}, received {f.unique:,}, lost {f.lost}, dup {f.duplicates}, "
-                     f"{f.send_rate:,.0f}/s sent, p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms, "
-                     f"max {lat.get('max_ms')} ms, send lag p99 {f.send_lag.get('p99_ms')} ms")
-    lines += [f"  warning: {w}" for w in result.warnings]
-    pytest.fail("\n".join(lines), pytrace=False)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,

@@ -10,7 +10,7 @@ BROKER_PORT (conftest.py).
 from __future__ import annotations
 
 import pytest
-from conftest import Bench, LoadTarget, assert_slos
+from load_support import Bench, LoadTarget, assert_slos
 
 # Latency limits for loopback on a busy 2-core runner (ms).
 P50_MS = 20
@@ -28,7 +28,7 @@ def correct(load_target: LoadTarget) -> list[str]:
 def test_steady(bench: Bench, correct: list[str]) -> None:
     result = bench("steady", duration=8, rate=2000, publishers=50,
                    slos=[*correct, f"p50_ms={P50_MS}", f"p99_ms={P99_MS}", f"send_lag_p99_ms={LAG_P99_MS}",
-                         "min_rate=1800"])
+                         "min_rate=90%"])
     assert_slos(result)
     assert result.total.sent == result.total.planned
     assert result.connections["publishers"]["reconnects"] == 0
@@ -37,7 +37,7 @@ def test_steady(bench: Bench, correct: list[str]) -> None:
 def test_ramp(bench: Bench, correct: list[str]) -> None:
     # 60 -> 6,000 msg/s over 10 s: every second of the ramp must be delivered as offered.
     result = bench("ramp", duration=10, rate=6000, publishers=100,
-                   slos=[*correct, f"p99_ms={P99_MS}", f"send_lag_p99_ms={LAG_P99_MS}", "min_rate=2700"])
+                   slos=[*correct, f"p99_ms={P99_MS}", f"send_lag_p99_ms={LAG_P99_MS}", "min_rate=90%"])
     assert_slos(result)
     rows = [r for r in result.timeline if r["phase"] == "ramp"]
     assert rows[-1]["offered"] > 4 * rows[0]["offered"]
@@ -49,7 +49,7 @@ def test_spike_is_absorbed_and_latency_recovers(bench: Bench, correct: list[str]
     # 500 msg/s, 5,000 msg/s for 1.8 s, 500 msg/s again.
     result = bench("spike", duration=9, rate=5000, publishers=100,
                    slos=[*correct, f"spike.p99_ms={P99_MS}", f"recovery.p50_ms={P50_MS}",
-                         f"recovery.p99_ms={P99_MS}", "spike.min_rate=4000", f"send_lag_p99_ms={LAG_P99_MS}"])
+                         f"recovery.p99_ms={P99_MS}", "spike.min_rate=80%", f"send_lag_p99_ms={LAG_P99_MS}"])
     assert_slos(result)
     baseline, spike, recovery = result.phases
     assert spike.sent == spike.planned
@@ -60,7 +60,7 @@ def test_soak_stays_flat(bench: Bench, correct: list[str], load_target: LoadTarg
     # Three equal phases at 1,000 msg/s for 21 s: the end must look like the start. Long enough
     # for two $SYS samples, so the broker's own dropped-publishes counter is read as well.
     result = bench("soak", duration=21, rate=1000, publishers=100,
-                   slos=[*correct, f"p99_ms={P99_MS}", f"end.p50_ms={P50_MS}", "min_rate=900"])
+                   slos=[*correct, f"p99_ms={P99_MS}", f"end.p50_ms={P50_MS}", "min_rate=90%"])
     assert_slos(result)
     start, _, end = result.phases
     assert end.latency["p50_ms"] <= max(3 * start.latency["p50_ms"], 5.0), (start.latency, end.latency)
@@ -75,7 +75,7 @@ def test_soak_stays_flat(bench: Bench, correct: list[str], load_target: LoadTarg
 def test_fan_out_to_ten_subscribers(bench: Bench, correct: list[str]) -> None:
     # One publisher, ten subscribers of the same topics: 5,000 deliveries/s.
     result = bench("steady", duration=5, rate=500, publishers=1, subscribers=10,
-                   slos=[*correct, f"p99_ms={P99_MS}", "min_rate=4500"])
+                   slos=[*correct, f"p99_ms={P99_MS}", "min_rate=90%"])
     assert_slos(result)
     assert result.total.expected == 10 * result.total.sent
     per_subscriber = result.connections["subscribers"]["unique_per_subscriber"]
@@ -84,7 +84,7 @@ def test_fan_out_to_ten_subscribers(bench: Bench, correct: list[str]) -> None:
 
 def test_a_shared_subscription_splits_the_load(bench: Bench, correct: list[str]) -> None:
     result = bench("steady", duration=5, rate=2000, publishers=20, subscribers=4, fanout="shared",
-                   slos=[*correct, f"p99_ms={P99_MS}", "min_rate=1800"])
+                   slos=[*correct, f"p99_ms={P99_MS}", "min_rate=90%"])
     assert_slos(result)
     shares = result.connections["subscribers"]["unique_per_subscriber"]
     assert sum(shares.values()) == result.total.sent
@@ -95,7 +95,7 @@ def test_a_shared_subscription_splits_the_load(bench: Bench, correct: list[str])
 def test_many_slow_devices(bench: Bench, correct: list[str]) -> None:
     # A fleet shape: 2,000 connections, each publishing once a second.
     result = bench({"publishers": 2000, "phases": [{"name": "fleet", "duration": "6s", "rate": 1}]},
-                   slos=[*correct, f"p99_ms={P99_MS}", "min_rate=1800", "connect_failures=0"])
+                   slos=[*correct, f"p99_ms={P99_MS}", "min_rate=90%", "connect_failures=0"])
     assert_slos(result)
     assert result.connections["publishers"]["ever_connected"] == 2000
 

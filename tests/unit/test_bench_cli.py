@@ -87,3 +87,12 @@ def test_the_documented_environment_reaches_the_options(capsys: pytest.CaptureFi
     code, _, err = run(capsys, "bench", "steady", "-c", str(project))
     assert code == 1
     assert "BROKER_HOST" in err
+
+
+def test_the_public_surface_is_sorted_and_importable() -> None:
+    import ecokit.bench
+
+    names = ecokit.bench.__all__
+    assert names == sorted(names, key=lambda n: (not n.isupper(), n))
+    for name in names:
+        assert getattr(ecokit.bench, name) is not None

@@ -62,8 +62,9 @@ def result(pubs: list[PublisherReport] | None = None, subs: list[SubscriberRepor
 
 
 def test_a_clean_run() -> None:
-    r = result(slos=["p99_ms=60", "loss=0", "min_rate=390", "spike.p99_ms=3"])
-    assert r.passed
+    r = result(slos=["p99_ms=60", "loss=0", "min_rate=390", "spike.p99_ms=3", "min_rate=99%",
+                     "spike.min_send_rate=100%"])
+    assert r.passed, [v.line for v in r.violations]
     assert [f.name for f in r.phases] == ["baseline", "spike"]
     base, spike = r.phases
     assert (base.planned, spike.planned) == (1000, 5000)
@@ -100,6 +101,7 @@ def test_fan_out_expects_every_message_at_every_subscriber() -> None:
     r = result(subs=[sub], subscriber_count=3, slos=["loss=0"])
     assert r.total.expected == 18_000
     assert r.passed
+    assert r.total.planned_rate == pytest.approx(1200)
     assert r.total.rate == pytest.approx(1200, rel=0.001)  # deliveries per second
 
 

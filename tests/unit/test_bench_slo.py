@@ -30,6 +30,8 @@ from ecokit.errors import UsageError
     ("spike.p99_ms=200", Slo("p99_ms", "max", 200.0, "spike")),
     ("recovery.min_rate=900", Slo("rate", "min", 900.0, "recovery")),
     ("duplicates=0", Slo("duplicates", "max", 0.0)),
+    ("min_rate=95%", Slo("rate", "min", 0.95, None, True)),
+    ("spike.min_send_rate=50%", Slo("send_rate", "min", 0.5, "spike", True)),
     ("reconnects=3", Slo("reconnects", "max", 3.0)),
 ])
 def test_slos_parse(text: str, wanted: Slo) -> None:
@@ -43,7 +45,8 @@ def test_slos_parse(text: str, wanted: Slo) -> None:
     ("min_p99_ms=5", "write p99_ms="),
     ("p99_ms=fast", "not a number"),
     ("p99_ms=-1", ">= 0"),
-    ("p99_ms=5%", "only loss takes a percentage"),
+    ("p99_ms=5%", "only loss and the rates take a percentage"),
+    ("min_rate=101%", "at most 100% of the planned rate"),
     ("loss=2", "ratio between 0 and 1"),
     ("loss=150%", "ratio between 0 and 1"),
     ("p99_ms=inf", "not a number"),
@@ -67,7 +70,7 @@ def test_every_metric_has_a_key_and_every_key_parses() -> None:
 
 
 def test_keys_and_text_round_trip() -> None:
-    for text in ("p99_ms=50", "min_rate=5000", "spike.loss=0.5%"):
+    for text in ("p99_ms=50", "min_rate=5000", "spike.loss=0.5%", "min_rate=95%"):
         slo = parse_slo(text)
         assert parse_slo(str(slo)) == slo
     assert str(parse_slo("loss=0.1%")) == "loss=0.1%"
@@ -111,6 +114,18 @@ def test_a_violated_lower_bound_and_a_loss_with_its_counts() -> None:
     assert results[1].line == "SLO violated: loss = 0.12% (60 of 50,000) > 0%"
 
 
+def test_a_relative_rate_is_a_share_of_the_planned_rate() -> None:
+    slo = parse_slo("min_rate=95%")
+    met, missed = evaluate([slo], {"rate": 960.0, "planned_rate": 1000.0}, {}), \
+        evaluate([slo], {"rate": 900.0, "planned_rate": 1000.0}, {})
+    assert met[0].ok
+    assert missed[0].line == "SLO violated: min_rate = 900/s < 950/s (95% of the planned rate)"
+    assert missed[0].to_dict()["limit"] == 950
+    assert missed[0].to_dict()["relative"] == 0.95
+    unplanned = evaluate([slo], {"rate": 900.0}, {})
+    assert unplanned[0].line == "SLO violated: min_rate: not measured (no planned rate to compare with)"
+
+
 def test_phase_slos_use_the_phase_figures() -> None:
     slo = parse_slo("spike.p99_ms=100")
     ok, bad = evaluate([slo, slo], {"p99_ms": 500.0}, {"spike": {"p99_ms": 80.0}}), \
@@ -133,7 +148,8 @@ def test_a_metric_that_was_not_measured_violates_its_slo() -> None:
 def test_results_serialise() -> None:
     result = SloResult(parse_slo("p99_ms=5"), 7.0, False)
     assert result.to_dict() == {"key": "p99_ms", "metric": "p99_ms", "phase": None, "bound": "max", "limit": 5.0,
-                                "actual": 7.0, "ok": False, "line": "SLO violated: p99_ms = 7 ms > 5 ms"}
+                                "relative": None, "actual": 7.0, "ok": False,
+                                "line": "SLO violated: p99_ms = 7 ms > 5 ms"}
 
 
 @pytest.mark.parametrize(("value", "kind", "text"), [
