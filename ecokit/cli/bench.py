@@ -327,8 +327,9 @@ def _print_result(result: Any) -> None:
         parts = [f"{k.replace('_', ' ')} {v:,.0f}" for k, v in sys.items()
                  if k in ("publish_received", "publish_sent", "publish_dropped", "clients_connected_max",
                           "heap_bytes_max", "messages_stored_max")]
-        out.print(f"broker $SYS over {sys.get('sample_span_s', 0):g}s: " + ", ".join(parts)
-                  + (f" [dim]({sys['note']})[/dim]" if sys.get("note") else ""))
+        span = sys.get("sample_span_s", 0)
+        out.print((f"broker $SYS over {span:g}s: " if span else "broker $SYS: ") + ", ".join(parts)
+                  + (f" [dim]({sys['note']})[/dim]" if sys.get("note") and not span else ""))
     elif sys:
         out.print(f"[dim]broker: {sys.get('note', '$SYS not available')}[/dim]")
     proc = result.broker.get("process")
