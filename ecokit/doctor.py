@@ -129,9 +129,38 @@ def check_stack(stack: object) -> list[Check]:
         else:
             checks.append(Check("certs", "ok", f"{len(certs)} certificates valid; the first expires in "
                                                f"{soonest} days"))
+    checks += check_images(stack)
     secrets = stack.paths.secrets_file
     if Path(secrets).exists():
         mode = secrets.stat().st_mode & 0o777
         checks.append(Check("secrets", "ok" if not mode & 0o077 else "fail", f"{secrets} (mode {mode:o})",
                             "" if not mode & 0o077 else f"chmod 600 {secrets}"))
     return checks
+
+
+def check_images(stack: object) -> list[Check]:
+    """Docker runtime: are the plan's (pinned) images on this engine, or must they be pulled/built?"""
+    from ecokit.stack import Stack
+
+    assert isinstance(stack, Stack)
+    if stack.config.runtime == "local" or not (docker_runtime_installed() and docker_engine_answers()):
+        return []
+    from ecokit.runtime.docker.engine import Engine
+
+    try:
+        engine = Engine.connect()
+        try:
+            refs = sorted({s.container.image for s in stack.plan("docker") if s.container is not None})
+            missing = [ref for ref in refs if engine.image_id(ref) is None]
+        finally:
+            engine.close()
+    except EcokitError as exc:
+        return [Check("images", "warn", str(exc))]
+    if not missing:
+        return [Check("images", "ok", f"all {len(refs)} images of the docker stack are present")]
+    fixes = []
+    if stack.config.images.ecokit in missing:
+        fixes.append(f"docker build -f infra/Dockerfile -t {stack.config.images.ecokit} .")
+    if [ref for ref in missing if ref != stack.config.images.ecokit]:
+        fixes.append("`ecokit up` pulls the others (needs a registry)")
+    return [Check("images", "warn", f"not on this engine yet: {', '.join(missing)}", "; ".join(fixes))]

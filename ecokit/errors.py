@@ -6,6 +6,7 @@
     ├── CertError                 certificate generation or verification failed
     ├── RenderError               a template failed to render
     ├── RuntimeUnavailable        the chosen runtime (docker engine, binaries) is not usable
+    ├── EngineError               the Docker engine refused a request (says what it answered)
     ├── ServiceError              a service failed to start, became unready or died
     │   └── ReadinessTimeout      a service did not pass its readiness probe in time
     ├── PortInUse                 a port the stack needs is held by someone else
@@ -66,6 +67,18 @@ class RenderError(EcokitError):
 
 class RuntimeUnavailable(EcokitError):
     """The runtime asked for cannot run here."""
+
+
+class EngineError(EcokitError):
+    """The Docker engine refused a request; carries what was asked and what the engine said."""
+
+    def __init__(self, action: str, explanation: str, *, status: int | None = None,
+                 hint: str | None = None) -> None:
+        self.action = action
+        self.explanation = explanation
+        self.status = status
+        answered = f" (HTTP {status})" if status is not None else ""
+        super().__init__(f"docker engine: {action} failed{answered}: {explanation}", hint=hint)
 
 
 class ServiceError(EcokitError):

@@ -347,9 +347,14 @@ class Stack:
         stopped: list[str] = []
         if name is not None:
             stopped = self.runtime(name).down(purge=purge, progress=progress)
-        elif purge:
-            shutil.rmtree(self.paths.data_dir, ignore_errors=True)
-            shutil.rmtree(self.paths.logs_dir, ignore_errors=True)
+        else:
+            if docker_runtime_installed() and docker_engine_answers():
+                # No state file (lost, or a stack started by `docker compose`): its
+                # containers, network and volumes are still found by their label.
+                stopped = self.runtime("docker").down(purge=purge, progress=progress)
+            if purge:
+                shutil.rmtree(self.paths.data_dir, ignore_errors=True)
+                shutil.rmtree(self.paths.logs_dir, ignore_errors=True)
         if purge and name == "docker":
             shutil.rmtree(self.paths.logs_dir, ignore_errors=True)
         self.paths.active_profile_file.unlink(missing_ok=True)

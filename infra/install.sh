@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 SYSTEM_PACKAGES=(python3 python3-venv python3-pip mosquitto mosquitto-clients influxdb prometheus
                  ca-certificates curl git)
+# The docker runtime's test lane: a private dockerd and images built from debootstrap.
+SYSTEM_PACKAGES+=(docker.io debootstrap)
 
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do

@@ -3,23 +3,27 @@
 # brings the stack up, runs a fleet of vehicles through it and shows their telemetry landing
 # in InfluxDB. The stack keeps running afterwards: `cd demo && ../.venv/bin/ecokit status`.
 #
-#   VEHICLES=50 DURATION=30s bash infra/quickstart.sh
+#   VEHICLES=50 DURATION=30s RUNTIME=local|docker bash infra/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VEHICLES=${VEHICLES:-50}
 DURATION=${DURATION:-30s}
+# local: mosquitto + influxd + ecokit's services as processes (works offline).
+# docker: EMQX, InfluxDB 2, Grafana and Prometheus containers (pulls pinned images).
+RUNTIME=${RUNTIME:-local}
+if [ "$RUNTIME" = docker ]; then BROKER=${BROKER:-emqx}; else BROKER=${BROKER:-mosquitto}; fi
 
 bash infra/install.sh
 ECOKIT="$ROOT/.venv/bin/ecokit"
 
 if [ ! -f demo/ecokit.yaml ]; then
-  "$ECOKIT" init demo --stack demo --devices "$VEHICLES"
+  "$ECOKIT" init demo --stack demo --devices "$VEHICLES" --broker "$BROKER"
 fi
 cd demo
 
 "$ECOKIT" doctor || true
-"$ECOKIT" up
+"$ECOKIT" up --runtime "$RUNTIME"
 
 echo
 echo "== a fleet of $VEHICLES vehicles publishing for $DURATION (Paris, seed 42)"

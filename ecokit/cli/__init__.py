@@ -53,7 +53,7 @@ err = Console(stderr=True, highlight=False)
 
 def _register() -> None:
     # Each command group lives in its own module and adds itself to `app`.
-    from ecokit.cli import certs, devices, pipeline, shadow, simulate, stack  # noqa: F401
+    from ecokit.cli import bench, certs, compose, devices, pipeline, shadow, simulate, stack  # noqa: F401
 
 
 def _debug_requested(argv: Sequence[str]) -> bool:

@@ -38,7 +38,7 @@ class _Progress:
         self.status = out.status("")
 
     def __call__(self, event: ServiceEvent) -> None:
-        if event.phase in ("starting", "waiting", "provisioning", "stopping", "pulling", "reloading"):
+        if event.phase in ("starting", "waiting", "provisioning", "stopping", "pulling", "reloading", "building"):
             self.status.update(f"{event.service}: {event.phase} {event.detail}".strip())
             self.status.start()
             return

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ecokit.config.bench import BenchConfig
 from ecokit.config.rules import (
     BridgeConfig,
     ProcessorConfig,
@@ -210,6 +211,7 @@ class StackConfig(Section):
     bridge: BridgeConfig = BridgeConfig()
     processor: ProcessorConfig = ProcessorConfig()
     simulator: SimulatorConfig = SimulatorConfig()
+    bench: BenchConfig = BenchConfig()
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="user profiles: overlays applied with --profile NAME"
     )

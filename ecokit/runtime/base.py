@@ -31,7 +31,7 @@ class ServiceEvent:
 
     service: str
     phase: Literal["starting", "waiting", "ready", "unchanged", "stopping", "stopped", "skipped",
-                   "provisioning", "pulling", "reloading"]
+                   "provisioning", "pulling", "reloading", "building"]
     detail: str = ""
 
 

@@ -39,9 +39,21 @@ def tls_context(ca_file: Path | None, *, certfile: Path | None = None, keyfile: 
     return ctx
 
 
-def check_tcp(host: str, port: int, timeout: float = 1.0) -> ProbeResult:
+def check_tcp(host: str, port: int, timeout: float = 1.0, settle: float = 0.3) -> ProbeResult:
+    """A connection is accepted and stays open for ``settle`` seconds (or the server speaks).
+
+    A published docker port accepts every connection in docker-proxy, which closes it at
+    once when nothing listens in the container: an accept alone proves nothing there.
+    """
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(settle)
+            try:
+                first = sock.recv(1)
+            except TimeoutError:
+                return ProbeResult(True, f"{host}:{port} accepts connections")
+            if not first:
+                return ProbeResult(False, f"{host}:{port} accepted a connection and closed it at once")
             return ProbeResult(True, f"{host}:{port} accepts connections")
     except OSError as exc:
         return ProbeResult(False, f"{host}:{port}: {exc.strerror or exc}")
@@ -78,6 +90,15 @@ def check_mqtt(host: str, port: int, *, username: str | None, password: str | No
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ecokit-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}",
                          protocol=mqtt.MQTTv311, clean_session=True)
     client.on_connect = on_connect
+    if tls is not None:
+        # paho leaks its TLS socket when the handshake fails (a published docker port
+        # accepts before the broker listens); check the handshake first, closing properly.
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as raw, \
+                    tls.wrap_socket(raw, server_hostname=host):
+                pass
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            return ProbeResult(False, f"mqtt {host}:{port}: TLS handshake: {exc}")
     if username:
         client.username_pw_set(username, password)
     if tls is not None:

@@ -27,7 +27,8 @@ PROMETHEUS = "prometheus"
 DATASOURCE_INFLUX_UID = "ecokit-influxdb"
 DATASOURCE_PROMETHEUS_UID = "ecokit-prometheus"
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning"
-GRAFANA_DASHBOARDS = "/var/lib/grafana/ecokit-dashboards"
+# Outside the /var/lib/grafana data volume: a dashboard removed from ecokit must not linger there.
+GRAFANA_DASHBOARDS = "/etc/grafana/ecokit-dashboards"
 
 
 def metrics_targets(ctx: PlanContext, plan_names: tuple[str, ...]) -> list[dict[str, str]]:

@@ -18,6 +18,10 @@ EcokitServiceBuilder = Callable[[PlanContext], ServiceSpec | None]
 ECOKIT_SERVICES: list[EcokitServiceBuilder] = []
 ECOKIT_SERVICES += [bridge, processor, shadow]
 
+# In the ecokit image (infra/Dockerfile) ecokit's services run as this uid:gid; the docker
+# runtime places their files (0600 when secret) owned by it unless the spec says otherwise.
+ECOKIT_IMAGE_USER = (10001, 10001)
+
 
 def build_plan(ctx: PlanContext) -> list[ServiceSpec]:
     """Every service of the stack in start order."""

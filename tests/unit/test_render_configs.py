@@ -422,7 +422,8 @@ def test_grafana_provisioning_for_influxdb_2_in_docker(tmp_path: Path) -> None:
     assert prom["type"] == "prometheus"
     assert prom["url"] == "http://prometheus:9090"
     providers = yaml.safe_load(rendered["provisioning/dashboards/ecokit.yaml"])
-    assert providers["providers"][0]["options"]["path"] == "/var/lib/grafana/ecokit-dashboards"
+    # Outside the /var/lib/grafana data volume, so a removed dashboard does not linger there.
+    assert providers["providers"][0]["options"]["path"] == "/etc/grafana/ecokit-dashboards"
     assert {f.relpath for f in spec.files if f.secret} >= {"provisioning/datasources/ecokit.yaml",
                                                            "admin-password", "secret-key"}
     assert spec.container is not None

@@ -1,0 +1,346 @@
+"""`ecokit bench SCENARIO`: load scenarios with SLOs against the stack or any broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ecokit.cli import app, err, out
+from ecokit.cli.common import ConfigOption, DebugOption, ProfileOption, load_stack
+from ecokit.errors import ConfigError, UsageError
+
+
+def _duration(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    from ecokit.config.bench import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{option} {exc}") from None
+
+
+class _Status:
+    """A live line on a terminal; a line every few seconds elsewhere (CI logs)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.live = Live(Text(""), console=err, refresh_per_second=4, transient=True) \
+            if err.is_terminal and not quiet else None
+        self._printed = 0.0
+
+    def __enter__(self) -> _Status:
+        if self.live is not None:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def __call__(self, p: Any) -> None:
+        if p.state == "connecting":
+            text = (f"connecting  publishers {p.publishers_connected}/{p.publishers}  "
+                    f"subscribers {p.subscribers_connected}/{p.subscribers}")
+        else:
+            latency = f"p50 {p.p50_ms:.1f} ms  p99 {p.p99_ms:.1f} ms" if p.p99_ms is not None else "latency -"
+            left = f"  {p.remaining:.0f}s left" if p.remaining is not None else ""
+            text = (f"{p.state:<9} {p.phase or '-':<10} offered {p.offered:,.0f}/s  sent {p.send_rate:,.0f}/s  "
+                    f"received {p.rate:,.0f}/s  {latency}  connected {p.publishers_connected}/{p.publishers}+"
+                    f"{p.subscribers_connected}/{p.subscribers}  reconnects {p.reconnects}  errors {p.errors}{left}")
+        if self.live is not None:
+            self.live.update(Text(text))
+        elif not self.quiet and time.monotonic() - self._printed >= 5.0:
+            self._printed = time.monotonic()
+            err.print(text, markup=False, highlight=False)
+
+
+@app.command()
+def bench(
+    scenario: Annotated[str | None, typer.Argument(
+        help="steady, ramp, spike, soak, or a scenario of ecokit.yaml's bench.scenarios", show_default=False)] = None,
+    list_scenarios: Annotated[bool, typer.Option("--list", help="list the scenarios and exit")] = False,
+    duration: Annotated[str | None, typer.Option("--duration", "-d", help="total length; every phase scales "
+                                                 "(e.g. 30s, 10m)", show_default=False)] = None,
+    publishers: Annotated[int | None, typer.Option("--publishers", "-n", min=1, max=100_000, show_default=False,
+                                                   help="publishers of the busiest phase; others scale")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", min=0.001, show_default=False,
+                                               help="peak total msg/s; every phase's rate scales")] = None,
+    qos: Annotated[int | None, typer.Option("--qos", min=0, max=2, envvar=["ECOKIT_BENCH_QOS", "QOS"],
+                                            show_default=False, help="QoS of every phase")] = None,
+    payload_size: Annotated[int | None, typer.Option("--payload-size", min=1, show_default=False,
+                                                     envvar=["ECOKIT_BENCH_PAYLOAD_SIZE", "PAYLOAD_SIZE"],
+                                                     help="bytes per message, every phase")] = None,
+    payload: Annotated[str | None, typer.Option("--payload", help="binary or json", show_default=False)] = None,
+    topic: Annotated[str | None, typer.Option("--topic", show_default=False,
+                                              help="topic pattern: {run}, {publisher}, {device}")] = None,
+    subscribers: Annotated[int | None, typer.Option("--subscribers", "-s", min=0, max=10_000, show_default=False,
+                                                    help="subscribers (0: publish only)")] = None,
+    fanout: Annotated[str | None, typer.Option("--fanout", show_default=False,
+                                               help="all: every subscriber gets every message; shared: one "
+                                                    "shared subscription")] = None,
+    slo: Annotated[list[str] | None, typer.Option("--slo", show_default=False,
+                                                  help="[phase.]KEY=LIMIT, repeatable: p99_ms=50, loss=0, "
+                                                       "min_rate=5000 (docs/bench.md)")] = None,
+    json_file: Annotated[str | None, typer.Option("--json", help="write the result as JSON to FILE (- for stdout)",
+                                                  show_default=False)] = None,
+    as_devices: Annotated[bool, typer.Option("--as-devices", help="publishers connect as the stack's registered "
+                                             "devices (topic default fleet/{device}/bench/{run})")] = False,
+    register: Annotated[bool, typer.Option("--register", help="with --as-devices: register missing devices")] = False,
+    broker: Annotated[str | None, typer.Option("--broker", envvar="ECOKIT_BROKER_URL", show_default=False,
+                                               help="any broker, mqtt://host:port or "
+                                                    "mqtts://user:password@host:port (default: "
+                                                    "BROKER_HOST/BROKER_PORT, else the running stack)")] = None,
+    username: Annotated[str | None, typer.Option("--username", envvar=["ECOKIT_MQTT_USERNAME", "BROKER_USERNAME"],
+                                                 help="with a broker URL: username", show_default=False)] = None,
+    password: Annotated[str | None, typer.Option("--password", envvar=["ECOKIT_MQTT_PASSWORD", "BROKER_PASSWORD"],
+                                                 help="with a broker URL: password", show_default=False)] = None,
+    ca: Annotated[Path | None, typer.Option("--ca", envvar="ECOKIT_BROKER_CA", dir_okay=False, show_default=False,
+                                            help="with a broker URL: CA file for mqtts://")] = None,
+    cert: Annotated[Path | None, typer.Option("--cert", dir_okay=False, show_default=False,
+                                              help="with a broker URL: client certificate (mTLS)")] = None,
+    key: Annotated[Path | None, typer.Option("--key", dir_okay=False, show_default=False,
+                                             help="with a broker URL: client key (mTLS)")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="with a broker URL: do not verify the server "
+                                                              "certificate")] = False,
+    mqtt_version: Annotated[str, typer.Option("--mqtt", help="protocol: 5 or 3.1.1")] = "5",
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=64, help="publisher processes")] = 1,
+    drain: Annotated[str, typer.Option("--drain", help="after the last phase, wait at most this long for "
+                                                      "acknowledgements and deliveries")] = "10s",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live status line")] = False,
+    config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False,
+) -> None:
+    """Run a load scenario (publishers → broker → subscribers) and check its SLOs.
+
+    Measures end-to-end latency, throughput, loss, duplicates and reconnects; exits 1 when an SLO is violated.
+    Scenarios: `ecokit bench --list`; their format and the SLO keys: docs/bench.md."""
+    from ecokit.bench import (
+        BenchOptions,
+        Overrides,
+        apply_overrides,
+        find_scenario,
+        merge_slos,
+        parse_slo,
+    )
+    from ecokit.bench.runner import Bench
+    from ecokit.bench.scenario import DEVICE_TOPIC, busiest, compile_phases
+    from ecokit.bench.slo import check_phases
+    from ecokit.bench.targets import broker_from_env, require_devices, stack_target, url_target
+
+    env_broker = None
+    if broker is None:
+        env_broker = broker_from_env(os.environ)
+    url = broker or (env_broker.url if env_broker else None)
+    stack = None
+    try:
+        stack = load_stack(config, profile)
+    except ConfigError:
+        if url is None and not list_scenarios:
+            raise
+    bench_config = stack.config.bench if stack is not None else None
+    if list_scenarios:
+        _print_scenarios(bench_config)
+        return
+    if scenario is None:
+        raise UsageError("give a SCENARIO (ecokit bench --list shows them)")
+    if payload not in (None, "binary", "json"):
+        raise UsageError(f"--payload {payload!r}: expected binary or json")
+    if fanout not in (None, "all", "shared"):
+        raise UsageError(f"--fanout {fanout!r}: expected all or shared")
+    if mqtt_version not in ("5", "3.1.1", "311"):
+        raise UsageError(f"--mqtt {mqtt_version!r}: expected 5 or 3.1.1")
+    if as_devices and url is not None:
+        raise UsageError("--as-devices uses the stack's registered devices; it does not go with a broker URL")
+
+    spec = original = find_scenario(scenario, bench_config)
+    if as_devices and topic is None and spec.topic == "bench/{run}/{publisher}":
+        topic = DEVICE_TOPIC
+    spec = apply_overrides(spec, Overrides(
+        duration=_duration(duration, "--duration"), publishers=publishers, rate=rate, qos=qos,
+        payload_size=payload_size, payload=payload, topic=topic, subscribers=subscribers, fanout=fanout))
+    phases = compile_phases(spec)
+    slos = merge_slos(
+        [parse_slo(f"{k}={v}") for k, v in spec.slo.items()],
+        [parse_slo(f"{p.name}.{k}={v}") for p in spec.phases for k, v in p.slo.items()],
+        [parse_slo(text) for text in slo or []])
+    check_phases(slos, [p.name for p in phases])
+
+    if url is not None:
+        if (cert is None) != (key is None):
+            raise UsageError("--cert and --key go together")
+        target = url_target(url, username=username if username is not None else (
+                                env_broker.username if env_broker else None),
+                            password=password if password is not None else (
+                                env_broker.password if env_broker else None),
+                            ca_file=ca, client_cert=(cert, key) if cert and key else None, verify=not insecure)
+    else:
+        assert stack is not None
+        count = busiest(phases) if as_devices else None
+        if count is not None and count > len(stack.devices()):
+            if not register:
+                require_devices(stack, count)
+            from ecokit.sim.targets import register_devices
+
+            added = register_devices(stack, count - len(stack.devices()))
+            out.print(f"[green]registered {len(added)}[/green] device(s) and reloaded the broker's users")
+        target = stack_target(stack, devices=count)
+
+    options = BenchOptions(workers=workers, protocol=5 if mqtt_version == "5" else 4,
+                           drain=_duration(drain, "--drain") or 10.0)
+    to_stdout = json_file == "-"
+    status = _Status(quiet or to_stdout)
+    runner = Bench(scenario, spec, target, slos=slos, options=options, progress=status)
+    if not to_stdout:
+        _print_plan(scenario, spec, runner, target.description, slos, adjusted=spec is not original)
+
+    def stop(signum: int, frame: Any) -> None:
+        runner.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C does not wait
+        err.print("[yellow]stopping: draining and reporting what was measured (Ctrl-C again to abort)[/yellow]")
+
+    from ecokit.bench.runner import BenchStopped
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        with status:
+            result = runner.run()
+    except BenchStopped as exc:
+        err.print(f"[yellow]{exc}[/yellow]")
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    document = result.to_dict()
+    if to_stdout:
+        out.print_json(json.dumps(document))
+    else:
+        _print_result(result)
+        if json_file:
+            path = Path(json_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(document, indent=2) + "\n")
+            out.print(f"[dim]result written to {path}[/dim]")
+    for verdict in result.slo:
+        if verdict.ok and not to_stdout:
+            out.print(Text(verdict.line, style="green"))
+    for verdict in result.violations:
+        err.print(Text(verdict.line, style="bold red"), soft_wrap=True)
+    if result.stopped_early:
+        err.print("[yellow]stopped early: the figures cover only the part that ran[/yellow]")
+        raise typer.Exit(130)
+    if result.violations:
+        raise typer.Exit(1)
+
+
+# -- printing ----------------------------------------------------------------------------------
+
+
+def _print_scenarios(config: Any) -> None:
+    from ecokit.bench.scenario import BUILTIN, compile_phases, scenario_names
+
+    table = Table(box=None, header_style="bold")
+    for column in ("scenario", "phases", "length", "publishers", "offered", "from"):
+        table.add_column(column)
+    described = []
+    for name in scenario_names(config):
+        custom = config is not None and name in config.scenarios
+        spec = config.scenarios[name] if custom else BUILTIN[name]
+        phases = compile_phases(spec)
+        rates = " | ".join(p.describe_rate() for p in phases)
+        table.add_row(name, " → ".join(p.name for p in phases), _clock(sum(p.duration for p in phases)),
+                      str(max(p.publishers for p in phases)), rates, "ecokit.yaml" if custom else "built-in")
+        if spec.description:
+            described.append(f"[bold]{name}[/bold]: {spec.description}")
+    out.print(table)
+    for line in described:
+        out.print(line)
+
+
+def _clock(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:g}s"
+    s = round(seconds)
+    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _print_plan(name: str, spec: Any, runner: Any, target: str, slos: list[Any], *, adjusted: bool) -> None:
+    if adjusted:
+        out.print(f"bench [bold]{name}[/bold], adjusted by the options:")
+    else:
+        out.print(f"bench [bold]{name}[/bold]" + (f": {spec.description}" if spec.description else ""))
+    table = Table(box=None, header_style="bold", padding=(0, 2, 0, 0))
+    for column in ("phase", "length", "publishers", "offered", "QoS", "payload", "messages"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for p in runner.phases:
+        table.add_row(p.name, _clock(p.duration), str(p.publishers), p.describe_rate(), str(p.qos),
+                      f"{p.payload_size} B", f"{p.planned():,}")
+    out.print(table)
+    subs = (f"{len(runner.subscribers)} subscriber(s), fan-out {spec.fanout}" if runner.subscribers
+            else "no subscribers (publish only)")
+    out.print(f"[dim]target {target}; topic {spec.topic}; {subs}; run {runner.run_id}[/dim]")
+    if slos:
+        out.print("[dim]SLOs: " + ", ".join(str(s) for s in slos) + "[/dim]")
+
+
+def _fmt_ms(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}" if value < 10 else f"{value:,.1f}"
+
+
+def _print_result(result: Any) -> None:
+    several = len(result.phases) > 1
+    figures = [*result.phases, result.total] if several else list(result.phases)
+    flow = Table(box=None, header_style="bold", padding=(0, 2, 0, 0), title="throughput", title_justify="left")
+    for column in ("phase", "sent", "received", "lost", "duplicates", "sent/s", "received/s"):
+        flow.add_column(column, justify="left" if column == "phase" else "right")
+    latency = Table(box=None, header_style="bold", padding=(0, 2, 0, 0), title="latency, ms", title_justify="left")
+    for column in ("phase", "p50", "p90", "p99", "p99.9", "max", "send lag p99"):
+        latency.add_column(column, justify="left" if column == "phase" else "right")
+    for f in figures:
+        style = "bold" if f is result.total else ""
+        lost = "-" if f.lost is None else (f"{f.lost:,}" + (f" ({f.loss * 100:.3g}%)" if f.lost else ""))
+        flow.add_row(f.name, f"{f.sent:,}", f"{f.unique:,}", lost, "-" if f.expected is None else f"{f.duplicates:,}",
+                     f"{f.send_rate:,.0f}", "-" if f.rate is None else f"{f.rate:,.0f}", style=style)
+        lat = f.latency
+        latency.add_row(f.name, _fmt_ms(lat.get("p50_ms")), _fmt_ms(lat.get("p90_ms")), _fmt_ms(lat.get("p99_ms")),
+                        _fmt_ms(lat.get("p999_ms")), _fmt_ms(lat.get("max_ms")), _fmt_ms(f.send_lag.get("p99_ms")),
+                        style=style)
+    out.print(flow)
+    out.print(latency)
+    c = result.connections
+    pubs, subs = c["publishers"], c["subscribers"]
+    out.print(f"connections: publishers {pubs['ever_connected']}/{pubs['clients']} "
+              f"({pubs['reconnects']} reconnects, {pubs['connect_failures']} failed attempts), subscribers "
+              f"{subs['ever_connected']}/{subs['clients']} ({subs['reconnects']} reconnects); "
+              f"acked {pubs['acked']:,}, unacked {pubs['unacked']:,}")
+    sys = result.broker.get("sys", {})
+    if sys.get("available"):
+        parts = [f"{k.replace('_', ' ')} {v:,.0f}" for k, v in sys.items()
+                 if k in ("publish_received", "publish_sent", "publish_dropped", "clients_connected_max",
+                          "heap_bytes_max", "messages_stored_max")]
+        span = sys.get("sample_span_s", 0)
+        out.print((f"broker $SYS over {span:g}s: " if span else "broker $SYS: ") + ", ".join(parts)
+                  + (f" [dim]({sys['note']})[/dim]" if sys.get("note") and not span else ""))
+    elif sys:
+        out.print(f"[dim]broker: {sys.get('note', '$SYS not available')}[/dim]")
+    proc = result.broker.get("process")
+    if proc and "cpu_percent_mean" in proc:
+        out.print(f"broker process (pid {proc['pid']}): CPU mean {proc['cpu_percent_mean']:.0f}% max "
+                  f"{proc['cpu_percent_max']:.0f}% of a core, RSS {proc.get('rss_mb_start', 0):.1f} → "
+                  f"{proc.get('rss_mb_max', 0):.1f} MB max")
+    for warning in result.warnings:
+        out.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
+    seen: dict[str, int] = {}
+    for line in result.errors:
+        seen[line] = seen.get(line, 0) + 1
+    for line, times in list(seen.items())[-5:]:
+        err.print(Text("error: ", style="red") + Text(line + (f" (x{times})" if times > 1 else "")), soft_wrap=True)
