@@ -8,7 +8,11 @@ second of the simulator's publishing. Then `mosquitto_pub -l` (one client, one m
 per stdin line) publishes the same number of telemetry-sized messages, timed the same
 way.
 
-    python benchmarks/sim_flat_out.py --vehicles 100 --count 500
+The stack runs the broker alone by default (bridge and fleet processor off), so the two
+publishers compete with the broker and the subscriber only; ``--pipeline`` keeps the bridge
+and processor writing every message to InfluxDB, as a stack does in use.
+
+    python benchmarks/sim_flat_out.py --vehicles 100 --count 500 [--pipeline]
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vehicles", type=int, default=100)
     ap.add_argument("--count", type=int, default=500, help="messages per vehicle")
+    ap.add_argument("--pipeline", action="store_true",
+                    help="keep the bridge and processor on (every message also written to InfluxDB)")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, args.vehicles * 2 + 1024)), hard))
@@ -69,13 +75,15 @@ def main() -> None:
 
     total = args.vehicles * args.count
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = write_project(Path(tmp) / "bench", devices=args.vehicles, stack="bench-flat")
+        quiet = None if args.pipeline else {"bridge": {"enabled": False}, "processor": {"enabled": False}}
+        cfg = write_project(Path(tmp) / "bench", devices=args.vehicles, stack="bench-flat", extra=quiet)
         with running_stack(cfg) as stack:
             conn = stack_connection(stack)
             host, port = conn.target.host, conn.target.port
             user, password = stack.service_credentials("ecokit-admin")
             print(f"broker {conn.target.url}; {args.vehicles} vehicles x {args.count} = {total} messages per run; "
-                  f"cpus {os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
+                  f"cpus {os.cpu_count()}, load {os.getloadavg()[0]:.2f}; "
+                  f"bridge and processor {'on' if args.pipeline else 'off'}")
             sample = build_fleet(FleetSpec(["vehicle-0001"], REGIONS["paris"], 1))[0]
             payload = sample.telemetry(sample.step(0.0), time.time_ns() // 1_000_000)
             print(f"{'publisher':<34}{'QoS':>4}{'sent msg/s':>12}{'delivered msg/s':>17}{'complete':>10}")

@@ -11,15 +11,15 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ecokit.errors import ConfigError
+from ecokit.errors import ConfigError, EcokitError
 
 
 def load_service_config(path: str | Path) -> dict[str, Any]:
@@ -141,3 +141,44 @@ def mqtt_tls(mqtt: dict[str, Any]) -> ssl.SSLContext | None:
     if mqtt.get("cert"):
         ctx.load_cert_chain(mqtt["cert"], mqtt.get("key"))
     return ctx
+
+
+class ServiceLoop(Protocol):
+    """What :func:`serve` runs: a service with Prometheus metrics, a readiness check and a
+    blocking loop that returns once ``stop`` is set."""
+
+    registry: CollectorRegistry
+
+    def is_ready(self) -> bool: ...
+
+    def run(self, stop: threading.Event) -> None: ...
+
+
+def serve(name: str, argv: list[str], build: Callable[[dict[str, Any], logging.Logger], ServiceLoop],
+          started: Callable[[ServiceLoop, dict[str, Any]], Mapping[str, Any]],
+          stopped: Callable[[ServiceLoop], Mapping[str, Any]] = lambda service: {}) -> int:
+    """``python -m ecokit.<name> <name>.json``: load the rendered config, build the service,
+    serve /metrics /healthz /readyz beside it and run it until SIGTERM/SIGINT.
+    ``started``/``stopped`` give the fields logged with the start and stop lines."""
+    log = setup_logging(name)
+    if len(argv) != 1:
+        log.error(f"usage: python -m ecokit.{name} <{name}.json>")
+        return 2
+    try:
+        config = load_service_config(argv[0])
+        service = build(config, log)
+    except (EcokitError, ValueError, KeyError) as exc:
+        log.error(f"cannot start: {exc}")
+        return 2
+    stop = threading.Event()
+    stop_on_signals(stop)
+    http = config["http"]
+    health = HealthServer(http["host"], int(http["port"]), service.registry, service.is_ready)
+    health.start()
+    log.info(f"{name} started", extra=dict(started(service, config)))
+    try:
+        service.run(stop)
+    finally:
+        health.stop()
+    log.info(f"{name} stopped", extra=dict(stopped(service)))
+    return 0

@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from ecokit.cli import app, err, out
-from ecokit.cli.common import ConfigOption, DebugOption, ProfileOption, load_stack
+from ecokit.cli.common import ConfigOption, DebugOption, LiveLine, ProfileOption, load_stack
 from ecokit.errors import ConfigError, UsageError
 
 
@@ -30,23 +28,11 @@ def _duration(text: str | None, option: str) -> float | None:
         raise UsageError(f"{option} {exc}") from None
 
 
-class _Status:
-    """A live line on a terminal; a line every few seconds elsewhere (CI logs)."""
+class _Status(LiveLine):
+    """The bench's live line on stderr (stdout may carry the JSON result)."""
 
     def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.live = Live(Text(""), console=err, refresh_per_second=4, transient=True) \
-            if err.is_terminal and not quiet else None
-        self._printed = 0.0
-
-    def __enter__(self) -> _Status:
-        if self.live is not None:
-            self.live.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.stop()
+        super().__init__(err, err, quiet=quiet, transient=True)
 
     def __call__(self, p: Any) -> None:
         if p.state == "connecting":
@@ -58,11 +44,7 @@ class _Status:
             text = (f"{p.state:<9} {p.phase or '-':<10} offered {p.offered:,.0f}/s  sent {p.send_rate:,.0f}/s  "
                     f"received {p.rate:,.0f}/s  {latency}  connected {p.publishers_connected}/{p.publishers}+"
                     f"{p.subscribers_connected}/{p.subscribers}  reconnects {p.reconnects}  errors {p.errors}{left}")
-        if self.live is not None:
-            self.live.update(Text(text))
-        elif not self.quiet and time.monotonic() - self._printed >= 5.0:
-            self._printed = time.monotonic()
-            err.print(text, markup=False, highlight=False)
+        self.show(text)
 
 
 @app.command()

@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.live import Live
 from rich.table import Table
-from rich.text import Text
 
 from ecokit.cli import app, err, out
-from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, ProfileOption, load_stack
+from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, LiveLine, ProfileOption, load_stack
 from ecokit.errors import BrokerError, ConfigError, UsageError
 
 command_app = typer.Typer(help="Send commands to simulated (or real) vehicles.", no_args_is_help=True)
@@ -63,24 +61,12 @@ def _url_connection(broker: str, username: str | None, password: str | None, ca:
                           verify=not insecure)
 
 
-class _StatusLine:
-    """One live line on a terminal; a line every few seconds elsewhere (CI logs)."""
+class _StatusLine(LiveLine):
+    """The simulator's live line on stdout (kept when done); progress goes to stderr off a terminal."""
 
     def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.tty = out.is_terminal and not quiet
-        self.live = Live(Text(""), console=out, refresh_per_second=4, transient=False) if self.tty else None
+        super().__init__(out, err, quiet=quiet, transient=False)
         self._last: tuple[float, int] | None = None
-        self._printed = 0.0
-
-    def __enter__(self) -> _StatusLine:
-        if self.live is not None:
-            self.live.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.stop()
 
     def __call__(self, snap: Any) -> None:
         now = time.monotonic()
@@ -94,11 +80,7 @@ class _StatusLine:
                 + f"  reconnects {snap.reconnects}  errors {snap.errors}"
                 + (f"  commands {snap.commands}" if snap.commands else "")
                 + (f"  shadow deltas {snap.shadow_deltas}" if snap.shadow else "") + left)
-        if self.live is not None:
-            self.live.update(Text(text))
-        elif not self.quiet and now - self._printed >= 5.0:
-            self._printed = now
-            err.print(text, markup=False, highlight=False)
+        self.show(text)
 
 
 def _clock(seconds: float) -> str:
