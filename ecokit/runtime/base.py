@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from ecokit.paths import StackPaths
 from ecokit.services.spec import ServiceSpec
 
 ServiceState = Literal["running", "stopped", "exited", "unavailable", "unhealthy"]
@@ -76,3 +81,33 @@ class Runtime(Protocol):
     def is_up(self) -> bool:
         """Whether any service of this stack is recorded as started."""
         ...
+
+
+def save_state(paths: StackPaths, state: dict[str, Any]) -> None:
+    """Write state.json atomically (a crash never leaves half a file)."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    tmp = paths.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, paths.state_file)
+
+
+@contextlib.contextmanager
+def locked_state(paths: StackPaths, load: Callable[[], dict[str, Any]], *,
+                 keep: bool = False) -> Iterator[dict[str, Any]]:
+    """Serialise up/down/restart of one stack across processes (a lock file) and yield its
+    state, saved on exit; state.json is removed once no service is recorded, unless ``keep``."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        state = load()
+        try:
+            yield state
+        finally:
+            if state["services"] or keep:
+                save_state(paths, state)
+            else:
+                paths.state_file.unlink(missing_ok=True)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

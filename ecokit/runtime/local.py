@@ -8,7 +8,6 @@ State (pids with their start times, config fingerprints) lives in
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -28,7 +27,9 @@ from ecokit.runtime.base import (
     ReadinessContext,
     ServiceEvent,
     ServiceStatus,
+    locked_state,
     no_progress,
+    save_state,
 )
 from ecokit.runtime.probes import wait_ready
 from ecokit.services.spec import LocalCommand, ServiceSpec, ordered
@@ -72,29 +73,11 @@ class LocalRuntime:
         return data
 
     def _save(self, state: dict[str, Any]) -> None:
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.paths.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.paths.state_file)
+        save_state(self.paths, state)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, Any]]:
+    def _locked(self) -> contextlib.AbstractContextManager[dict[str, Any]]:
         """Serialise up/down/restart of this stack; yields the state, saved on exit."""
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            state = self._load()
-            try:
-                yield state
-            finally:
-                if state["services"]:
-                    self._save(state)
-                else:
-                    self.paths.state_file.unlink(missing_ok=True)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        return locked_state(self.paths, self._load)
 
     @staticmethod
     def _ref(entry: dict[str, Any]) -> process.ProcessRef:

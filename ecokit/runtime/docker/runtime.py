@@ -9,9 +9,7 @@ so later commands know where the stack runs.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +23,9 @@ from ecokit.runtime.base import (
     ReadinessContext,
     ServiceEvent,
     ServiceStatus,
+    locked_state,
     no_progress,
+    save_state,
 )
 from ecokit.runtime.docker.engine import Engine, PullProgress
 from ecokit.runtime.docker.service import (
@@ -89,30 +89,12 @@ class DockerRuntime:
         return data
 
     def _save(self, state: dict[str, Any]) -> None:
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.paths.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.paths.state_file)
+        save_state(self.paths, state)
 
-    @contextlib.contextmanager
-    def _locked(self, *, keep: bool) -> Iterator[dict[str, Any]]:
+    def _locked(self, *, keep: bool) -> contextlib.AbstractContextManager[dict[str, Any]]:
         """Serialise up/down/restart of this stack. ``keep``: leave state.json behind even
         when no service is recorded (up writes it before anything starts)."""
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            state = self._load()
-            try:
-                yield state
-            finally:
-                if state["services"] or keep:
-                    self._save(state)
-                else:
-                    self.paths.state_file.unlink(missing_ok=True)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        return locked_state(self.paths, self._load, keep=keep)
 
     def _stack_containers(self) -> dict[str, Any]:
         found: dict[str, Any] = {}
