@@ -25,14 +25,12 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from ecokit.bench.payload import encoder
 from ecokit.bench.protocol import PublisherClient, PublisherJob, PublisherReport, PubTick, Ready
 from ecokit.bench.scenario import PhasePlan, due_offset, stagger
 from ecokit.bench.tracking import encode, new_histogram, record_us
-from ecokit.sim.transport import PahoLoop, close_socket, new_paho_client
+from ecokit.sim.transport import PahoLoop, close_socket, new_paho_client, persistent_connect_args
 
 EARLY = 0.0005  # s: messages due this soon go out in the current batch
 ERRORS_KEPT = 20
@@ -225,13 +223,8 @@ class PublisherWorker:
                 try:
                     if not pub.started:
                         pub.started = True
-                        kwargs: dict[str, Any] = {"keepalive": s.keepalive}
-                        if s.protocol == 5:
-                            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-                            props.SessionExpiryInterval = s.session_expiry
-                            # never clean: the id is new, and Mosquitto persists only such sessions
-                            kwargs.update(clean_start=False, properties=props)
-                        await self.driver.connect(client, target.host, target.port, **kwargs)
+                        await self.driver.connect(client, target.host, target.port, **persistent_connect_args(
+                            s.protocol, s.keepalive, s.session_expiry))
                     else:
                         await self.driver.reconnect(client)
                 except (OSError, ssl.SSLError, ValueError) as exc:

@@ -20,14 +20,12 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from ecokit.bench.protocol import Ready, SubscriberClient, SubscriberJob, SubscriberReport, SubTick
 from ecokit.bench.tracking import Receiver, encode
 from ecokit.errors import BrokerError
 from ecokit.fastmqtt import FastMqtt, Subscription
-from ecokit.sim.transport import PahoLoop, close_socket, new_paho_client
+from ecokit.sim.transport import PahoLoop, close_socket, new_paho_client, persistent_connect_args
 
 ERRORS_KEPT = 20
 READS_PER_WAKEUP = 16
@@ -304,12 +302,8 @@ class SubscriberWorker:
         client.on_connect = self._on_connect
         try:
             if first:
-                kwargs: dict[str, Any] = {"keepalive": s.keepalive}
-                if s.protocol == 5:
-                    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-                    props.SessionExpiryInterval = s.session_expiry
-                    kwargs.update(clean_start=False, properties=props)
-                await self.driver.connect(client, target.host, target.port, **kwargs)
+                await self.driver.connect(client, target.host, target.port,
+                                          **persistent_connect_args(s.protocol, s.keepalive, s.session_expiry))
             else:
                 await self.driver.reconnect(client)
         except (OSError, ssl.SSLError, ValueError) as exc:

@@ -32,15 +32,13 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from hdrh.histogram import HdrHistogram
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from ecokit.errors import UsageError
 from ecokit.sim.commands import CommandError, ack_payload, command_id_of, execute, parse_command
 from ecokit.sim.fleet import BROADCAST_COMMANDS, SimVehicle, ack_topic, commands_topic, status_payload, status_topic
 from ecokit.sim.offline import OfflineQueue
 from ecokit.sim.shadow import VehicleShadow
-from ecokit.sim.transport import PahoLoop, new_paho_client
+from ecokit.sim.transport import PahoLoop, new_paho_client, persistent_connect_args
 
 EARLY = 0.001  # s: fixes due this soon are sent in the current batch (|drift| is what is recorded)
 FLUSH_WINDOW = 200  # unacknowledged messages a vehicle may have while flushing its queue
@@ -379,13 +377,6 @@ class Simulator:
             self._by_id[vehicle.id] = dev
             self._generation.append(0)
 
-    def _connect_properties(self) -> Properties | None:
-        if self.settings.protocol != 5:
-            return None
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.settings.session_expiry
-        return props
-
     async def _connect_all(self) -> None:
         for dev in self._devices:
             self._spawn(self._connect(dev))
@@ -437,10 +428,9 @@ class Simulator:
                 try:
                     if not dev.started:
                         dev.started = True
-                        kwargs: dict[str, Any] = {"keepalive": s.keepalive}
-                        if s.protocol == 5:
-                            kwargs.update(clean_start=False, properties=self._connect_properties())
-                        await self._driver.connect(client, self.target.host, self.target.port, **kwargs)
+                        await self._driver.connect(client, self.target.host, self.target.port,
+                                                   **persistent_connect_args(s.protocol, s.keepalive,
+                                                                             s.session_expiry))
                     else:
                         await self._driver.reconnect(client)
                 except (OSError, ssl.SSLError, ValueError) as exc:

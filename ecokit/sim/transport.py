@@ -24,6 +24,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 MQTTv5 = mqtt.MQTTv5
 MQTTv311 = mqtt.MQTTv311
@@ -193,6 +195,18 @@ class PahoLoop:
         self._pool.shutdown(wait=True, cancel_futures=True)
         for client in self._clients:
             close_socket(client)
+
+
+def persistent_connect_args(protocol: int, keepalive: int, session_expiry: int) -> dict[str, Any]:
+    """``connect()`` arguments for a persistent session. MQTT 5: never a clean start (the
+    client ids are new, and Mosquitto persists only such sessions) and a session expiry;
+    3.1.1 keeps its session through ``clean_session=False`` given to the client itself."""
+    kwargs: dict[str, Any] = {"keepalive": keepalive}
+    if protocol == 5:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = session_expiry
+        kwargs.update(clean_start=False, properties=props)
+    return kwargs
 
 
 def close_socket(client: mqtt.Client) -> None:
