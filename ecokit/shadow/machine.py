@@ -350,7 +350,9 @@ def validate_key(key: ShadowKey) -> None:
         raise Rejection(400, f"Invalid shadow name: '{key.name}'")
 
 
-def get(key: ShadowKey, record: ShadowRecord | None, payload: bytes, now: int) -> Outcome:
+def _existing(key: ShadowKey, record: ShadowRecord | None, payload: bytes) -> tuple[ShadowRecord, str | None]:
+    """The existing shadow a get or delete names, and the request's clientToken; otherwise a
+    Rejection carrying the token (so the error echoes it)."""
     token = None
     try:
         validate_key(key)
@@ -359,6 +361,14 @@ def get(key: ShadowKey, record: ShadowRecord | None, payload: bytes, now: int) -
             raise _not_found(key)
     except Rejection as rejection:
         rejection.client_token = rejection.client_token or token
+        raise
+    return record, token
+
+
+def get(key: ShadowKey, record: ShadowRecord | None, payload: bytes, now: int) -> Outcome:
+    try:
+        record, token = _existing(key, record, payload)
+    except Rejection as rejection:
         return Outcome(None, (_error("get", rejection, now),))
     state: JsonObject = {s: record.state[s] for s in SECTIONS if s in record.state}
     delta, _ = record.delta()
@@ -371,14 +381,9 @@ def get(key: ShadowKey, record: ShadowRecord | None, payload: bytes, now: int) -
 
 
 def delete(key: ShadowKey, record: ShadowRecord | None, payload: bytes, now: int) -> Outcome:
-    token = None
     try:
-        validate_key(key)
-        token = _optional_token(payload)
-        if record is None or not record.exists:
-            raise _not_found(key)
+        record, token = _existing(key, record, payload)
     except Rejection as rejection:
-        rejection.client_token = rejection.client_token or token
         return Outcome(None, (_error("delete", rejection, now),))
     tombstone = ShadowRecord(version=record.version, timestamp=now, deleted_at=now)
     doc = _with_token({"version": record.version, "timestamp": now}, token)
