@@ -113,7 +113,9 @@ class SubTick:
 
 
 @dataclass
-class PublisherReport:
+class ClientsReport:
+    """What a publisher or subscriber worker says of its clients' connections at the end."""
+
     worker: int
     clients: int
     ever_connected: int = 0
@@ -123,6 +125,10 @@ class PublisherReport:
     disconnects: int = 0
     errors: int = 0
     last_errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PublisherReport(ClientsReport):
     sent_by_phase: list[int] = field(default_factory=list)
     unsent_by_phase: list[int] = field(default_factory=list)
     first_send_ns: list[int] = field(default_factory=list)  # per phase, 0 when nothing was sent
@@ -136,16 +142,7 @@ class PublisherReport:
 
 
 @dataclass
-class SubscriberReport:
-    worker: int
-    clients: int
-    ever_connected: int = 0
-    connected_at_end: int = 0
-    connect_failures: int = 0
-    reconnects: int = 0
-    disconnects: int = 0
-    errors: int = 0
-    last_errors: list[str] = field(default_factory=list)
+class SubscriberReport(ClientsReport):
     received_by_phase: list[int] = field(default_factory=list)  # deliveries, duplicates included
     unique_by_phase: list[int] = field(default_factory=list)
     duplicates_by_phase: list[int] = field(default_factory=list)
