@@ -104,7 +104,7 @@ def replay(
         out.print_json(json.dumps(result))
         return
     out.print(f"[green]sent {summary.sent}[/green] messages ({summary.bytes} bytes, {len(summary.topics)} topics) "
-              f"in {summary.duration:.2f}s = {summary.rate:,.0f} msg/s; {summary.acknowledged} acknowledged")
+              f"in {summary.duration:.3g}s = {summary.rate:,.0f} msg/s; {summary.acknowledged} acknowledged")
     out.print(f"  archived {result['first']} .. {result['last']}")
     if summary.errors_ms:
         out.print(f"  send time vs original spacing: p50 {result['send_error_ms_p50']} ms, "
