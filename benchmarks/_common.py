@@ -6,6 +6,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import resource
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +25,21 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     return (f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
             f"load average before the run {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def rss_kb() -> int:
+    """This process's resident memory, KiB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_s() -> float:
+    """CPU seconds (user + system) this process has used."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 @contextmanager

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,26 +29,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import cpu_s, rss_kb  # noqa: E402
+from ecokit.sim.transport import raise_nofile  # noqa: E402
+
 LAYERS = ("paho-asyncio", "aiomqtt", "gmqtt")
-
-
-def rss_kb() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def raise_nofile(n: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(max(soft, n), hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 async def _paho(host: str, port: int, user: str, pw: str, n: int, k: int) -> dict[str, Any]:

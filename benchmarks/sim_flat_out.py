@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -64,8 +63,9 @@ def main() -> None:
     ap.add_argument("--pipeline", action="store_true",
                     help="keep the bridge and processor on (every message also written to InfluxDB)")
     args = ap.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, args.vehicles * 2 + 1024)), hard))
+    from ecokit.sim.transport import raise_nofile
+
+    raise_nofile(args.vehicles * 2 + 1024)  # mosquitto inherits it too
 
     from ecokit.sim.fleet import FleetSpec, build_fleet
     from ecokit.sim.regions import REGIONS

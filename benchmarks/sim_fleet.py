@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,17 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def rss_kb() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+from benchmarks._common import cpu_s, rss_kb  # noqa: E402
+from ecokit.sim.transport import raise_nofile  # noqa: E402
 
 
 def main() -> None:
@@ -59,9 +49,7 @@ def main() -> None:
                     help="with --shadow: vehicles sent a desired publish_interval at mid-run")
     args = ap.parse_args()
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, args.vehicles * 2 + 1024)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))  # mosquitto inherits it too
+    raise_nofile(args.vehicles * 2 + 1024)  # mosquitto inherits it too
 
     import gc
 

@@ -16,7 +16,6 @@ import contextlib
 import gc
 import heapq
 import random
-import resource
 import signal
 import ssl
 import time
@@ -30,7 +29,14 @@ from ecokit.bench.payload import encoder
 from ecokit.bench.protocol import PublisherClient, PublisherJob, PublisherReport, PubTick, Ready
 from ecokit.bench.scenario import PhasePlan, due_offset, stagger
 from ecokit.bench.tracking import encode, new_histogram, record_us
-from ecokit.sim.transport import PahoLoop, close_socket, new_paho_client, persistent_connect_args
+from ecokit.sim.transport import (
+    PahoLoop,
+    backoff_delay,
+    close_socket,
+    new_paho_client,
+    persistent_connect_args,
+    raise_nofile,
+)
 
 EARLY = 0.0005  # s: messages due this soon go out in the current batch
 ERRORS_KEPT = 20
@@ -39,19 +45,13 @@ ERRORS_KEPT = 20
 def run_publishers(conn: Connection, job: PublisherJob) -> None:
     """Worker entry point (``python -m ecokit.bench.worker``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
-    _raise_nofile(len(job.clients) + 256)
+    raise_nofile(len(job.clients) + 256)
     try:
         asyncio.run(PublisherWorker(conn, job).run())
     except Exception as exc:
         with contextlib.suppress(OSError):
             conn.send(("error", f"publisher worker {job.worker}: {exc.__class__.__name__}: {exc}"))
         raise
-
-
-def _raise_nofile(wanted: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
 class _Pub:
@@ -252,7 +252,7 @@ class PublisherWorker:
         if self._closing:
             return
         s = self.job.settings
-        delay = min(s.backoff_max, s.backoff_min * (2 ** min(pub.attempt, 10))) * self._jitter.uniform(0.5, 1.0)
+        delay = backoff_delay(pub.attempt, s.backoff_min, s.backoff_max, self._jitter)
         pub.attempt += 1
         pub.reconnecting = True
         self.loop.call_later(delay, self._start_reconnect, pub)

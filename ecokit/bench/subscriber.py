@@ -25,7 +25,7 @@ from ecokit.bench.protocol import Ready, SubscriberClient, SubscriberJob, Subscr
 from ecokit.bench.tracking import Receiver, encode
 from ecokit.errors import BrokerError
 from ecokit.fastmqtt import FastMqtt, Subscription
-from ecokit.sim.transport import PahoLoop, close_socket, new_paho_client, persistent_connect_args
+from ecokit.sim.transport import PahoLoop, backoff_delay, close_socket, new_paho_client, persistent_connect_args
 
 ERRORS_KEPT = 20
 READS_PER_WAKEUP = 16
@@ -171,7 +171,7 @@ class SubscriberWorker:
 
     def _retry(self, sub: _Sub) -> None:
         s = self.job.settings
-        delay = min(s.backoff_max, s.backoff_min * (2 ** min(sub.attempt, 10))) * self._jitter.uniform(0.5, 1.0)
+        delay = backoff_delay(sub.attempt, s.backoff_min, s.backoff_max, self._jitter)
         sub.attempt += 1
         sub.reconnecting = True
         self.loop.call_later(delay, self._start_reconnect, sub)

@@ -236,14 +236,12 @@ async def _run(sim: Any) -> Any:
 
 
 def _raise_nofile(wanted: int) -> None:
-    import resource
+    from ecokit.sim.transport import raise_nofile
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
-        if hard < wanted:
-            err.print(f"[yellow]warning:[/yellow] only {hard} file descriptors allowed; "
-                      f"{wanted} wanted (raise `ulimit -n`)")
+    allowed = raise_nofile(wanted)
+    if allowed < wanted:
+        err.print(f"[yellow]warning:[/yellow] only {allowed} file descriptors allowed; "
+                  f"{wanted} wanted (raise `ulimit -n`)")
 
 
 def _print_summary(s: Any) -> None:

@@ -38,7 +38,7 @@ from ecokit.sim.commands import CommandError, ack_payload, command_id_of, execut
 from ecokit.sim.fleet import BROADCAST_COMMANDS, SimVehicle, ack_topic, commands_topic, status_payload, status_topic
 from ecokit.sim.offline import OfflineQueue
 from ecokit.sim.shadow import VehicleShadow
-from ecokit.sim.transport import PahoLoop, new_paho_client, persistent_connect_args
+from ecokit.sim.transport import PahoLoop, backoff_delay, new_paho_client, persistent_connect_args
 
 EARLY = 0.001  # s: fixes due this soon are sent in the current batch (|drift| is what is recorded)
 FLUSH_WINDOW = 200  # unacknowledged messages a vehicle may have while flushing its queue
@@ -458,8 +458,7 @@ class Simulator:
         if self._phase == "closing":
             return
         s = self.settings
-        base = min(s.backoff_max, s.backoff_min * (2 ** min(dev.attempt, 20)))
-        delay = base * self._jitter.uniform(0.5, 1.0)
+        delay = backoff_delay(dev.attempt, s.backoff_min, s.backoff_max, self._jitter)
         dev.attempt += 1
         dev.reconnecting = True
         self._loop.call_later(delay, self._start_reconnect, dev)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import resource
 import socket
 import threading
 from collections.abc import Callable
@@ -195,6 +197,22 @@ class PahoLoop:
         self._pool.shutdown(wait=True, cancel_futures=True)
         for client in self._clients:
             close_socket(client)
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """Seconds before reconnect attempt ``attempt`` (0 first): exponential from ``low``, capped at
+    ``high``, times a random 0.5-1 so a fleet that lost the broker together does not return together."""
+    return min(high, low * (2.0 ** min(attempt, 20))) * rng.uniform(0.5, 1.0)
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise this process's open-file limit towards ``wanted`` (one socket per client, plus
+    files); returns the limit now in effect, which the hard limit may keep below ``wanted``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        soft = min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
 
 
 def persistent_connect_args(protocol: int, keepalive: int, session_expiry: int) -> dict[str, Any]:
