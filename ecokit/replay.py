@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,14 +21,13 @@ from dataclasses import dataclass, field
 
 from ecokit.acl import topic_matches
 from ecokit.config.rules import topic_filter_problem
+from ecokit.durations import UNIT_SECONDS, duration_seconds
 from ecokit.errors import UsageError
 from ecokit.fastmqtt import FastMqtt
 from ecokit.store.influx import InfluxV1, quote_ident
 
 ARCHIVE = "archive"
 PAGE = 5000
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _RE2_META = set("\\.+*?()|[]{}^$/")
 
 
@@ -49,9 +47,8 @@ def parse_time(text: str, *, now: dt.datetime | None = None) -> int:
     text = text.strip()
     if text == "now":
         return int(now.timestamp() * 1e9)
-    match = _DURATION.match(text)
-    if match:
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    seconds = duration_seconds(text, units=tuple(UNIT_SECONDS), bare=False)
+    if seconds is not None:
         return int((now.timestamp() - seconds) * 1e9)
     try:
         when = dt.datetime.fromisoformat(text)

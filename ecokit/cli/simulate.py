@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import sys
 import time
@@ -16,21 +15,18 @@ from rich.table import Table
 
 from ecokit.cli import app, err, out
 from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, LiveLine, ProfileOption, load_stack
+from ecokit.durations import duration_seconds
 from ecokit.errors import BrokerError, ConfigError, UsageError
 
 command_app = typer.Typer(help="Send commands to simulated (or real) vehicles.", no_args_is_help=True)
 app.add_typer(command_app, name="command")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-
-
 def parse_duration(text: str, option: str) -> float:
     """'200ms', '1s', '10m', '1h' or plain seconds."""
-    match = _DURATION.match(text)
-    if not match:
+    seconds = duration_seconds(text)
+    if seconds is None:
         raise UsageError(f"{option} {text!r}: expected a duration like 500ms, 1s, 10m or 1h")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+    return seconds
 
 
 BrokerOption = Annotated[str | None, typer.Option(

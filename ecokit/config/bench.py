@@ -30,8 +30,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ecokit.durations import duration_seconds
+
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 PLACEHOLDERS = ("run", "publisher", "device")
 # Size of the binary header every bench payload starts with (ecokit.bench.payload).
 BINARY_HEADER = 24
@@ -44,10 +45,10 @@ def parse_duration(text: str | float | int) -> float:
     if isinstance(text, int | float) and not isinstance(text, bool):
         seconds = float(text)
     else:
-        match = _DURATION.match(str(text))
-        if not match:
+        parsed = duration_seconds(str(text))
+        if parsed is None:
             raise ValueError(f"{text!r} is not a duration (expected e.g. 500ms, 10s, 5m or 1h)")
-        seconds = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
+        seconds = parsed
     if seconds <= 0:
         raise ValueError(f"{text!r}: a duration must be positive")
     return seconds
