@@ -238,7 +238,8 @@ def inspect(name: str, cert_path: Path, key_path: Path | None, ca: x509.Certific
             problems.append(str(exc))
         else:
             mode = key_path.stat().st_mode & 0o777
-            if mode & 0o077:
+            # 0640 is what a local broker started by root gets: its group reads the key.
+            if mode & 0o037:
                 problems.append(f"{key_path.name} is readable by others (mode {mode:o}); chmod 600")
     if ca is not None and cert is not ca:
         try:

@@ -129,6 +129,13 @@ def check_stack(stack: object) -> list[Check]:
         else:
             checks.append(Check("certs", "ok", f"{len(certs)} certificates valid; the first expires in "
                                                f"{soonest} days"))
+    if runtime in (None, "local") and stack.config.broker.kind == "mosquitto":
+        caps = stack.plan_context("local").caps
+        if caps.drops_privileges:
+            checks.append(Check("privileges", "ok", f"the local broker drops root and runs as {caps.run_as}"))
+        elif caps.drop_reason:
+            checks.append(Check("privileges", "warn", f"the local broker runs as root: {caps.drop_reason}",
+                                "see docs/security.md"))
     checks += check_images(stack)
     secrets = stack.paths.secrets_file
     if Path(secrets).exists():

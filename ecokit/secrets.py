@@ -75,7 +75,10 @@ class SecretStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.path.parent, 0o700)
+        # Nobody else may list or enter it; a service's group may only traverse it (0710,
+        # see ecokit.runtime.privileges).
+        group = stat.S_IMODE(self.path.parent.stat().st_mode) & 0o070
+        os.chmod(self.path.parent, 0o710 if group == 0o010 else 0o700)
         lock = self.path.with_name(self.path.name + ".lock")
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:

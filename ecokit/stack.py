@@ -131,9 +131,9 @@ class Stack:
     def users(self) -> list[User]:
         if self._users is None:
             users = load_users(self.users_file, self._label(self.users_file))
-            device_ids = {d.id for d in self.devices()}
+            device_ids = {d.id.casefold() for d in self.devices()}
             for i, user in enumerate(users):
-                if user.username in device_ids:
+                if user.username.casefold() in device_ids:
                     raise ConfigError(f"{user.username!r} is also a device id; usernames must be distinct",
                                       source=self._label(self.users_file), key=f"users[{i}].username")
             self._users = users
@@ -267,10 +267,15 @@ class Stack:
     def capabilities(self, target: Target) -> Capabilities:
         if target != "local":
             return Capabilities(websockets=True, influx_version=2)
-        import getpass
+        from ecokit.runtime.privileges import broker_user
 
+        run_as = broker_user(self.project_dir, [self.cert_paths.root])
+        if run_as.reason:
+            note = f"the broker runs as root: {run_as.reason}"
+            if note not in self.notes:
+                self.notes.append(note)
         return Capabilities(websockets=_mosquitto_has_websockets(), influx_version=1,
-                            run_as=getpass.getuser())
+                            run_as=run_as.user, drops_privileges=run_as.drops, drop_reason=run_as.reason)
 
     def plan_context(self, target: Target) -> PlanContext:
         paths = PathMap(target, self.paths.root, self.cert_paths.root)

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ecokit.durations import duration_seconds
 
-NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}\Z")
 PLACEHOLDERS = ("run", "publisher", "device")
 # Size of the binary header every bench payload starts with (ecokit.bench.payload).
 BINARY_HEADER = 24

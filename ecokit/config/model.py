@@ -21,10 +21,10 @@ from ecokit.config.rules import (
     validate_rule_names,
 )
 
-STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}\Z")
 # [registry[:port]/]path[:tag][@sha256:digest]
 IMAGE_REF = re.compile(
-    r"^(?:[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?$"
+    r"^(?:[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?\Z"
 )
 
 
@@ -74,11 +74,31 @@ class BrokerConfig(Section):
     log_verbose: bool = False
 
 
+# TLS 1.2 suites offered by default: forward secrecy and AEAD only (no CBC, no SHA-1 MAC).
+# TLS 1.3 suites are all AEAD, so they need no list.
+AEAD_TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+)
+TLS13_CIPHERS = ("TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256")
+
+
 class TlsConfig(Section):
     enabled: bool = False
     mtls: bool = Field(False, description="require a client certificate on the TLS listeners")
     min_version: Literal["1.2", "1.3"] = "1.2"
     plain_listener: bool = Field(True, description="keep the plain MQTT listener next to TLS")
+    ciphers: tuple[str, ...] = Field(AEAD_TLS12_CIPHERS, min_length=1,
+                                     description="TLS 1.2 cipher suites (OpenSSL names); default: AEAD only")
+
+    @field_validator("ciphers")
+    @classmethod
+    def _cipher_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", name):
+                raise ValueError(f"{name!r} is not an OpenSSL cipher suite name")
+        return value
 
     @model_validator(mode="after")
     def _mtls_needs_tls(self) -> TlsConfig:
@@ -250,7 +270,7 @@ class StackConfig(Section):
     @classmethod
     def _profile_names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for name in value:
-            if not re.match(r"^[a-z0-9][a-z0-9_-]*$", name):
+            if not re.match(r"^[a-z0-9][a-z0-9_-]*\Z", name):
                 raise ValueError(f"profile name {name!r} must be lowercase letters, digits, '-', '_'")
         return value
 

@@ -19,11 +19,19 @@ from ecokit.config.loader import read_yaml
 from ecokit.errors import ConfigError
 
 # A device id is also its MQTT username and a topic level, so it may not hold
-# wildcards, separators or anything an ACL pattern would interpret.
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-# Names ecokit keeps for its own service users.
+# wildcards, separators or anything an ACL pattern would interpret. `\Z`, not `$`: `$`
+# also matches before a final newline, and "evil\n" would reach the password file.
+DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\Z")
+# Names ecokit keeps for its own service users and topics, in any letter case: file
+# systems, DNS names and people do not tell `ECOKIT-admin` from `ecokit-admin`.
 RESERVED_PREFIX = "ecokit-"
+RESERVED_NAMES = ("broadcast",)
+
+
+def is_reserved(name: str) -> bool:
+    folded = name.casefold()
+    return folded.startswith(RESERVED_PREFIX) or folded in RESERVED_NAMES
 
 
 def _check_filter(value: str) -> str:
@@ -51,13 +59,14 @@ class Device(BaseModel):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not DEVICE_ID.match(value):
+        if not DEVICE_ID.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a device id (letters, digits, '_', '.', '-'; at most 64; "
                 "no '/', '+', '#')"
             )
-        if value.startswith(RESERVED_PREFIX) or value == "broadcast":
-            raise ValueError(f"{value!r} is reserved by ecokit")
+        if is_reserved(value):
+            raise ValueError(f"{value!r} is reserved by ecokit (names starting with {RESERVED_PREFIX!r} "
+                             f"or equal to {', '.join(RESERVED_NAMES)}, in any letter case)")
         return value
 
 
@@ -75,10 +84,11 @@ class User(BaseModel):
     @field_validator("username")
     @classmethod
     def _username(cls, value: str) -> str:
-        if not USERNAME.match(value):
+        if not USERNAME.fullmatch(value):
             raise ValueError(f"{value!r} is not a username (letters, digits, '_', '.', '@', '-')")
-        if value.startswith(RESERVED_PREFIX):
-            raise ValueError(f"{value!r}: names starting with {RESERVED_PREFIX!r} are ecokit's own")
+        if is_reserved(value):
+            raise ValueError(f"{value!r}: names starting with {RESERVED_PREFIX!r} (in any letter case) "
+                             f"and {', '.join(RESERVED_NAMES)} are ecokit's own")
         return value
 
     @field_validator("publish", "subscribe")
@@ -103,7 +113,9 @@ def _entries(path: Path, label: str, section: str) -> list[Any]:
 
 def _validate_list(model: type[BaseModel], entries: Iterable[Any], label: str, section: str,
                    key_field: str) -> list[Any]:
-    out = []
+    out: list[Any] = []
+    # Case-folded: ids that differ only in case would share certificate files on a
+    # case-insensitive file system (macOS), and confuse everyone reading a dashboard.
     seen: dict[str, int] = {}
     for i, entry in enumerate(entries):
         if isinstance(entry, str) and key_field == "id":
@@ -118,10 +130,14 @@ def _validate_list(model: type[BaseModel], entries: Iterable[Any], label: str, s
                 msg = f"unknown key; expected one of: {', '.join(model.model_fields)}"
             raise ConfigError(msg, source=label, key=key) from None
         name = getattr(item, key_field)
-        if name in seen:
-            raise ConfigError(f"duplicate {key_field} {name!r} (first at {section}[{seen[name]}])",
+        folded = name.casefold()
+        if folded in seen:
+            first = seen[folded]
+            case_note = ("" if getattr(out[first], key_field) == name
+                         else "; names are compared ignoring letter case")
+            raise ConfigError(f"duplicate {key_field} {name!r} (first at {section}[{first}]{case_note})",
                               source=label, key=f"{section}[{i}].{key_field}")
-        seen[name] = i
+        seen[folded] = i
         out.append(item)
     return out
 
@@ -151,16 +167,21 @@ def append_devices(path: Path, ids: Iterable[str]) -> list[str]:
 
     Returns the ids actually added (ids already present are skipped).
     """
-    existing = {d.id for d in load_devices(path)}
-    new = []
+    existing = {d.id.casefold(): d.id for d in load_devices(path)}
+    new: list[str] = []
     for device_id in ids:
         try:
             Device(id=device_id)  # validates the id before anything is written
         except ValidationError as exc:
             msg = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
             raise ConfigError(f"cannot add device: {msg}", source=str(path)) from None
-        if device_id not in existing and device_id not in new:
+        known = existing.get(device_id.casefold()) or next(
+            (n for n in new if n.casefold() == device_id.casefold()), None)
+        if known is None:
             new.append(device_id)
+        elif known != device_id:
+            raise ConfigError(f"cannot add device {device_id!r}: {known!r} is registered and names are "
+                              "compared ignoring letter case", source=str(path))
     if not new:
         return []
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-RULE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
-PATH = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}\Z")
+RULE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}\Z")
+PATH = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
 DEADLETTER_PREFIX = "ecokit/deadletter"
 # Largest/smallest device timestamps accepted by default (ms): 2000-01-01 .. 2100-01-01.
 TS_MS_MIN = 946_684_800_000

@@ -31,6 +31,7 @@ from ecokit.runtime.base import (
     no_progress,
     save_state,
 )
+from ecokit.runtime.privileges import hand_over
 from ecokit.runtime.probes import wait_ready
 from ecokit.services.spec import LocalCommand, ServiceSpec, ordered
 
@@ -129,6 +130,7 @@ class LocalRuntime:
                 content = spec.content_fingerprint()
                 if entry.get("content") not in (None, content) and spec.reload_signal:
                     progress(ServiceEvent(spec.name, "reloading", ", ".join(spec.reloadable)))
+                    self._hand_over(spec)  # the re-rendered files belong to root again
                     process.signal_process(self._ref(entry), spec.reload_signal)
                     entry["content"] = content
                     progress(ServiceEvent(spec.name, "ready", f"pid {entry['pid']}, reloaded"))
@@ -151,6 +153,14 @@ class LocalRuntime:
                                      hint=spec.local.install_hint if spec.local else None)
         self._start(spec, services, on_ready, progress)
         return "started"
+
+    def _hand_over(self, spec: ServiceSpec) -> None:
+        """A service that drops root gets its files and data (see ecokit.runtime.privileges)."""
+        if spec.local is None or spec.local.owner is None or os.geteuid() != 0:
+            return
+        hand_over(spec.local.owner, stack_root=self.paths.root,
+                  trees=(self.paths.service_config(spec.name), self.paths.service_data(spec.name)),
+                  readable=[Path(p) for p in spec.local.readable])
 
     @staticmethod
     def _unavailable_reason(spec: ServiceSpec) -> str:
@@ -188,6 +198,7 @@ class LocalRuntime:
         log_path = self.paths.log(spec.name)
         cwd = self.paths.service_data(spec.name)
         cwd.mkdir(parents=True, exist_ok=True)
+        self._hand_over(spec)
         argv = self._argv(spec.local)
         progress(ServiceEvent(spec.name, "starting", " ".join(argv)))
         ref = process.spawn(argv, log_path=log_path, cwd=cwd, env=self._env(spec.local))

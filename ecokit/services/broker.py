@@ -7,6 +7,7 @@ import hashlib
 import hmac
 
 from ecokit.acl import USERNAME, AccessPolicy, Grant, Principal
+from ecokit.config.model import TLS13_CIPHERS
 from ecokit.render import render_template
 from ecokit.services.context import (
     EMQX_API_SECRET,
@@ -128,7 +129,9 @@ def mosquitto(ctx: PlanContext) -> ServiceSpec:
         files=files, ports=broker_ports(ctx), probe=_probe(ctx),
         volumes=(Volume("data", "/mosquitto/data"),),
         local=LocalCommand("mosquitto", ("-c", ctx.paths.file(BROKER, "mosquitto.conf")),
-                           install_hint="apt-get install mosquitto"),
+                           install_hint="apt-get install mosquitto",
+                           owner=ctx.caps.run_as if ctx.caps.drops_privileges else None,
+                           readable=(ctx.paths.cert("server.key"),) if ctx.tls and ctx.caps.drops_privileges else ()),
         container=ContainerSpec(cfg.images.mosquitto,
                                 command=("mosquitto", "-c", f"{MOSQUITTO_ETC}/mosquitto.conf"),
                                 file_owner=(1883, 1883), aliases=("mosquitto",)),
@@ -174,7 +177,7 @@ def emqx(ctx: PlanContext) -> ServiceSpec:
         cookie=ctx.secret(EMQX_COOKIE), dashboard_password=ctx.secret(EMQX_DASHBOARD),
         users_file=users_path, acl_file=acl_path, api_keys_file=keys_path,
         cafile=ctx.paths.cert("ca.pem"), certfile=ctx.paths.cert("server.pem"),
-        keyfile=ctx.paths.cert("server.key"), pipeline=emqx_rules_pipeline(ctx),
+        keyfile=ctx.paths.cert("server.key"), pipeline=emqx_rules_pipeline(ctx), tls13_ciphers=TLS13_CIPHERS,
     )
     files = (
         RenderedFile("emqx.conf", conf, "/opt/emqx/etc/emqx.conf", secret=True),

@@ -39,9 +39,12 @@ class Capabilities:
 
     websockets: bool = True
     influx_version: Literal[1, 2] = 1
-    # Local services run as whoever runs ecokit; Mosquitto would otherwise switch from
-    # root to a `mosquitto` user that cannot read the stack's 0600 files.
+    # The user Mosquitto runs as locally (its `user` option). Started by root it switches
+    # to this user; `mosquitto` when the stack's files can be handed to it, else root
+    # (and `drop_reason` says why). Started by anyone else it stays that user.
     run_as: str | None = None
+    drops_privileges: bool = False
+    drop_reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,11 @@ class LocalCommand:
     search: tuple[str, ...] = ("/usr/sbin", "/usr/local/sbin")  # beyond PATH
     python: bool = False  # run with this interpreter (`binary` is then a module name)
     install_hint: str = ""
+    # The unprivileged user the process switches to when started as root (Mosquitto's
+    # `user`): the local runtime then hands it the service's rendered files and data and
+    # lets its group read ``readable`` (e.g. the server key).
+    owner: str | None = None
+    readable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

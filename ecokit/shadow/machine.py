@@ -48,10 +48,13 @@ MAX_CLIENT_TOKEN_BYTES = 64
 MAX_STATE_BYTES = 8 * 1024
 MAX_DEPTH = 6
 MAX_REQUEST_BYTES = 128 * 1024
+# Named shadows one thing may have (AWS sets no documented figure; an unbounded number
+# lets one device fill the service's disk). Creating one more is refused with 400.
+MAX_NAMED_SHADOWS = 25
 DELETED_VERSION_MEMORY_S = 48 * 3600
 
-THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
-SHADOW_NAME = re.compile(r"^[$a-zA-Z0-9:_-]{1,64}$")
+THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}\Z")
+SHADOW_NAME = re.compile(r"^[$a-zA-Z0-9:_-]{1,64}\Z")
 
 # Error messages, as AWS words them.
 INVALID_JSON = "Invalid JSON"
@@ -66,6 +69,10 @@ INVALID_NODE = "State contains an invalid node"
 VERSION_CONFLICT = "Version conflict"
 TOO_LARGE = "The payload exceeds the maximum size allowed"
 NOT_UTF8 = "Unsupported documented encoding; supported encoding is UTF-8"
+
+
+def too_many_named(limit: int) -> str:
+    return f"Maximum number of named shadows for this thing reached ({limit})"
 
 
 @dataclass(frozen=True)
@@ -187,12 +194,24 @@ def json_equal(a: Json, b: Json) -> bool:
 
 
 def depth(value: Json) -> int:
-    """Levels of nesting: a scalar is 0, ``{"a": 1}`` is 1, ``{"a": {"b": 1}}`` is 2."""
-    if isinstance(value, dict):
-        return 1 + max((depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((depth(v) for v in value), default=0)
-    return 0
+    """Levels of nesting: a scalar is 0, ``{"a": 1}`` is 1, ``{"a": {"b": 1}}`` is 2.
+
+    Iterative, so a hostile document as deep as the parser allows cannot exhaust the stack.
+    """
+    deepest = 0
+    stack: list[tuple[Json, int]] = [(value, 0)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            deepest = max(deepest, level)
+            continue
+        deepest = max(deepest, level + 1)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def compact_size(value: Json) -> int:
@@ -306,6 +325,9 @@ def parse_json(payload: bytes) -> Json:
         return json.loads(text, parse_constant=_reject_constant)
     except ValueError:
         raise Rejection(400, INVALID_JSON) from None
+    except RecursionError:
+        # Nesting beyond what the parser can follow is far beyond MAX_DEPTH.
+        raise Rejection(400, TOO_DEEP) from None
 
 
 def _client_token(doc: Json) -> str | None:
@@ -334,7 +356,7 @@ def _optional_token(payload: bytes) -> str | None:
         return None
     try:
         doc = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     return _client_token(doc)
 
@@ -429,12 +451,17 @@ def _validate_update(payload: bytes) -> tuple[JsonObject, str | None, int | None
     return state, token, version
 
 
-def update(key: ShadowKey, record: ShadowRecord | None, payload: bytes, now: int) -> Outcome:
+def update(key: ShadowKey, record: ShadowRecord | None, payload: bytes, now: int, *,
+           named_limit: int | None = None) -> Outcome:
+    """``named_limit``: set when creating this (named) shadow would exceed the thing's
+    named-shadow cap; the update is then refused with 400."""
     token: str | None = None
     try:
         validate_key(key)
         requested, token, expected = _validate_update(payload)
         existed = record is not None and record.exists
+        if not existed and key.name and named_limit is not None:
+            raise Rejection(400, too_many_named(named_limit), token)
         current = record if record is not None else ShadowRecord()
         if not existed:
             remembered = (current.deleted_at is not None
@@ -479,12 +506,12 @@ def update(key: ShadowKey, record: ShadowRecord | None, payload: bytes, now: int
 
 
 def handle(key: ShadowKey, operation: Operation, record: ShadowRecord | None, payload: bytes,
-           now: int) -> Outcome:
-    """Dispatch one request to get / update / delete."""
+           now: int, *, named_limit: int | None = None) -> Outcome:
+    """Dispatch one request to get / update / delete (``named_limit``: see ``update``)."""
     if operation == "get":
         return get(key, record, payload, now)
     if operation == "update":
-        return update(key, record, payload, now)
+        return update(key, record, payload, now, named_limit=named_limit)
     if operation == "delete":
         return delete(key, record, payload, now)
     raise ValueError(f"unknown shadow operation {operation!r}")

@@ -44,6 +44,7 @@ class ShadowServiceConfig:
     database: str
     http: dict[str, Any]
     session_expiry: int = 3600
+    max_named_shadows: int = machine.MAX_NAMED_SHADOWS
 
     @classmethod
     def load(cls, path: Path) -> ShadowServiceConfig:
@@ -113,7 +114,11 @@ class ShadowService:
         key = request.key
         try:
             record = self.store.get(key)
-            outcome = machine.handle(key, request.operation, record, payload, now)
+            named_limit = None
+            if (request.operation == "update" and key.name and (record is None or not record.exists)
+                    and self.store.named_count(key.thing) >= self.config.max_named_shadows):
+                named_limit = self.config.max_named_shadows
+            outcome = machine.handle(key, request.operation, record, payload, now, named_limit=named_limit)
             if outcome.record is not None:
                 self.store.put(key, outcome.record)
                 if request.operation != "get":

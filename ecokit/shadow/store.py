@@ -68,6 +68,13 @@ class ShadowStore:
             row = self._db.execute("SELECT COUNT(*) FROM shadows WHERE deleted_at IS NULL").fetchone()
         return int(row[0])
 
+    def named_count(self, thing: str) -> int:
+        """Named shadows (not tombstones) that ``thing`` has."""
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM shadows WHERE thing = ? AND name != '' "
+                                   "AND deleted_at IS NULL", (thing,)).fetchone()
+        return int(row[0])
+
     def keys(self) -> list[ShadowKey]:
         with self._lock:
             rows = self._db.execute(

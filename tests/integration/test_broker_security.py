@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -110,6 +111,29 @@ def tls_1_1_client() -> ssl.SSLContext:
     return ctx
 
 
+@contextlib.contextmanager
+def tls_server(server: ssl.SSLContext) -> Iterator[int]:
+    """A one-connection TLS server on a free port (for control tests); yields the port."""
+    listener = socket.create_server((HOST, 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            try:
+                with server.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        thread.join(timeout=5)
+        listener.close()
+
+
 def tls_handshake(port: int, ctx: ssl.SSLContext) -> str:
     with socket.create_connection((HOST, port), timeout=5) as raw, \
             ctx.wrap_socket(raw, server_hostname=HOST) as tls:
@@ -125,25 +149,8 @@ def test_this_client_really_offers_tls_1_1(tls_stack: Stack) -> None:
         server.set_ciphers("DEFAULT:@SECLEVEL=0")
         server.minimum_version = ssl.TLSVersion.TLSv1_1
     server.load_cert_chain(tls_stack.cert_paths.server_cert, tls_stack.cert_paths.server_key)
-    listener = socket.create_server((HOST, 0))
-    port = listener.getsockname()[1]
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            try:
-                with server.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(1)
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    with tls_server(server) as port:
         assert tls_handshake(port, tls_1_1_client()) == "TLSv1.1"
-    finally:
-        thread.join(timeout=5)
-        listener.close()
 
 
 def test_tls_1_1_is_refused_by_the_broker(tls_stack: Stack) -> None:
@@ -159,6 +166,43 @@ def test_tls_1_2_and_1_3_are_accepted(tls_stack: Stack, version: ssl.TLSVersion,
     ctx = tls_context(tls_stack.cert_paths.ca_cert)
     ctx.minimum_version = ctx.maximum_version = version
     assert tls_handshake(mqtts_port(tls_stack), ctx) == name
+
+
+def tls12_client_with(ca: Path, ciphers: str) -> ssl.SSLContext:
+    ctx = tls_context(ca)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(ciphers)
+    return ctx
+
+
+CBC_SHA1 = "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA"
+
+
+@pytest.mark.security
+def test_this_client_really_offers_only_cbc_sha1_suites(tls_stack: Stack) -> None:
+    # Control for the next test: a server that allows CBC-SHA1 agrees with this client.
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.set_ciphers(CBC_SHA1)
+    server.load_cert_chain(tls_stack.cert_paths.server_cert, tls_stack.cert_paths.server_key)
+    with tls_server(server) as port, socket.create_connection((HOST, port), timeout=5) as raw, \
+            tls12_client_with(tls_stack.cert_paths.ca_cert, CBC_SHA1).wrap_socket(raw, server_hostname=HOST) as tls:
+        cipher = tls.cipher()
+        assert cipher is not None
+        assert cipher[0] in CBC_SHA1.split(":")
+
+
+@pytest.mark.security
+def test_tls_1_2_offers_only_aead_suites(tls_stack: Stack) -> None:
+    with pytest.raises(ssl.SSLError) as info:
+        tls_handshake(mqtts_port(tls_stack), tls12_client_with(tls_stack.cert_paths.ca_cert, CBC_SHA1))
+    assert info.value.reason == "SSLV3_ALERT_HANDSHAKE_FAILURE", info.value
+    for suite in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305"):
+        ctx = tls12_client_with(tls_stack.cert_paths.ca_cert, suite)
+        with socket.create_connection((HOST, mqtts_port(tls_stack)), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname=HOST) as tls:
+            cipher = tls.cipher()
+            assert cipher is not None
+            assert cipher[0] == suite
 
 
 # -- authentication -------------------------------------------------------------------------

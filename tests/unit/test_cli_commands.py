@@ -271,6 +271,17 @@ def test_devices_add_refuses_a_bad_id(capsys: pytest.CaptureFixture[str], projec
     assert (project.parent / "config" / "devices.yaml").read_text() == before
 
 
+@pytest.mark.parametrize("bad", ["evil\n", "ECOKIT-admin", "Broadcast"])
+def test_devices_add_refuses_newlines_and_reserved_names_in_any_case(
+        capsys: pytest.CaptureFixture[str], project: Path, bad: str) -> None:
+    before = (project.parent / "config" / "devices.yaml").read_text()
+    code, _, err = run(capsys, "devices", "add", bad, "--config", str(project))
+    assert code == 1
+    assert "Traceback" not in err
+    assert "not a device id" in err or "reserved by ecokit" in err
+    assert (project.parent / "config" / "devices.yaml").read_text() == before
+
+
 # -- certs, status, logs, doctor ---------------------------------------------------------------
 
 

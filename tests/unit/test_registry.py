@@ -35,10 +35,44 @@ def test_device_ids_that_would_break_topics_or_acls_are_refused(device_id: str) 
         Device(id=device_id)
 
 
-@pytest.mark.parametrize("device_id", ["ecokit-admin", "ecokit-anything", "broadcast"])
-def test_device_ids_reserved_by_ecokit_are_refused(device_id: str) -> None:
+@pytest.mark.parametrize("device_id", ["ecokit-admin", "ecokit-anything", "broadcast",
+                                       "ECOKIT-admin", "Ecokit-Bridge", "Broadcast", "BROADCAST"])
+def test_device_ids_reserved_by_ecokit_are_refused_in_any_letter_case(device_id: str) -> None:
     with pytest.raises(ValueError, match="reserved by ecokit"):
         Device(id=device_id)
+
+
+@pytest.mark.parametrize("name", ["ECOKIT-admin", "Ecokit-x", "broadcast", "Broadcast"])
+def test_usernames_reserved_by_ecokit_are_refused_in_any_letter_case(name: str) -> None:
+    with pytest.raises(ValueError, match="are ecokit's own"):
+        User(username=name)
+
+
+@pytest.mark.parametrize("value", ["evil\n", "evil\r\n", "ok\nsecond:line", "v1\x00"])
+def test_a_final_newline_does_not_pass_for_a_valid_id(value: str) -> None:
+    # `$` in a Python regex also matches before a final newline; such an id would add a
+    # line to the Mosquitto password file.
+    with pytest.raises(ValueError, match="is not a device id"):
+        Device(id=value)
+    with pytest.raises(ValueError, match="is not a username"):
+        User(username=value)
+
+
+def test_ids_differing_only_in_letter_case_are_duplicates(tmp_path: Path) -> None:
+    path = devices_file(tmp_path, "devices:\n  - vehicle-1\n  - Vehicle-1\n")
+    with pytest.raises(ConfigError, match="ignoring letter case"):
+        load_devices(path)
+
+
+def test_appending_an_id_that_differs_only_in_case_is_refused(tmp_path: Path) -> None:
+    path = devices_file(tmp_path, "devices:\n  - vehicle-1\n")
+    before = path.read_text()
+    assert append_devices(path, ["vehicle-1"]) == []
+    with pytest.raises(ConfigError, match="ignoring letter case"):
+        append_devices(path, ["VEHICLE-1"])
+    with pytest.raises(ConfigError, match="is not a device id"):
+        append_devices(path, ["evil\n"])
+    assert path.read_text() == before
 
 
 def test_device_password_must_have_eight_characters() -> None:

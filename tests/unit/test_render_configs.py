@@ -62,7 +62,7 @@ MOSQUITTO_GLOBAL = {
     "log_timestamp", "log_timestamp_format",
 }
 MOSQUITTO_LISTENER = {"protocol", "cafile", "certfile", "keyfile", "tls_version", "require_certificate",
-                      "use_identity_as_username"}
+                      "use_identity_as_username", "ciphers"}
 REPEATABLE = {"log_type", "log_dest"}
 
 

@@ -163,3 +163,15 @@ def test_a_password_in_the_registry_wins_over_a_generated_one(tmp_path: Path) ->
     project = write_project(tmp_path, devices=["v1"])
     (tmp_path / "config" / "devices.yaml").write_text("devices:\n  - id: v1\n    password: from-registry\n")
     assert Stack.load(project, env={}).device_credentials("v1") == ("v1", "from-registry")
+
+
+def test_a_group_traverse_only_folder_keeps_its_group_bit(tmp_path: Path) -> None:
+    # What a local broker that drops root to its own user needs (ecokit.runtime.privileges).
+    folder = tmp_path / "s"
+    folder.mkdir(mode=0o710)
+    os.chmod(folder, 0o710)
+    SecretStore(folder / "secrets.json").get("x")
+    assert mode(folder) == 0o710
+    os.chmod(folder, 0o750)
+    SecretStore(folder / "secrets.json").get("y")
+    assert mode(folder) == 0o700

@@ -129,3 +129,42 @@ def test_docker_plan_uses_the_ecokit_image_and_service_names(tmp_path: Path) -> 
     assert config["mqtt"]["host"] == "broker"
     assert config["mqtt"]["port"] == 1883
     assert config["http"]["host"] == "0.0.0.0"
+
+
+def test_a_request_nested_ten_thousand_deep_is_answered_with_400(tmp_path: Path) -> None:
+    service = make_service(tmp_path)
+    deep = b'{"state":{"desired":' + b'{"a":' * 10_000 + b"1" + b"}" * 10_000 + b"}}"
+    for op in ("update", "get", "delete"):
+        [(topic, payload)] = service.handle(f"things/v1/shadow/{op}", deep)
+        assert topic == f"things/v1/shadow/{op}/rejected"
+        assert json.loads(payload)["code"] in (400, 404)
+    [(_, payload)] = service.handle("things/v1/shadow/update", b"[" * 100_000)
+    assert json.loads(payload)["code"] == 400
+    assert json.loads(payload)["message"].startswith("JSON contains too many levels of nesting")
+    # and the service goes on answering
+    assert service.handle("things/v1/shadow/update", b'{"state":{"reported":{"a":1}}}')[0][0].endswith("/accepted")
+
+
+def test_named_shadows_are_capped_per_thing_with_a_400(tmp_path: Path) -> None:
+    service = make_service(tmp_path)
+    limit = service.config.max_named_shadows
+    for i in range(limit):
+        assert service.handle(f"things/v1/shadow/name/s{i}/update",
+                              b'{"state":{"reported":{"a":1}}}')[0][0].endswith("/accepted")
+    [(topic, payload)] = service.handle("things/v1/shadow/name/one-more/update",
+                                        b'{"state":{"reported":{"a":1}},"clientToken":"t1"}')
+    assert topic == "things/v1/shadow/name/one-more/update/rejected"
+    doc = json.loads(payload)
+    assert doc["code"] == 400
+    assert doc["message"] == f"Maximum number of named shadows for this thing reached ({limit})"
+    assert doc["clientToken"] == "t1"
+    # existing named shadows still update, the classic shadow and other things are not affected
+    assert service.handle("things/v1/shadow/name/s0/update", b'{"state":{"reported":{"a":2}}}')[0][0] \
+        .endswith("/accepted")
+    assert service.handle("things/v1/shadow/update", b'{"state":{"reported":{"a":2}}}')[0][0].endswith("/accepted")
+    assert service.handle("things/v2/shadow/name/x/update", b'{"state":{"reported":{"a":2}}}')[0][0] \
+        .endswith("/accepted")
+    # deleting one makes room again
+    assert service.handle("things/v1/shadow/name/s3/delete", b"")[0][0].endswith("/accepted")
+    assert service.handle("things/v1/shadow/name/one-more/update",
+                          b'{"state":{"reported":{"a":1}}}')[0][0].endswith("/accepted")
