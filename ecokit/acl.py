@@ -68,9 +68,9 @@ SERVICE_ROLES: tuple[ServiceRole, ...] = (
     ServiceRole("ecokit-processor", "fleet processor: reads fleet traffic, publishes status",
                 grants=(Grant("subscribe", "fleet/#"), Grant("publish", "fleet/+/status"),
                         Grant("publish", "ecokit/deadletter/#"))),
-    ServiceRole("ecokit-shadow", "shadow service: answers shadow requests",
+    ServiceRole("ecokit-shadow", "shadow service: answers shadow requests, dead-letters what it cannot handle",
                 grants=(Grant("subscribe", "things/+/shadow/#"),
-                        Grant("publish", "things/+/shadow/#"))),
+                        Grant("publish", "things/+/shadow/#"), Grant("publish", "ecokit/deadletter/#"))),
     ServiceRole("ecokit-replay", "replay: republishes archived messages to any topic",
                 grants=(Grant("publish", "#"),)),
 )

@@ -4,6 +4,7 @@ JSON logs, the /metrics /healthz /readyz endpoint, stop signals and MQTT connect
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import signal
@@ -16,7 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, generate_latest
+import paho.mqtt.client as mqtt
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ecokit.errors import ConfigError, EcokitError
@@ -86,10 +88,12 @@ class OncePerKind:
 
 
 class HealthServer:
-    """/metrics (Prometheus text), /healthz (the process answers), /readyz (``ready()`` is True)."""
+    """/metrics (Prometheus text), /healthz (``alive()``: the service's loops run; 503 once
+    one died, so `ecokit up` restarts it), /readyz (``ready()``: connected and subscribed)."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
-        registry_, ready_ = registry, ready
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], bool],
+                 alive: Callable[[], bool] = lambda: True) -> None:
+        registry_, ready_, alive_ = registry, ready, alive
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -97,7 +101,8 @@ class HealthServer:
                 if path == "/metrics":
                     body, ctype, code = generate_latest(registry_), CONTENT_TYPE_LATEST, 200
                 elif path == "/healthz":
-                    body, ctype, code = b"ok\n", "text/plain", 200
+                    ok = alive_()
+                    body, ctype, code = (b"ok\n", "text/plain", 200) if ok else (b"a loop died\n", "text/plain", 503)
                 elif path == "/readyz":
                     ok = ready_()
                     body, ctype, code = (b"ready\n", "text/plain", 200) if ok else (b"not ready\n", "text/plain", 503)
@@ -143,13 +148,104 @@ def mqtt_tls(mqtt: dict[str, Any]) -> ssl.SSLContext | None:
     return ctx
 
 
+# -- one bad message never stops a service --------------------------------------------------
+
+DEADLETTER_PREFIX = "ecokit/deadletter"
+FAILED = "error"  # the dead-letter reason of a message whose handling raised
+
+
+def deadletter_payload(source: str, reason: str, detail: str, topic: str, payload: bytes, qos: int = 0,
+                       retain: bool = False) -> bytes:
+    """A dead letter with the keys the rule engines write (``rule`` names the service here)."""
+    return json.dumps({"rule": source, "reason": reason, "field": detail, "topic": topic, "qos": qos,
+                       "retain": retain, "payload": base64.b64encode(payload).decode()},
+                      separators=(",", ":")).encode()
+
+
+class MessageGuard:
+    """Runs a paho ``on_message`` handler so that no exception reaches paho's network thread
+    (one would end it for good): each failure is counted by exception type, logged once per
+    type, and the message is republished to ``ecokit/deadletter/<service>``."""
+
+    def __init__(self, service: str, registry: CollectorRegistry, log: logging.Logger) -> None:
+        self.service = service
+        self.log = log
+        self.once = OncePerKind(log)
+        self.failed = Counter(f"ecokit_{service}_messages_failed",
+                              "messages whose handling raised (dead-lettered), by exception type", ["reason"],
+                              registry=registry)
+
+    def wrap(self, handler: Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None]
+             ) -> Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None]:
+        def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+            try:
+                handler(client, userdata, msg)
+            except Exception as exc:  # the point of this class: nothing escapes
+                self.failed_message(client, msg, exc)
+        return on_message
+
+    def failed_message(self, client: mqtt.Client, msg: mqtt.MQTTMessage, exc: BaseException) -> None:
+        reason = type(exc).__name__
+        self.failed.labels(reason).inc()
+        self.once(("failed", reason), "a message could not be handled; it is dead-lettered",
+                  topic=msg.topic, error=_short(exc))
+        try:
+            client.publish(f"{DEADLETTER_PREFIX}/{self.service}",
+                           deadletter_payload(self.service, FAILED, reason, msg.topic, bytes(msg.payload),
+                                              msg.qos, bool(msg.retain)), qos=1)
+        except Exception as publish_exc:  # never let the dead letter itself escape
+            self.once(("deadletter", type(publish_exc).__name__), "could not publish a dead letter",
+                      error=_short(publish_exc))
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+class NetworkLoop:
+    """paho's network loop (``loop_forever``, reconnecting) in a thread whose death shows:
+    ``alive()`` is False once it ended without ``stop()``."""
+
+    def __init__(self, client: mqtt.Client, log: logging.Logger, name: str = "mqtt") -> None:
+        self.client = client
+        self.log = log
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.client.loop_forever(retry_first_connection=True)
+        except BaseException as exc:  # recorded: /healthz fails and `ecokit up` restarts the service
+            self.error = exc
+            self.log.error("the MQTT network loop died; /healthz now fails", extra={"error": _short(exc)})
+        else:
+            if not self.stopping.is_set():
+                self.log.error("the MQTT network loop ended; /healthz now fails")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def alive(self) -> bool:
+        return self.stopping.is_set() or self.thread.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopping.set()
+        self.client.disconnect()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+
 class ServiceLoop(Protocol):
-    """What :func:`serve` runs: a service with Prometheus metrics, a readiness check and a
-    blocking loop that returns once ``stop`` is set."""
+    """What :func:`serve` runs: a service with Prometheus metrics, a readiness check, a
+    liveness check and a blocking loop that returns once ``stop`` is set."""
 
     registry: CollectorRegistry
 
     def is_ready(self) -> bool: ...
+
+    def is_alive(self) -> bool: ...
 
     def run(self, stop: threading.Event) -> None: ...
 
@@ -173,7 +269,7 @@ def serve(name: str, argv: list[str], build: Callable[[dict[str, Any], logging.L
     stop = threading.Event()
     stop_on_signals(stop)
     http = config["http"]
-    health = HealthServer(http["host"], int(http["port"]), service.registry, service.is_ready)
+    health = HealthServer(http["host"], int(http["port"]), service.registry, service.is_ready, service.is_alive)
     health.start()
     log.info(f"{name} started", extra=dict(started(service, config)))
     try:

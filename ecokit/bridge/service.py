@@ -23,12 +23,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ecokit.bridge.spool import Spool
 from ecokit.config.rules import BridgeConfig, RuleConfig
-from ecokit.daemon import OncePerKind, mqtt_tls
+from ecokit.daemon import FAILED, OncePerKind, mqtt_tls
 from ecokit.errors import BrokerError, StoreError
 from ecokit.fastmqtt import FastMqtt, Subscription
 from ecokit.rules.engine import Message, Point, Rejection, RuleEngine
 from ecokit.store.influx import InfluxEndpoint, InfluxV1
 
+BRIDGE = "bridge"  # the dead-letter "rule" of messages whose evaluation raised
 SHARE_GROUP = "ecokit-bridge"
 SESSION_EXPIRY = 86_400  # the broker keeps the bridge's queue for a day while it is away
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -46,6 +47,9 @@ class BridgeMetrics:
                               registry=registry)
         self.dropped = Counter("ecokit_bridge_dropped_points",
                                "points lost: buffer full, or refused by InfluxDB as invalid", registry=registry)
+        self.dropped_by = Counter("ecokit_bridge_dropped_points_by_reason",
+                                  "points lost, by reason (buffer_full, disk_error, refused)", ["reason"],
+                                  registry=registry)
         self.latency = Histogram("ecokit_bridge_write_latency_seconds", "duration of one InfluxDB write",
                                  buckets=LATENCY_BUCKETS, registry=registry)
         self.write_errors = Counter("ecokit_bridge_write_errors", "failed InfluxDB writes (retried)", ["kind"],
@@ -83,13 +87,27 @@ class Writer(threading.Thread):
         self.healthy = True
 
     def run(self) -> None:
+        while True:
+            try:
+                if self._drain():
+                    return
+            except Exception as exc:  # a bug must not silently end all writes: log, wait, go on
+                self.metrics.write_errors.labels(type(exc).__name__).inc()
+                self.healthy = False
+                self.once(("writer", type(exc).__name__), "the InfluxDB writer failed unexpectedly; retrying",
+                          error=f"{type(exc).__name__}: {exc}"[:300])
+                if self.stop.wait(1.0):
+                    return
+
+    def _drain(self) -> bool:
+        """Write batches until stopped (True) ."""
         backoff = 0.2
         max_wait = self.settings.flush_ms / 1000
         while True:
             batch = self.spool.take(self.settings.batch_size, max_wait, self.stop)
             if batch is None:
                 if self.stop.is_set():
-                    return
+                    return True
                 continue
             started = time.perf_counter()
             try:
@@ -111,7 +129,7 @@ class Writer(threading.Thread):
                           error=str(exc))
                 if self.stop.wait(backoff):
                     # Stopping: what is unwritten stays on disk for the next start.
-                    return
+                    return True
                 backoff = min(backoff * 2, 5.0)
                 continue
             self.metrics.latency.observe(time.perf_counter() - started)
@@ -158,17 +176,22 @@ class Bridge:
                              username=mqtt.get("username"), password=mqtt.get("password"), tls=mqtt_tls(mqtt),
                              clean_start=False, session_expiry=SESSION_EXPIRY, keepalive=30)
         self._subs_file = Path(config["spool_dir"]) / "subscriptions.json"
+        self.writer: Writer | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
     def is_ready(self) -> bool:
         return self.ready.is_set()
 
+    def is_alive(self) -> bool:
+        """The writer thread runs (the intake loop is the main thread: its end ends the process)."""
+        return self.writer is None or self.writer.is_alive() or self.stop.is_set()
+
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop``; then let the writer finish what it can and return."""
         self.stop = stop
-        writer = Writer(self.spool, influx_endpoint(self.config["influx"]), self.settings, self.metrics,
-                        self.log, stop)
+        writer = self.writer = Writer(self.spool, influx_endpoint(self.config["influx"]), self.settings,
+                                      self.metrics, self.log, stop)
         writer.start()
         backoff = 0.5
         try:
@@ -212,7 +235,10 @@ class Bridge:
                               f"(reason {codes[0]:#x}); check the ACL of ecokit-bridge")
         if present:
             self._drop_stale_subscriptions(wanted)
-        self._subs_file.write_text(json.dumps(wanted))
+        try:
+            self._subs_file.write_text(json.dumps(wanted))
+        except OSError as exc:  # a full disk must not keep the bridge from consuming
+            self.once(("subscriptions_file",), "cannot record the subscriptions", error=str(exc))
         self.ready.set()
         self.metrics.connected.set(1)
         self.once.seen.clear()
@@ -251,7 +277,11 @@ class Bridge:
             rejections: list[tuple[Rejection, Message]] = []
             for topic, payload, qos, retain, pid in messages:
                 msg = Message(topic, payload, qos, retain, self._receive_ns())
-                for outcome in engine.evaluate(msg):
+                try:
+                    outcomes = engine.evaluate(msg)
+                except Exception as exc:  # one message must never stop the intake
+                    outcomes = [Rejection(BRIDGE, FAILED, type(exc).__name__, f"{type(exc).__name__}: {exc}"[:300])]
+                for outcome in outcomes:
                     if type(outcome) is Point:
                         lines.append(outcome.line)
                     else:
@@ -263,9 +293,13 @@ class Bridge:
             if lines:
                 data = ("\n".join(lines) + "\n").encode("utf-8")
                 if not spool.append(data, len(lines)):
+                    # Acknowledged all the same: a full buffer or disk degrades to counted
+                    # drops, never to a broker queue that grows until it fails too.
+                    reason = spool.refusal or "buffer_full"
+                    metrics.dropped_by.labels(reason).inc(len(lines))
                     metrics.dropped.inc(len(lines))
-                    self.once(("buffer_full",), "the on-disk buffer is full; new points are dropped",
-                              buffer_mb=self.settings.buffer_mb)
+                    self.once(("dropped", reason), "points cannot be buffered and are dropped",
+                              reason=reason, buffer_mb=self.settings.buffer_mb, error=spool.refusal_detail)
             for rejection, msg in rejections:
                 self._reject(rejection, msg)
             mqtt.ack(acks)

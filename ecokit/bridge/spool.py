@@ -13,6 +13,7 @@ Files: ``<dir>/<segment>.lp`` (newline-terminated lines) and ``<dir>/committed``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -56,6 +57,8 @@ class Spool:
         self.pending_lines = 0
         self.pending_bytes = 0
         self.recovered_lines = 0
+        self.refusal: str | None = None  # why the last refused append was refused
+        self.refusal_detail: str | None = None
         self._read_fds: dict[int, int] = {}
         self._recover()
         self.write_segment = (max(self._segments(), default=0)) + 1
@@ -88,8 +91,13 @@ class Spool:
 
     def _write_committed(self, segment: int, offset: int) -> None:
         tmp = self.dir / "committed.tmp"
-        tmp.write_text(f"{segment} {offset}\n")
-        os.replace(tmp, self.dir / "committed")
+        try:
+            tmp.write_text(f"{segment} {offset}\n")
+            os.replace(tmp, self.dir / "committed")
+        except OSError:
+            # A full disk: the previous position stays, so a restart writes some points
+            # again, which InfluxDB stores once (same series, same time).
+            tmp.unlink(missing_ok=True)
 
     def _recover(self) -> None:
         """Index what a previous run left unwritten (dropping a torn last line)."""
@@ -121,21 +129,31 @@ class Spool:
     # -- the intake side --------------------------------------------------------------
 
     def append(self, data: bytes, lines: int) -> bool:
-        """Append newline-terminated lines; False (nothing written) when over the bound."""
+        """Append newline-terminated lines; False (nothing written) when over the bound or
+        when the disk refuses them (``refusal`` then says which: buffer_full, disk_error)."""
         if not data:
             return True
         with self.cond:
             if self.pending_bytes + len(data) > self.max_bytes:
+                self.refusal, self.refusal_detail = "buffer_full", None
                 return False
-            if self.write_offset and self.write_offset + len(data) > self.segment_bytes:
-                os.close(self._fd)
-                self.write_segment += 1
-                self.write_offset = 0
-                self._fd = self._open_segment(self.write_segment)
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            try:
+                if self.write_offset and self.write_offset + len(data) > self.segment_bytes:
+                    os.close(self._fd)
+                    self.write_segment += 1
+                    self.write_offset = 0
+                    self._fd = self._open_segment(self.write_segment)
+                view = memoryview(data)
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+            except OSError as exc:
+                # A full disk (ENOSPC) or an I/O error: undo a partial write, so the next
+                # append starts at a line boundary, and let the caller count the drop.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self.write_offset)
+                self.refusal, self.refusal_detail = "disk_error", f"{exc.strerror or exc}"
+                return False
             start, end = self.write_offset, self.write_offset + len(data)
             self.write_offset = end
             last = self.chunks[-1] if self.chunks else None

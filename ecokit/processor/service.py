@@ -25,7 +25,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ecokit.config.rules import ProcessorConfig
-from ecokit.daemon import OncePerKind, mqtt_tls
+from ecokit.daemon import MessageGuard, NetworkLoop, OncePerKind, mqtt_tls
 from ecokit.processor.state import FleetState, StatusUpdate
 
 TELEMETRY = "fleet/+/telemetry"
@@ -64,10 +64,12 @@ class Processor:
             self.client.tls_set_context(tls)
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(1, 10)
+        self.guard = MessageGuard("processor", self.registry, log)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self.client.on_message = self.guard.wrap(self._on_message)
         self.host, self.port = m["host"], int(m["port"])
+        self.loop = NetworkLoop(self.client, log)
 
     def _count(self, state: str) -> int:
         with self.lock:
@@ -75,6 +77,9 @@ class Processor:
 
     def is_ready(self) -> bool:
         return self.ready.is_set()
+
+    def is_alive(self) -> bool:
+        return self.loop.alive()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     props: Properties | None) -> None:
@@ -98,7 +103,7 @@ class Processor:
         self.received.labels(kind).inc()
         try:
             doc = json.loads(msg.payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested beyond the parser
             doc = None
         now = time.time()
         with self.lock:
@@ -121,12 +126,11 @@ class Processor:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 0
         self.client.connect_async(self.host, self.port, keepalive=30, clean_start=True, properties=props)
-        self.client.loop_start()
+        self.loop.start()
         try:
             while not stop.wait(1.0):
                 with self.lock:
                     updates = self.state.tick(time.time())
                 self._publish(updates)
         finally:
-            self.client.disconnect()
-            self.client.loop_stop()
+            self.loop.stop()

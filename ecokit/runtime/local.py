@@ -32,7 +32,7 @@ from ecokit.runtime.base import (
     save_state,
 )
 from ecokit.runtime.privileges import hand_over
-from ecokit.runtime.probes import wait_ready
+from ecokit.runtime.probes import check_health, wait_ready
 from ecokit.services.spec import LocalCommand, ServiceSpec, ordered
 
 # Services a stack can run without; the local runtime skips them when their binary is missing.
@@ -126,6 +126,13 @@ class LocalRuntime:
         entry = services.get(spec.name)
         fingerprint = spec.fingerprint()
         if entry and process.is_alive(self._ref(entry)):
+            health = check_health(spec, self.readiness.host)
+            if entry.get("fingerprint") == fingerprint and not health.ok:
+                progress(ServiceEvent(spec.name, "stopping", f"unhealthy: {health.detail}"))
+                process.stop(self._ref(entry))
+                services.pop(spec.name)
+                self._start(spec, services, on_ready, progress)
+                return "restarted"
             if entry.get("fingerprint") == fingerprint:
                 content = spec.content_fingerprint()
                 if entry.get("content") not in (None, content) and spec.reload_signal:
@@ -271,6 +278,11 @@ class LocalRuntime:
                 continue
             ref = self._ref(entry)
             if process.is_alive(ref):
+                health = check_health(spec, self.readiness.host, attempts=2)
+                if not health.ok:
+                    out.append(ServiceStatus(spec.name, "unhealthy", spec.description, pid=ref.pid, ports=ports,
+                                             log=log, detail=f"{health.detail}; `ecokit up` restarts it"))
+                    continue
                 detail = "" if entry.get("fingerprint") == spec.fingerprint() else \
                     "configuration changed; `ecokit up` restarts it"
                 out.append(ServiceStatus(spec.name, "running", spec.description, pid=ref.pid, ports=ports,

@@ -137,6 +137,22 @@ def run_probe(probe: Probe, host: str, port: int, *, ca_file: Path | None = None
     return check_mqtt(host, port, username=probe.username, password=probe.password, tls=tls)
 
 
+def check_health(spec: ServiceSpec, host: str, *, attempts: int = 3, pause: float = 0.3) -> ProbeResult:
+    """The liveness probe of a running service (passes when it has none); a few attempts,
+    so one slow answer under load is not taken for a dead service."""
+    if spec.health is None:
+        return ProbeResult(True, "no health probe")
+    port = spec.port(spec.health.port).host
+    result = ProbeResult(False, "not probed")
+    for attempt in range(attempts):
+        result = run_probe(spec.health, host, port)
+        if result.ok:
+            return result
+        if attempt + 1 < attempts:
+            time.sleep(pause)
+    return result
+
+
 def wait_ready(spec: ServiceSpec, host: str, *, ca_file: Path | None = None,
                client_cert: tuple[Path, Path] | None = None,
                alive: Callable[[], str | None] = lambda: None,

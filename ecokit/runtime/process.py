@@ -123,6 +123,8 @@ def stop(ref: ProcessRef, *, timeout: float = 15.0) -> bool:
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(ref.pid, signal.SIGTERM)
+        # A stopped process (SIGSTOP, a hung debugger) acts on SIGTERM only once continued.
+        os.kill(ref.pid, signal.SIGCONT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not is_alive(ref):

@@ -51,6 +51,7 @@ def python_service(ctx: PlanContext, name: str, *, module: str, port: int, descr
         files=(RenderedFile(filename, content, container_file, secret=True),),
         ports=(PortSpec("http", ctx.listen_port(name, port), port, "http"),),
         probe=Probe("http", "http", path="/readyz", expect=(200,), timeout=30.0),
+        health=Probe("http", "http", path="/healthz", expect=(200,), timeout=3.0),
         depends_on=depends_on, volumes=volumes,
         local=LocalCommand(module, (ctx.paths.file(name, filename),), python=True),
         container=ContainerSpec(ctx.config.images.ecokit, command=("python", "-m", module, container_file),

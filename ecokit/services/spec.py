@@ -122,6 +122,9 @@ class ServiceSpec:
     # SIGHUP), so registering a device does not drop every connection.
     reload_signal: str | None = None
     reloadable: tuple[str, ...] = ()
+    # Liveness of a running service (ecokit's own: GET /healthz). A running service that
+    # fails it shows as unhealthy in `status`, and `up` restarts it.
+    health: Probe | None = None
 
     def port(self, name: str) -> PortSpec:
         for port in self.ports:

@@ -26,7 +26,15 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ecokit.daemon import HealthServer, load_service_config, mqtt_tls, setup_logging, stop_on_signals
+from ecokit.daemon import (
+    HealthServer,
+    MessageGuard,
+    NetworkLoop,
+    load_service_config,
+    mqtt_tls,
+    setup_logging,
+    stop_on_signals,
+)
 from ecokit.errors import ConfigError
 from ecokit.shadow import machine, topics
 from ecokit.shadow.store import ShadowStore, ShadowStoreError
@@ -100,7 +108,9 @@ class ShadowService:
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self._client: mqtt.Client | None = None
+        self._loop: NetworkLoop | None = None
         self._http: HealthServer | None = None
+        self.guard = MessageGuard("shadow", self.metrics.registry, log)
 
     # -- the logic ----------------------------------------------------------------------
 
@@ -170,12 +180,8 @@ class ShadowService:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            replies = self.handle(msg.topic, bytes(msg.payload))
-        except Exception:  # one bad message must never stop the service
-            log.exception("failed to handle a message on %s", msg.topic)
-            return
-        for topic, payload in replies:
+        # Wrapped by self.guard: whatever raises here is counted and dead-lettered.
+        for topic, payload in self.handle(msg.topic, bytes(msg.payload)):
             client.publish(topic, payload, qos=1)
 
     def _mqtt_client(self) -> mqtt.Client:
@@ -192,7 +198,7 @@ class ShadowService:
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
+        client.on_message = self.guard.wrap(self._on_message)
         return client
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -200,21 +206,25 @@ class ShadowService:
     def start(self) -> None:
         """Start HTTP and MQTT in background threads; returns at once."""
         self._http = HealthServer(self.config.http["host"], int(self.config.http["port"]), self.metrics.registry,
-                                  ready=self.ready.is_set)
+                                  ready=self.ready.is_set, alive=self.is_alive)
         self._http.start()
         client = self._mqtt_client()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.config.session_expiry
         b = self.config.mqtt
         client.connect_async(b["host"], int(b["port"]), keepalive=30, clean_start=False, properties=props)
-        client.loop_start()
+        self._loop = NetworkLoop(client, log)
+        self._loop.start()
         self._client = client
+
+    def is_alive(self) -> bool:
+        """The MQTT network loop runs (once started)."""
+        return self._loop is None or self._loop.alive()
 
     def stop(self) -> None:
         self.stopping.set()
-        if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
+        if self._loop is not None:
+            self._loop.stop()
         if self._http is not None:
             self._http.stop()
         self.store.close()

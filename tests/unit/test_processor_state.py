@@ -97,3 +97,14 @@ def test_unusable_telemetry_is_ignored(fleet: FleetState, doc: object) -> None:
     assert fleet.on_telemetry("v1", doc, now=1.0) == []
     assert fleet.ignored == 1
     assert "v1" not in fleet.vehicles
+
+
+@pytest.mark.parametrize("bad", [{"ts": 10**400}, {"ts": -(10**400)}, {"lat": 10**400}, {"lng": -(10**401)},
+                                 {"lat": float("nan")}, {"ts": 2**63}])
+def test_numbers_no_vehicle_sends_are_ignored_not_raised(fleet: FleetState, bad: dict[str, object]) -> None:
+    # A valid fix first: the next one is where a 401-digit ts used to overflow the speed.
+    fleet.on_telemetry("v1", fix(1_000, 52.0, 13.0), now=1.0)
+    assert fleet.on_telemetry("v1", {**fix(2_000, 52.1, 13.0), **bad}, now=2.0) == []
+    assert fleet.ignored == 1
+    assert fleet.on_status("v1", {"state": "online", "ts": 10**400}, now=3.0) == []
+    assert fleet.vehicles["v1"].last_seen == 1_000

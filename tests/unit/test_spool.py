@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
 from ecokit.bridge.spool import Spool
 
 
@@ -108,3 +110,36 @@ def test_a_chunk_extended_after_it_was_taken_keeps_its_new_lines(tmp_path: Path)
     rest = spool.take(100, 0.0)
     assert rest is not None
     assert rest.data == _lines(3, 2)
+
+
+def test_a_full_disk_refuses_the_append_and_leaves_no_torn_line(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    import ecokit.bridge.spool as spool_module
+
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    assert spool.append(_lines(0, 3), 3)
+    real_write = os.write
+    calls = {"n": 0}
+
+    def half_then_full(fd: int, data: bytes | memoryview) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module.os, "write", half_then_full)
+    assert not spool.append(_lines(3, 4), 4)
+    assert (spool.refusal, spool.refusal_detail) == ("disk_error", "No space left on device")
+    monkeypatch.setattr(spool_module.os, "write", real_write)
+    assert spool.append(_lines(7, 2), 2), "space again: appends go on"
+    batch = spool.take(100, 0.0)
+    assert batch is not None
+    assert batch.data == _lines(0, 3) + _lines(7, 2)
+    spool.commit(batch)
+    spool.close()
+    again = Spool(tmp_path, max_bytes=1 << 20)
+    assert again.pending_lines == 0, "nothing torn left behind for the next start"
+    again.close()

@@ -40,7 +40,7 @@ from ecokit.runtime.docker.service import (
     tar_files,
     volume_roots,
 )
-from ecokit.runtime.probes import wait_ready
+from ecokit.runtime.probes import check_health, wait_ready
 from ecokit.services.spec import ServiceSpec, ordered
 
 if TYPE_CHECKING:
@@ -182,10 +182,12 @@ class DockerRuntime:
         if container is not None:
             status, _ = self.engine.state(container)
             running = status == "running"
-            if running and container.labels.get(LABEL_FINGERPRINT) == wanted:
+            health = check_health(spec, self.readiness.host) if running else None
+            if running and health is not None and health.ok and container.labels.get(LABEL_FINGERPRINT) == wanted:
                 return self._keep(spec, container, services, progress)
-            progress(ServiceEvent(spec.name, "stopping",
-                                  "configuration changed" if running else f"container {status}"))
+            why = (f"container {status}" if not running else f"unhealthy: {health.detail}"
+                   if health is not None and not health.ok else "configuration changed")
+            progress(ServiceEvent(spec.name, "stopping", why))
             self._discard(container)
             services.pop(spec.name, None)
         self._start(spec, wanted, files, services, on_ready, progress)
@@ -324,8 +326,10 @@ class DockerRuntime:
                 wanted = fingerprint(spec, image_id, self._files_or_empty(spec))
                 if container.labels.get(LABEL_FINGERPRINT) != wanted:
                     detail = "configuration changed; `ecokit up` recreates it"
-                out.append(ServiceStatus(spec.name, "running", spec.description, pid=state.get("Pid") or None,
-                                         container=container.name, ports=ports, detail=detail))
+                health = check_health(spec, self.readiness.host, attempts=2)
+                out.append(ServiceStatus(spec.name, "running" if health.ok else "unhealthy", spec.description,
+                                         pid=state.get("Pid") or None, container=container.name, ports=ports,
+                                         detail=detail if health.ok else f"{health.detail}; `ecokit up` recreates it"))
             else:
                 last = self.engine.logs(container, 1)
                 code = state.get("ExitCode")

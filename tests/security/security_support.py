@@ -1,0 +1,69 @@
+"""Helpers of the security suite (tests/security): clients by principal, service metrics
+and health, InfluxDB counts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from ecokit.stack import Stack
+from ecokit.store.influx import InfluxV1
+from ecokit.testing import SyncClient
+
+DEVICES = ["v1", "v2", "v3", "v4", "v5", "v6"]
+
+
+def client(stack: Stack, user: str = "ecokit-admin", *, client_id: str | None = None,
+           clean_start: bool = True, session_expiry: int | None = None) -> SyncClient:
+    """A connected client: devices on the device listener, ecokit's users on theirs."""
+    if user.startswith("ecokit-"):
+        username, password = stack.service_credentials(user)
+    else:
+        username, password = stack.device_credentials(user)
+    c = SyncClient("127.0.0.1", stack.config.broker.ports.mqtt, username=username, password=password,
+                   client_id=client_id, clean_start=clean_start, session_expiry=session_expiry)
+    reason, _, _ = c.connect()
+    assert not reason.is_failure, f"{user} could not connect: {reason}"
+    return c
+
+
+def metrics(stack: Stack, service: str) -> dict[str, float]:
+    port = getattr(stack.config.service_ports, service)
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def healthz(stack: Stack, service: str) -> int:
+    port = getattr(stack.config.service_ports, service)
+    return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def count(stack: Stack, q: str) -> int:
+    with InfluxV1(stack.influx_endpoint("reader")) as reader:
+        rows = list(reader.rows(q))
+    return int(next(iter(v for k, v in rows[0].items() if k.startswith("count")))) if rows else 0
+
+
+def project_of(stack: Stack) -> Path:
+    assert stack.loaded.config_file is not None
+    return stack.loaded.config_file
