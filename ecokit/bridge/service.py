@@ -30,7 +30,6 @@ from ecokit.rules.engine import Message, Point, Rejection, RuleEngine
 from ecokit.store.influx import InfluxEndpoint, InfluxV1
 
 BRIDGE = "bridge"  # the dead-letter "rule" of messages whose evaluation raised
-SHARE_GROUP = "ecokit-bridge"
 SESSION_EXPIRY = 86_400  # the broker keeps the bridge's queue for a day while it is away
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -216,10 +215,12 @@ class Bridge:
             self.spool.close()
 
     def _topics(self) -> list[str]:
-        # A shared subscription: a second bridge (a rolling restart, more capacity) shares
-        # the load instead of writing every point twice. Mosquitto queues shared messages
-        # for an offline persistent member and keeps retain-as-published (checked on 2.0.11).
-        return [f"$share/{SHARE_GROUP}/{f}" for f in self.filters]
+        # Plain subscriptions of one persistent session, never a shared group: Mosquitto
+        # 2.0.11 grants any client a `$share/...` subscription and checks read rights only
+        # when it delivers, so a device that joined the bridge's group took a share of every
+        # message and dropped it. A plain subscription is also kept, with its queue, across
+        # a broker restart; messages published meanwhile wait for the bridge.
+        return list(self.filters)
 
     def _connect(self) -> None:
         present = self.mqtt.connect()

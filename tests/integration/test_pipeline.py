@@ -260,9 +260,10 @@ def test_replay_at_ten_times_keeps_the_spacing(stack: Stack, capsys: pytest.Capt
     assert summary["send_error_ms_p99"] < 50
 
 
-def test_the_bridge_acl_allows_its_shared_subscription_and_devices_get_none(stack: Stack) -> None:
+def test_the_bridge_acl_allows_its_subscription_and_devices_read_nothing_of_others(stack: Stack) -> None:
+    # tests/security/test_shared_subscriptions.py: what a device in a `$share/` group gets.
     with client(stack, "ecokit-bridge") as bridge_user:
-        (granted,) = bridge_user.subscribe("$share/ecokit-bridge/fleet/#", qos=1)
+        (granted,) = bridge_user.subscribe("fleet/#", qos=1)
         assert not granted.is_failure
         with client(stack, "veh-0001") as device:
             device.publish("fleet/veh-0001/telemetry", telemetry("veh-0001", 1, int(time.time() * 1000)), qos=1)

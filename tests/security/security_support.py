@@ -3,6 +3,7 @@ and health, InfluxDB counts."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,3 +68,16 @@ def count(stack: Stack, q: str) -> int:
 def project_of(stack: Stack) -> Path:
     assert stack.loaded.config_file is not None
     return stack.loaded.config_file
+
+
+def telemetry(vehicle: str, seq: int, ts: int, **overrides: Any) -> bytes:
+    """A full simulator telemetry message (docs/DEVELOPING.md, Wire formats); ``None`` drops a key."""
+    doc: dict[str, Any] = {"v": 1, "vehicle": vehicle, "seq": seq, "ts": ts, "lat": 52.5, "lng": 13.4,
+                           "speed": 40.0, "heading": 90.0, "fuel": 50.0, "odometer": 1000.0 + seq,
+                           "engine": True, "status": "moving"}
+    for key, value in overrides.items():
+        if value is None:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+    return json.dumps(doc).encode()

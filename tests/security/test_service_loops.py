@@ -4,6 +4,7 @@ dead-lettered; a dead MQTT loop fails /healthz; `ecokit up` restarts an unhealth
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -11,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -20,8 +22,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
 from security_support import client, healthz, metrics, wait_for
 
+from ecokit.bridge.service import Bridge
 from ecokit.daemon import HealthServer, MessageGuard, NetworkLoop, load_service_config
 from ecokit.processor.service import Processor
+from ecokit.rules.engine import Message, Outcome
 from ecokit.stack import Stack
 from ecokit.testing import free_port
 
@@ -168,3 +172,36 @@ def test_up_restarts_a_service_that_fails_its_health_check(stack: Stack) -> None
 def test_healthy_services_answer_healthz(stack: Stack, service: str) -> None:
     assert healthz(stack, service) == 200
 
+
+def test_a_message_whose_evaluation_raises_is_dead_lettered_by_the_bridge(stack: Stack, tmp_path: Path) -> None:
+    config = load_service_config(stack.paths.service_config("bridge") / "bridge.json")
+    config["spool_dir"] = str(tmp_path / "spool")
+    bridge = Bridge(config, log=logging.getLogger("test"))
+    bridge.mqtt.client_id = f"test-bridge-{os.getpid()}"  # not the running bridge's session
+    real = bridge.engine.evaluate
+
+    def evaluate(msg: Message) -> list[Outcome]:
+        if msg.payload == b"boom":
+            raise KeyError("a bug in a rule")
+        return real(msg)
+
+    bridge.engine.evaluate = evaluate  # type: ignore[method-assign]
+    stop = threading.Event()
+    runner = threading.Thread(target=bridge.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for("the test bridge to subscribe", bridge.is_ready, timeout=10)
+        with client(stack) as admin, client(stack, "v1") as v1:
+            admin.subscribe("ecokit/deadletter/bridge")
+            v1.publish("fleet/v1/events", b"boom", qos=1)
+            v1.publish("fleet/v1/events", b"fine", qos=1)
+            [letter] = admin.expect(1)
+        doc = json.loads(letter.payload)
+        assert (doc["rule"], doc["reason"], doc["field"]) == ("bridge", "error", "KeyError")
+        assert base64.b64decode(doc["payload"]) == b"boom"
+        wait_for("the next message archived", lambda: bridge.registry.get_sample_value(
+            "ecokit_bridge_points_written_total") == 2, timeout=10)  # "boom"'s archive point + "fine"
+        assert bridge.is_alive()
+    finally:
+        stop.set()
+        runner.join(20)
