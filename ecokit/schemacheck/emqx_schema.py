@@ -25,7 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from ecokit.schemacheck import Problem
-from ecokit.schemacheck.hocon import Field, String, Struct, Type, TypeParser, Walk, parse_type
+from ecokit.schemacheck.hocon import (
+    AnyValue,
+    ArrayOf,
+    Field,
+    MapOf,
+    Selector,
+    String,
+    Struct,
+    Type,
+    TypeParser,
+    Union,
+    Walk,
+    parse_type,
+)
 
 
 @dataclass(frozen=True)
@@ -95,26 +108,17 @@ class EmqxSchema:
                 return Field(key, self._hidden_types[hidden], source=hidden.source)
         return None
 
+    def walk(self) -> Walk:
+        return Walk(hidden=self.hidden_field)
+
     def check(self, config: Mapping[str, Any]) -> list[Problem]:
         """Every key of ``config`` (a parsed emqx.conf) exists at its path with a value of its type."""
-        return self.root.check(_plain(config), "", Walk(hidden=self.hidden_field))
+        return self.root.check(_plain(config), "", self.walk())
 
     def field_at(self, path: list[str]) -> Field | None:
-        """The field at a path of names (map levels take any name); None when there is none."""
-        node: Type = self.root
-        found: Field | None = None
-        for name in path:
-            node = _unwrap(node)
-            if isinstance(node, Struct):
-                found = node.field(name) or self.hidden_field(node, name)
-                if found is None:
-                    return None
-                node = found.type
-            elif getattr(node, "value", None) is not None:  # a map level
-                node = node.value  # type: ignore[attr-defined]
-            else:
-                return None
-        return found
+        """The field at a path of names: map levels take any name, array levels an index,
+        union levels any member's field. None when there is no such setting."""
+        return _field_at(self.root, path, self)
 
     def structs(self) -> list[Struct]:
         """Every struct of the tree (for tests over the hidden keys)."""
@@ -122,7 +126,6 @@ class EmqxSchema:
         seen: set[int] = set()
 
         def visit(t: Type) -> None:
-            t = _unwrap(t)
             if isinstance(t, Struct):
                 if id(t) in seen:
                     return
@@ -130,6 +133,9 @@ class EmqxSchema:
                 out.append(t)
                 for f in t.fields.values():
                     visit(f.type)
+            for inner in (getattr(t, "item", None), getattr(t, "value", None)):
+                if isinstance(inner, Type):
+                    visit(inner)
             for member in getattr(t, "members", ()):
                 visit(member)
 
@@ -137,17 +143,28 @@ class EmqxSchema:
         return out
 
 
-def _unwrap(t: Type) -> Type:
-    """Through arrays and single-member unions to what holds the fields."""
-    from ecokit.schemacheck.hocon import ArrayOf, MapOf, Union
-
-    while True:
-        if isinstance(t, ArrayOf):
-            t = t.item
-        elif isinstance(t, Union) and len([m for m in t.members if isinstance(m, Struct | MapOf)]) == 1:
-            t = next(m for m in t.members if isinstance(m, Struct | MapOf))
-        else:
-            return t
+def _field_at(node: Type, path: list[str], schema: EmqxSchema) -> Field | None:
+    if not path:
+        return None
+    head, rest = path[0], path[1:]
+    if isinstance(node, ArrayOf):
+        return _field_at(node.item, rest, schema) if head.isdigit() else None
+    if isinstance(node, Union | Selector):
+        for member in node.members:
+            found = _field_at(member, path, schema)
+            if found is not None:
+                return found
+        return None
+    if isinstance(node, MapOf):
+        if node.value is None:
+            return None if rest else Field(head, AnyValue())
+        return _field_at(node.value, rest, schema) if rest else Field(head, node.value)
+    if isinstance(node, Struct):
+        field = node.field(head) or schema.hidden_field(node, head)
+        if field is None:
+            return None
+        return field if not rest else _field_at(field.type, rest, schema)
+    return None
 
 
 def _struct(node: Mapping[str, Any]) -> Struct:

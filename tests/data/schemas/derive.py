@@ -30,7 +30,7 @@ EMQX_API_COMPONENTS = ["bridge_http.post_connector", "bridge_http.post_bridge_v2
                        "listeners.tcp_required_bind", "listeners.ssl_required_bind", "listeners.ws_required_bind",
                        "listeners.wss_required_bind"]
 INFLUX_PATHS = {"/setup": ["post"], "/dbrps": ["get", "post"], "/health": ["get"]}
-GRAFANA_SCHEMAS = ["dashboard", "geomap", "timeseries", "stat", "table"]
+GRAFANA_SCHEMAS = ["dashboard", "geomap", "timeseries", "stat", "table", "prometheus"]
 
 
 def sha256(path: Path) -> str:
