@@ -59,7 +59,7 @@ def env_value(text: str) -> Any:
         whole = read_hocon(text)
         if whole:
             return whole
-    except Exception:  # noqa: S110 - pyhocon raises pyparsing's and its own errors alike
+    except Exception:
         pass
     try:
         return read_hocon(f"fake_key = {text}").get("fake_key", text)

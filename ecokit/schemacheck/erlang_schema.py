@@ -146,7 +146,8 @@ class Parser:
                 self._expect(name.text)
                 clauses.append(self._clause())
             if self.tok.kind != "dot":
-                raise ErlangSchemaError(f"line {self.tok.line}: expected the end of {name.text}, found {self.tok.text!r}")
+                raise ErlangSchemaError(f"line {self.tok.line}: expected the end of {name.text}, "
+                                        f"found {self.tok.text!r}")
             self._next()
             functions.setdefault((name.text, len(clauses[0].patterns)), []).extend(clauses)
         return functions
@@ -551,9 +552,9 @@ def _match(pattern: Node, value: Any) -> bool:
     if pattern.kind == "var":
         return True
     if pattern.kind == "str":
-        return isinstance(value, str) and value == pattern.value
+        return isinstance(value, str) and value == str(pattern.value)
     if pattern.kind == "atom":
-        return value == pattern.value or value == Atom(pattern.value)
+        return bool(value == pattern.value or value == Atom(pattern.value))
     if pattern.kind == "tuple":
         return (isinstance(value, tuple) and len(value) == len(pattern.items)
                 and all(_match(p, v) for p, v in zip(pattern.items, value, strict=True)))

@@ -25,6 +25,7 @@ from typing import Any
 import jsonschema
 
 from ecokit.schemacheck import Problem
+from ecokit.schemacheck.openapi import deepest
 
 PANEL_SCHEMAS = ("geomap", "timeseries", "stat", "table")
 
@@ -88,9 +89,9 @@ def _definition(schema: Mapping[str, Any], name: str) -> dict[str, Any]:
 def _problems(validator: jsonschema.Draft7Validator, value: Any, where: str) -> list[Problem]:
     out = []
     for error in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
-        detail = jsonschema.exceptions.best_match(error.context) if error.context else error
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-        out.append(Problem(f"{where}{path}", (detail or error).message))
+        detail = deepest(error)
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in detail.absolute_path)
+        out.append(Problem(f"{where}{path}", detail.message))
     return out
 
 
@@ -142,7 +143,8 @@ class GrafanaSchemas:
             ds = target.get("datasource") or panel_ds
             validator = self.queries.get(ds.get("type", ""))
             if validator is None:
-                problems.append(Problem(f"{where}.targets[{i}]", f"no query schema for datasource type {ds.get('type')!r}"))
+                problems.append(Problem(f"{where}.targets[{i}]",
+                                        f"no query schema for datasource type {ds.get('type')!r}"))
             else:
                 problems += _problems(validator, target, f"{where}.targets[{i}]")
         return problems

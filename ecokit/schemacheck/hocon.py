@@ -25,7 +25,7 @@ import difflib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ecokit.schemacheck import Problem
 
@@ -224,8 +224,8 @@ class Union(Type):
                 known = "; ".join(_tag_text(s) for s in structs)
                 return [Problem(path, f"matches no member of the union by its tags; members: {known}")]
             first: list[Problem] | None = None
-            for member in candidates:
-                problems = member.check(value, path, ctx)
+            for candidate in candidates:
+                problems = candidate.check(value, path, ctx)
                 if not problems:
                     return []
                 first = problems if first is None else first
@@ -379,7 +379,7 @@ class TypeSyntaxError(ValueError):
 class TypeParser:
     """Reads the dump's type strings; ``Struct(name)`` resolves through ``structs``."""
 
-    SIMPLE: dict[str, Type] = {
+    SIMPLE: ClassVar[dict[str, Type]] = {
         "Integer": Integer(), "Number": Number(), "Boolean": Boolean(), "String": String(),
         "Secret": String("Secret"), "Duration": Duration(), "Bytesize": Bytesize(), "Map": MapOf(None),
     }

@@ -119,10 +119,7 @@ class OpenApi:
 
     def validate(self, value: Any, schema: str | Mapping[str, Any], where: str = "") -> list[Problem]:
         """Problems of ``value`` against a component name or a schema of this document."""
-        if isinstance(schema, str):
-            schema = {"$ref": f"{URI}#/components/schemas/{schema}"}
-        else:
-            schema = _absolute_refs(schema)
+        schema = {"$ref": f"{URI}#/components/schemas/{schema}"} if isinstance(schema, str) else _absolute_refs(schema)
         validator = jsonschema.Draft4Validator(schema, registry=self.registry)
         return [_problem(error, where) for error in sorted(validator.iter_errors(value), key=_error_key)]
 
@@ -150,9 +147,16 @@ class OpenApi:
 
     def check_request(self, method: str, path: str, *, query: Mapping[str, str] | None = None,
                       headers: Mapping[str, str] | None = None, media_type: str | None = None,
-                      body: Any = None, known_extra: Mapping[str, str] | None = None) -> list[Problem]:
-        """A request against its operation. ``known_extra``: query parameters the server reads
-        that the document does not list, each with the reason (others are problems)."""
+                      body: Any = None, exceptions: Mapping[str, str] | None = None,
+                      unauthenticated: str = "") -> list[Problem]:
+        """A request against its operation.
+
+        ``exceptions`` maps ``"query NAME"``/``"header NAME"`` to why the server takes a
+        parameter the document does not list, or a value it does not allow (so a test says
+        where the document is stricter than the server). ``unauthenticated``: why the server
+        takes this request without the credentials the document asks for.
+        """
+        exceptions = {k.lower(): v for k, v in (exceptions or {}).items()}
         query = dict(query or {})
         headers = {k.lower(): v for k, v in (headers or {}).items()}
         op, template = self.operation(method, path)
@@ -169,13 +173,16 @@ class OpenApi:
                 if param.get("required"):
                     problems.append(Problem(f"{where} {place} {name}", "required parameter is missing"))
                 continue
+            if f"{place} {name}".lower() in exceptions:
+                continue
             schema = param.get("schema", {})
             problems += self.validate(_typed(source[key], self._resolve(schema)), schema,
                                       f"{where} {place} {name}")
         for name in query:
-            if ("query", name) not in declared and name not in (known_extra or {}):
+            if ("query", name) not in declared and f"query {name}".lower() not in exceptions:
                 problems.append(Problem(f"{where} query {name}", "the operation has no such parameter"))
-        problems += self._security(op, where, query, headers)
+        if not unauthenticated:
+            problems += self._security(op, where, query, headers)
         problems += self._body(op, where, media_type, body)
         return problems
 
@@ -247,9 +254,18 @@ def _error_key(error: ValidationError) -> str:
     return "/".join(str(p) for p in error.absolute_path)
 
 
+def deepest(error: ValidationError) -> ValidationError:
+    """Of a failed anyOf/oneOf, the branch error deepest in the value: the member the value
+    meant to be (a panel, not a row) fails further down than the others."""
+    while error.context:
+        ranked = sorted(error.context, key=lambda e: len(e.absolute_path), reverse=True)
+        if len(ranked[0].absolute_path) <= len(error.absolute_path):
+            return best_match(error.context) or error
+        error = ranked[0]
+    return error
+
+
 def _problem(error: ValidationError, where: str) -> Problem:
-    detail = error
-    if error.context:
-        detail = best_match(error.context) or error
-    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    detail = deepest(error)
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in detail.absolute_path)
     return Problem(f"{where}{path}".lstrip(".") or "(value)", detail.message)

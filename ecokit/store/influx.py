@@ -114,7 +114,7 @@ class InfluxV1:
         data: dict[str, str] = {"q": q}
         if params:
             data["params"] = json.dumps(dict(params))
-        resp = self._request("POST", "/query", params=url_params, data=data)
+        resp = self._request("POST", "/query", params=url_params, data=data, headers={"Accept": "application/json"})
         if resp.status_code != 200:
             raise StoreError(f"InfluxDB refused the query {q[:80]!r}", url=resp.url.split("?")[0],
                              status=resp.status_code, body=_error_text(resp))

@@ -75,6 +75,11 @@ def openapi_subset(doc: dict[str, Any], paths: dict[str, list[str]], components:
         node = doc["components"][section][name]
         comps.setdefault(section, {})[name] = node
         wanted |= refs(node)
+    schemes = {name for req in doc.get("security", []) for name in req}
+    schemes |= {name for item in out["paths"].values() for op in item.values() for req in op.get("security", [])
+                for name in req}
+    if schemes:
+        comps["securitySchemes"] = {n: doc["components"]["securitySchemes"][n] for n in schemes}
     out["components"] = {s: dict(sorted(v.items())) for s, v in sorted(comps.items())}
     if "security" in doc:
         out["security"] = doc["security"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from ecokit.schemacheck.openapi import Reading
 from ecokit.stack import Stack
+
 SCHEMAS = Path(__file__).resolve().parents[2] / "data" / "schemas"
 EMQX = SCHEMAS / "emqx"
 INFLUX = SCHEMAS / "influxdb"

@@ -94,7 +94,8 @@ def test_rendered_emqx_conf_fits_emqx_schema(case: Case, render: Callable[[Case]
     rendered = render(case)
     assert emqx_schema.check(rendered.conf) == [], report(emqx_schema.check(rendered.conf))
     # the keys EMQX refuses to boot without, and the listener behind the REST API
-    assert rendered.conf["node"]["cookie"] and rendered.conf["node"]["data_dir"]
+    assert rendered.conf["node"]["cookie"]
+    assert rendered.conf["node"]["data_dir"]
     assert rendered.conf["dashboard"]["listeners"]["http"]["bind"]
 
 
