@@ -39,6 +39,7 @@ INFLUXD_OPTIONS: dict[str, str] = {
 # The influx CLI's duration units (influx-cli internal/duration, RawDurationToTimeDuration).
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400,
                    "w": 604800}
+MIN_RETENTION_SECONDS = 3600  # influxd refuses shorter retention (1.x meta and 2.x buckets alike)
 _DURATION = re.compile(r"(\d+)(ns|us|µs|ms|s|m|h|d|w)")
 
 
@@ -110,8 +111,13 @@ def check_entrypoint_env(env: Mapping[str, str], files: Mapping[str, bytes], fac
         if not resolved.get(name):
             problems.append(Problem(name, "required for setup (entrypoint ensure_init_vars_set), not set"))
     retention = resolved.get("DOCKER_INFLUXDB_INIT_RETENTION")
-    if retention and retention_seconds(retention) is None:
+    seconds = retention_seconds(retention) if retention else 0
+    if seconds is None:
         problems.append(Problem("DOCKER_INFLUXDB_INIT_RETENTION", f"{retention!r} is not an influx CLI duration"))
+    elif 0 < seconds < MIN_RETENTION_SECONDS:
+        problems.append(Problem("DOCKER_INFLUXDB_INIT_RETENTION",
+                                f"{retention!r} is under 1h: InfluxDB refuses the bucket (\"retention policy "
+                                "duration must be at least 1h0m0s\") and setup fails"))
     return problems
 
 

@@ -85,6 +85,7 @@ def test_secrets_reach_the_entrypoint_as_files_it_reads(make_stack: StackMaker, 
     ({"DOCKER_INFLUXDB_INIT_ORG": ""}, "DOCKER_INFLUXDB_INIT_ORG: required for setup"),
     ({"DOCKER_INFLUXDB_INIT_PASSWORD_FILE": "/nowhere"}, "/nowhere is not placed in the container"),
     ({"DOCKER_INFLUXDB_INIT_RETENTION": "1y"}, "'1y' is not an influx CLI duration"),
+    ({"DOCKER_INFLUXDB_INIT_RETENTION": "30m"}, "'30m' is under 1h: InfluxDB refuses the bucket"),
     ({"DOCKER_INFLUXDB_INIT_ORG_ID": "x"}, "the entrypoint sets this itself"),
     ({"INFLUXD_REPORTING_DISABLD": "true"}, "not an influxd option"),
 ])
