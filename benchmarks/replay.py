@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import machine, stack, telemetry
 
-from ecokit.fastmqtt import FastMqtt, Subscription
+from ecokit.mqtt.fast import FastMqtt, Subscription
 from ecokit.replay import Archive, Replayer, connect_publisher
 from ecokit.rules.lineproto import escape_tag
 from ecokit.stack import Stack

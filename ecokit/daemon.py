@@ -1,5 +1,5 @@
 """What ecokit's own long-running services share: their rendered config file, structured
-JSON logs, the /metrics /healthz /readyz endpoint, stop signals and MQTT connection settings.
+JSON logs, the /metrics /healthz /readyz endpoint and stop signals.
 """
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import ssl
 import sys
 import threading
 import time
@@ -130,17 +129,6 @@ def stop_on_signals(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-
-
-def mqtt_tls(mqtt: dict[str, Any]) -> ssl.SSLContext | None:
-    """The TLS context for a service's broker connection (None for plain MQTT)."""
-    if not mqtt.get("tls"):
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=mqtt.get("ca"))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if mqtt.get("cert"):
-        ctx.load_cert_chain(mqtt["cert"], mqtt.get("key"))
-    return ctx
 
 
 class ServiceLoop(Protocol):

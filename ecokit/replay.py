@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ecokit.acl import topic_matches
+from ecokit.acl import REPLAY_USER, topic_matches
 from ecokit.config.rules import topic_filter_problem
 from ecokit.durations import UNIT_SECONDS, duration_seconds
 from ecokit.errors import UsageError
-from ecokit.fastmqtt import FastMqtt
+from ecokit.mqtt.fast import FastMqtt
+from ecokit.mqtt.tls import tls_context
 from ecokit.store.influx import InfluxV1, quote_ident
 
 ARCHIVE = "archive"
@@ -282,12 +283,11 @@ def connect_publisher(stack: object, *, client_id: str | None = None) -> FastMqt
     import os
     from urllib.parse import urlsplit
 
-    from ecokit.runtime.probes import tls_context
     from ecokit.stack import Stack
 
     assert isinstance(stack, Stack)
     endpoints = stack.broker_endpoints()
-    username, password = stack.service_credentials("ecokit-replay")
+    username, password = stack.service_credentials(REPLAY_USER)
     tls = None
     if "mqtt" in endpoints:
         url = urlsplit(endpoints["mqtt"])
@@ -295,7 +295,7 @@ def connect_publisher(stack: object, *, client_id: str | None = None) -> FastMqt
         url = urlsplit(endpoints["mqtts"])
         cert = key = None
         if stack.config.tls.mtls:
-            cert, key = stack.cert_paths.client_cert("ecokit-replay"), stack.cert_paths.client_key("ecokit-replay")
+            cert, key = stack.cert_paths.client_cert(REPLAY_USER), stack.cert_paths.client_key(REPLAY_USER)
         tls = tls_context(stack.cert_paths.ca_cert, certfile=cert, keyfile=key)
     else:
         raise UsageError("the broker has no MQTT listener this machine can reach")

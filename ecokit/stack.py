@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ecokit.acl import SERVICE_ROLES, AccessPolicy, Principal
+from ecokit.acl import HEALTH_USER, SERVICE_ROLES, AccessPolicy, Principal
 from ecokit.certs import CertAuthority, CertPaths, CertPolicy, CertReport, CertStatus
 from ecokit.config.loader import LoadedConfig, find_config_file, load_config
 from ecokit.config.model import StackConfig
@@ -31,6 +31,9 @@ from ecokit.services.influxdb import SETUP_V1, SETUP_V2, influx_version
 from ecokit.services.plan import build_plan
 from ecokit.services.spec import LocalCommand, ServiceSpec, Target
 from ecokit.store.influx import InfluxEndpoint, setup_v1
+
+if TYPE_CHECKING:
+    from ecokit.runtime.docker import DockerSettings
 
 InfluxRole = Literal["admin", "writer", "reader"]
 
@@ -305,8 +308,8 @@ class Stack:
     def readiness(self) -> ReadinessContext:
         client_cert = None
         if self.config.tls.mtls:
-            client_cert = (self.cert_paths.client_cert("ecokit-health"),
-                           self.cert_paths.client_key("ecokit-health"))
+            client_cert = (self.cert_paths.client_cert(HEALTH_USER),
+                           self.cert_paths.client_key(HEALTH_USER))
         host = "127.0.0.1" if self.config.bind in ("0.0.0.0", "::") else self.config.bind
         return ReadinessContext(host=host, ca_file=self.cert_paths.ca_cert, client_cert=client_cert)
 
@@ -317,8 +320,16 @@ class Stack:
             return LocalRuntime(self.paths, self.readiness())
         from ecokit.runtime.docker import DockerRuntime  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
-        runtime: Runtime = DockerRuntime(self, self.readiness())
+        runtime: Runtime = DockerRuntime(self.docker_settings(), self.readiness())
         return runtime
+
+    def docker_settings(self) -> DockerSettings:
+        """What the docker runtime needs of this stack."""
+        from ecokit.runtime.docker import DockerSettings  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+        return DockerSettings(paths=self.paths, stack=self.config.stack, project_dir=self.project_dir,
+                              cert_paths=self.cert_paths, tls=self.config.tls.enabled, bind=self.config.bind,
+                              ecokit_image=self.config.images.ecokit)
 
     def _on_ready(self, spec: ServiceSpec) -> None:
         for step in spec.post_start:

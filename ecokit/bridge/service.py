@@ -23,9 +23,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ecokit.bridge.spool import Spool
 from ecokit.config.rules import BridgeConfig, RuleConfig
-from ecokit.daemon import OncePerKind, mqtt_tls
+from ecokit.daemon import OncePerKind
 from ecokit.errors import BrokerError, StoreError
-from ecokit.fastmqtt import FastMqtt, Subscription
+from ecokit.mqtt.fast import FastMqtt, Subscription
+from ecokit.mqtt.tls import service_tls
 from ecokit.rules.engine import Message, Point, Rejection, RuleEngine
 from ecokit.store.influx import InfluxEndpoint, InfluxV1
 
@@ -155,7 +156,7 @@ class Bridge:
         mqtt = config["mqtt"]
         self.client_id = f"ecokit-bridge-{config.get('stack', 'ecokit')}"
         self.mqtt = FastMqtt(mqtt["host"], int(mqtt["port"]), client_id=self.client_id,
-                             username=mqtt.get("username"), password=mqtt.get("password"), tls=mqtt_tls(mqtt),
+                             username=mqtt.get("username"), password=mqtt.get("password"), tls=service_tls(mqtt),
                              clean_start=False, session_expiry=SESSION_EXPIRY, keepalive=30)
         self._subs_file = Path(config["spool_dir"]) / "subscriptions.json"
 

@@ -18,9 +18,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ecokit.cli import app, out
-from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, ProfileOption, load_stack
+from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, ProfileOption, load_stack, out
 from ecokit.errors import UsageError
+
+# This module's commands; ecokit.cli joins them into the `ecokit` command.
+app = typer.Typer()
 
 
 def _iso(ns: int | None) -> str:

@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ecokit.config.model import KeyedValueError, StackConfig
+from ecokit.config.base import KeyedValueError
+from ecokit.config.model import StackConfig
 from ecokit.errors import ConfigError
 from ecokit.resources import profiles_dir
 

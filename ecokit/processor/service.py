@@ -25,7 +25,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ecokit.config.rules import ProcessorConfig
-from ecokit.daemon import OncePerKind, mqtt_tls
+from ecokit.daemon import OncePerKind
+from ecokit.mqtt.tls import service_tls
 from ecokit.processor.state import FleetState, StatusUpdate
 
 TELEMETRY = "fleet/+/telemetry"
@@ -59,7 +60,7 @@ class Processor:
                                   client_id=f"ecokit-processor-{stack}-{uuid.uuid4().hex[:6]}",
                                   protocol=mqtt.MQTTv5)
         self.client.username_pw_set(m.get("username"), m.get("password"))
-        tls = mqtt_tls(m)
+        tls = service_tls(m)
         if tls is not None:
             self.client.tls_set_context(tls)
         self.client.max_inflight_messages_set(1000)

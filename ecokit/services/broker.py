@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 
-from ecokit.acl import USERNAME, AccessPolicy, Grant, Principal
+from ecokit.acl import HEALTH_USER, USERNAME, AccessPolicy, Grant, Principal
 from ecokit.render import render_template
 from ecokit.services.context import (
     EMQX_API_SECRET,
@@ -71,7 +71,7 @@ def _probe(ctx: PlanContext) -> Probe:
     # Readiness is a real MQTT CONNECT with the health user's credentials: it proves the
     # listener, the password file and the authentication chain together.
     port = "mqtt" if ctx.plain_mqtt else "mqtts"
-    health = next(p for p in ctx.policy.principals if p.username == "ecokit-health")
+    health = next(p for p in ctx.policy.principals if p.username == HEALTH_USER)
     return Probe("mqtt", port, username=health.username, password=health.password, timeout=30.0)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from ecokit.acl import BRIDGE_USER, PROCESSOR_USER
 from ecokit.rules.emqx import EmqxPipeline, emqx_pipeline
 from ecokit.services.context import INFLUX_TOKEN, INFLUX_WRITER, PlanContext
 from ecokit.services.influxdb import INFLUXDB, influx_version
@@ -50,7 +51,7 @@ def bridge(ctx: PlanContext) -> ServiceSpec | None:
     config = {
         "service": BRIDGE,
         "stack": cfg.stack,
-        "mqtt": mqtt_target(ctx, "ecokit-bridge"),
+        "mqtt": mqtt_target(ctx, BRIDGE_USER),
         "influx": influx_write_target(ctx),
         "rules": {name: rule.model_dump(mode="json", by_alias=True) for name, rule in cfg.rules.items()},
         "bridge": cfg.bridge.model_dump(mode="json"),
@@ -70,7 +71,7 @@ def processor(ctx: PlanContext) -> ServiceSpec | None:
     config = {
         "service": PROCESSOR,
         "stack": cfg.stack,
-        "mqtt": mqtt_target(ctx, "ecokit-processor"),
+        "mqtt": mqtt_target(ctx, PROCESSOR_USER),
         "processor": cfg.processor.model_dump(mode="json"),
         "http": http_listen(ctx, PROCESSOR, cfg.service_ports.processor),
     }

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from ecokit.acl import SHADOW_USER
 from ecokit.services.context import PlanContext
 from ecokit.services.python_service import http_listen, mqtt_target, python_service
 from ecokit.services.spec import ServiceSpec, Volume
 
 SHADOW = "shadow"
-SHADOW_USER = "ecokit-shadow"
 CONTAINER_DATA = "/ecokit/data"
 
 

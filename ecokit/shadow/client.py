@@ -20,7 +20,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from ecokit.acl import ADMIN_USER
 from ecokit.errors import BrokerError
+from ecokit.mqtt.tls import tls_context
 from ecokit.shadow import topics
 from ecokit.shadow.machine import Operation
 
@@ -80,9 +82,8 @@ class ShadowClient:
         self._client.on_message = self._on_message
 
     @classmethod
-    def for_stack(cls, stack: Stack, username: str = "ecokit-admin") -> ShadowClient:
+    def for_stack(cls, stack: Stack, username: str = ADMIN_USER) -> ShadowClient:
         """A client for ``stack``'s broker as one of ecokit's service users."""
-        from ecokit.runtime.probes import tls_context
 
         user, password = stack.service_credentials(username)
         endpoints = stack.broker_endpoints()

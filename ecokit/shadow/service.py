@@ -26,8 +26,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ecokit.daemon import HealthServer, load_service_config, mqtt_tls, setup_logging, stop_on_signals
+from ecokit.daemon import HealthServer, load_service_config, setup_logging, stop_on_signals
 from ecokit.errors import ConfigError
+from ecokit.mqtt.tls import service_tls
 from ecokit.shadow import machine, topics
 from ecokit.shadow.store import ShadowStore, ShadowStoreError
 
@@ -177,7 +178,7 @@ class ShadowService:
         b = self.config.mqtt
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=b["client_id"], protocol=mqtt.MQTTv5)
         client.username_pw_set(b["username"], b["password"])
-        tls = mqtt_tls(b)
+        tls = service_tls(b)
         if tls is not None:
             client.tls_set_context(tls)
         client.reconnect_delay_set(1, 5)

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from ecokit.cli import main
+from ecokit.clients import fleet_ids, stack_connection
+from ecokit.config.regions import REGIONS
 from ecokit.shadow.client import ShadowClient
 from ecokit.sim.fleet import FleetSpec, build_fleet
-from ecokit.sim.regions import REGIONS
 from ecokit.sim.runner import SimSettings, Simulator, Summary
-from ecokit.sim.targets import fleet_ids, stack_connection
 from ecokit.stack import Stack
 from ecokit.testing import Received, SyncClient, running_stack
 

@@ -1,26 +1,18 @@
-"""Where a simulation connects and as whom: the running stack (each vehicle with its own
-registered credentials and, for mutual TLS, its own certificate; or everything as
-``ecokit-admin``), or any broker URL with one set of credentials."""
+"""How a client on this machine reaches a running stack's broker, and as whom: each of its
+registered devices with its own credentials (and, for mutual TLS, its own certificate), or
+``ecokit-admin``. The simulator, the bench and ``ecokit command send`` connect through here;
+any other broker is a plain :func:`ecokit.mqtt.target.url_connection`."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from ecokit.errors import ConfigError, StackNotRunning, UsageError
-from ecokit.sim.runner import BrokerTarget, VehicleAuth
+from ecokit.acl import ADMIN_USER
+from ecokit.config.registry import append_devices
+from ecokit.errors import ConfigError, StackNotRunning
+from ecokit.mqtt.target import BrokerTarget, ClientAuth, Connection
 from ecokit.stack import Stack
-
-ADMIN = "ecokit-admin"
-
-
-@dataclass(frozen=True)
-class Connection:
-    target: BrokerTarget
-    auth: Callable[[str], VehicleAuth]
-    description: str
 
 
 def missing_devices(stack: Stack, vehicles: int) -> int:
@@ -30,8 +22,6 @@ def missing_devices(stack: Stack, vehicles: int) -> int:
 def register_devices(stack: Stack, count: int, *, prefix: str = "vehicle-") -> list[str]:
     """Append ``count`` numbered devices to the registry (passwords generated) and, when the
     stack runs, load them into the broker (a reload, not a restart)."""
-    from ecokit.config.registry import append_devices
-
     taken = {d.id for d in stack.devices()}
     width = max(4, len(str(len(taken) + count)))
     numbered = (f"{prefix}{n:0{width}d}" for n in itertools.count(1))
@@ -81,27 +71,13 @@ def stack_connection(stack: Stack, *, as_admin: bool = False) -> Connection:
         return (paths.client_cert(name), paths.client_key(name)) if mtls else None
 
     if as_admin:
-        user, password = stack.service_credentials(ADMIN)
-        admin = VehicleAuth(user, password, cert_of(ADMIN))
-        return Connection(target, lambda vid: admin, f"{target.url} as {ADMIN}")
+        user, password = stack.service_credentials(ADMIN_USER)
+        admin = ClientAuth(user, password, cert_of(ADMIN_USER))
+        return Connection(target, lambda vid: admin, f"{target.url} as {ADMIN_USER}")
 
-    def device_auth(vehicle_id: str) -> VehicleAuth:
+    def device_auth(vehicle_id: str) -> ClientAuth:
         user, password = stack.device_credentials(vehicle_id)
-        return VehicleAuth(user, password, cert_of(vehicle_id))
+        return ClientAuth(user, password, cert_of(vehicle_id))
 
     return Connection(target, device_auth, f"{target.url} with each device's credentials"
                       + (" and certificate" if mtls else ""))
-
-
-def url_connection(url: str, *, username: str | None = None, password: str | None = None,
-                   ca_file: Path | None = None, client_cert: tuple[Path, Path] | None = None,
-                   verify: bool = True) -> Connection:
-    """Any broker: every vehicle uses the same credentials (from the URL or the flags)."""
-    target, url_user, url_password = BrokerTarget.from_url(url, ca_file=ca_file, verify=verify)
-    user = username if username is not None else url_user
-    pw = password if password is not None else url_password
-    if pw is not None and user is None:
-        raise UsageError("a password needs a username (--username or user:password@ in the URL)")
-    auth = VehicleAuth(user, pw, client_cert)
-    who = f" as {user}" if user else " anonymously"
-    return Connection(target, lambda vid: auth, f"{target.url}{who}")
