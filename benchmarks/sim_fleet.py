@@ -159,8 +159,7 @@ def desired_probe(stack: Any, sample: list[str], after: float, result: dict[str,
     its report of 0.5 shows on update/accepted."""
     import json
 
-    from ecokit.clients import stack_connection
-    from ecokit.shadow.client import ShadowClient
+    from ecokit.clients import shadow_client, stack_connection
     from ecokit.testing import SyncClient
 
     try:
@@ -168,7 +167,7 @@ def desired_probe(stack: Any, sample: list[str], after: float, result: dict[str,
         user, password = stack.service_credentials("ecokit-admin")
         seen: dict[str, float] = {}
         with SyncClient(target.host, target.port, username=user, password=password) as watcher, \
-                ShadowClient.for_stack(stack).connect() as app:
+                shadow_client(stack).connect() as app:
             # Connected before the vehicles' sockets open: paho's own loop uses select(), which
             # cannot watch a descriptor above 1023. Subscribed only now, and only to the sample:
             # this process's memory is measured.

@@ -1,17 +1,21 @@
 """How a client on this machine reaches a running stack's broker, and as whom: each of its
 registered devices with its own credentials (and, for mutual TLS, its own certificate), or
 ``ecokit-admin``. The simulator, the bench and ``ecokit command send`` connect through here;
-any other broker is a plain :func:`ecokit.mqtt.target.url_connection`."""
+any other broker is a plain :func:`ecokit.mqtt.target.url_connection`. ``ecokit shadow`` and
+``ecokit replay`` connect as ecokit's own users (:func:`service_client`)."""
 
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
-from ecokit.acl import ADMIN_USER
+from ecokit.acl import ADMIN_USER, REPLAY_USER
 from ecokit.config.registry import append_devices
-from ecokit.errors import ConfigError, StackNotRunning
+from ecokit.errors import BrokerError, ConfigError, StackNotRunning
+from ecokit.mqtt.fast import FastMqtt
 from ecokit.mqtt.target import BrokerTarget, ClientAuth, Connection
+from ecokit.shadow.client import ShadowClient
 from ecokit.stack import Stack
 
 
@@ -49,6 +53,40 @@ def fleet_ids(stack: Stack, vehicles: int) -> list[str]:
                           source=str(stack.devices_file),
                           hint=f"run with --register, or `ecokit devices add --count {vehicles - len(devices)}`")
     return [d.id for d in devices[:vehicles]]
+
+
+def service_client(stack: Stack, username: str) -> tuple[BrokerTarget, ClientAuth]:
+    """The stack's broker for one of ecokit's own users (``ecokit-admin``, ``ecokit-replay``):
+    the plain listener when there is one, else TLS with the stack CA (and the user's
+    certificate under mTLS)."""
+    user, password = stack.service_credentials(username)
+    endpoints = stack.broker_endpoints()
+    url = endpoints.get("mqtt") or endpoints.get("mqtts")
+    if url is None:
+        raise BrokerError(f"stack {stack.config.stack!r} has no MQTT or MQTTS listener this machine can reach")
+    tls = url.startswith("mqtts")
+    target, _, _ = BrokerTarget.from_url(url, ca_file=stack.cert_paths.ca_cert if tls else None)
+    cert = None
+    if tls and stack.config.tls.mtls:
+        cert = (stack.cert_paths.client_cert(username), stack.cert_paths.client_key(username))
+    return target, ClientAuth(user, password, cert)
+
+
+def shadow_client(stack: Stack, username: str = ADMIN_USER) -> ShadowClient:
+    """A shadow client for the stack's broker as one of ecokit's users (connect it to use it)."""
+    target, auth = service_client(stack, username)
+    return ShadowClient(target.host, target.port, username=auth.username, password=auth.password,
+                        tls=target.tls_context(auth.client_cert) if target.tls else None)
+
+
+def replay_publisher(stack: Stack, *, client_id: str | None = None) -> FastMqtt:
+    """A connected high-rate publisher as ``ecokit-replay`` to the running stack's broker."""
+    target, auth = service_client(stack, REPLAY_USER)
+    mqtt = FastMqtt(target.host, target.port, client_id=client_id or f"ecokit-replay-{os.getpid()}",
+                    username=auth.username, password=auth.password,
+                    tls=target.tls_context(auth.client_cert) if target.tls else None)
+    mqtt.connect()
+    return mqtt
 
 
 def stack_connection(stack: Stack, *, as_admin: bool = False) -> Connection:

@@ -43,9 +43,9 @@ def _show(reply: Any) -> int:
 
 
 def _client(config: Any, profile: str | None) -> Any:
-    from ecokit.shadow.client import ShadowClient
+    from ecokit.clients import shadow_client
 
-    return ShadowClient.for_stack(load_stack(config, profile)).connect()
+    return shadow_client(load_stack(config, profile)).connect()
 
 
 @shadow_app.command("get")

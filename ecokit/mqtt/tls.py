@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 
 def tls_context(ca_file: Path | str | None, *, certfile: Path | str | None = None,
@@ -21,9 +19,3 @@ def tls_context(ca_file: Path | str | None, *, certfile: Path | str | None = Non
         ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
     return ctx
 
-
-def service_tls(mqtt: Mapping[str, Any]) -> ssl.SSLContext | None:
-    """The TLS context for an ecokit service's broker connection (None for plain MQTT)."""
-    if not mqtt.get("tls"):
-        return None
-    return tls_context(mqtt.get("ca"), certfile=mqtt.get("cert"), keyfile=mqtt.get("key"))
