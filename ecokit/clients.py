@@ -15,6 +15,7 @@ from ecokit.config.registry import append_devices
 from ecokit.errors import BrokerError, ConfigError, StackNotRunning
 from ecokit.mqtt.fast import FastMqtt
 from ecokit.mqtt.target import BrokerTarget, ClientAuth, Connection
+from ecokit.services.shadow import SHADOW
 from ecokit.shadow.client import ShadowClient
 from ecokit.stack import Stack
 
@@ -39,11 +40,9 @@ def register_devices(stack: Stack, count: int, *, prefix: str = "vehicle-") -> l
 
 
 def stack_runs_shadows(stack: Stack) -> bool:
-    """Whether the stack's plan has the shadow service (the vehicles' shadow requests get answers)."""
-    from ecokit.services.shadow import SHADOW
-
-    target = stack.current_runtime() or "local"
-    return any(spec.name == SHADOW for spec in stack.plan(target))
+    """Whether the running stack started the shadow service (the vehicles' shadow requests get
+    answers). Read from what `up` recorded: asking must not build the plan."""
+    return SHADOW in stack.recorded_services()
 
 
 def fleet_ids(stack: Stack, vehicles: int) -> list[str]:

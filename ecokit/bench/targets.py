@@ -17,6 +17,8 @@ from ecokit.bench.scenario import Overrides
 from ecokit.clients import fleet_ids, stack_connection
 from ecokit.errors import ConfigError, UsageError
 from ecokit.mqtt.target import BrokerTarget, ClientAuth, url_connection
+from ecokit.runtime.local import LocalRuntime
+from ecokit.services.broker import BROKER
 from ecokit.stack import Stack
 
 
@@ -50,17 +52,9 @@ def stack_target(stack: Stack, *, devices: int | None = None) -> BenchTarget:
 
 def broker_pid(stack: Stack) -> int | None:
     """The pid of the stack's broker when it runs as a local process (else None)."""
-    runtime = stack.current_runtime()
-    if runtime != "local":
+    if stack.current_runtime() != "local":
         return None
-    plan = stack.plan(runtime)
-    broker = next((s for s in plan if s.role == "broker"), None)
-    if broker is None:
-        return None
-    for status in stack.runtime(runtime).status(plan):
-        if status.name == broker.name and status.state == "running":
-            return status.pid
-    return None
+    return LocalRuntime(stack.paths, stack.readiness()).running_pid(BROKER)
 
 
 def url_target(url: str, *, username: str | None = None, password: str | None = None,

@@ -13,6 +13,7 @@ from ecokit.services.context import (
     EMQX_COOKIE,
     EMQX_DASHBOARD,
     HASH_SEED,
+    Placement,
     PlanContext,
 )
 from ecokit.services.pipeline import emqx_rules_pipeline
@@ -50,7 +51,7 @@ def _placed(ctx: PlanContext, relpath: str, container_dir: str) -> tuple[str, st
     return (ctx.paths.file(BROKER, relpath) if ctx.target == "local" else container), container
 
 
-def broker_ports(ctx: PlanContext) -> tuple[PortSpec, ...]:
+def broker_ports(ctx: Placement) -> tuple[PortSpec, ...]:
     p = ctx.config.broker.ports
     ports = []
     if ctx.plain_mqtt:
@@ -102,10 +103,12 @@ def mosquitto(ctx: PlanContext) -> ServiceSpec:
     cfg = ctx.config
     seed = ctx.secret(HASH_SEED)
     iterations = cfg.broker.password_iterations
-    passwd = "".join(
-        f"{p.username}:{mosquitto_password_hash(p.password, deterministic_salt(seed, p.username), iterations)}\n"
-        for p in sorted(ctx.policy.principals, key=lambda p: p.username)
-    ).encode()
+    def hashed(p: Principal) -> str:
+        return ctx.hashes.get(seed, p.username, p.password, iterations, lambda: mosquitto_password_hash(
+            p.password, deterministic_salt(seed, p.username), iterations))
+
+    passwd = "".join(f"{p.username}:{hashed(p)}\n"
+                     for p in sorted(ctx.policy.principals, key=lambda p: p.username)).encode()
     acl = render_template("mosquitto/acl.j2", stack=cfg.stack, blocks=mosquitto_acl_lines(ctx.policy))
     data_dir = ctx.paths.volume(BROKER, "data", "/mosquitto/data")
     passwd_path, passwd_container = _placed(ctx, "passwd", MOSQUITTO_ETC)
