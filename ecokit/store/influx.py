@@ -153,6 +153,21 @@ def _error_text(resp: requests.Response) -> str:
         return resp.text
 
 
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def shard_duration(retention: str) -> str:
+    """The shard group duration InfluxDB 1.x picks for a retention (``1h``/``30d``/...):
+    1h under two days, 1d under six months, else 7d. A shard duration longer than the
+    retention is refused ("retention policy duration must be greater than the shard duration")."""
+    seconds = int(retention[:-1]) * _SECONDS[retention[-1]]
+    if seconds < 2 * 86400:
+        return "1h"
+    if seconds < 180 * 86400:
+        return "1d"
+    return "7d"
+
+
 def setup_v1(admin: InfluxEndpoint, *, database: str, retention: str,
              users: Mapping[str, tuple[str, Literal["ALL", "READ", "WRITE"]]]) -> None:
     """Create (or confirm) the admin user, the database, its retention and ecokit's users.
@@ -177,9 +192,10 @@ def setup_v1(admin: InfluxEndpoint, *, database: str, retention: str,
                     f"(its data belongs to another setup); `ecokit down --purge` resets it: {create_exc}",
                     url=admin.url) from None
         statements = [f"CREATE DATABASE {quote_ident(database)}"]
-        if retention != "0":
-            statements.append(f"ALTER RETENTION POLICY autogen ON {quote_ident(database)} "
-                              f"DURATION {retention} SHARD DURATION 1d DEFAULT")
+        # Re-applied every time, so a changed retention (back to 0 = forever too) takes effect.
+        duration, shard = ("INF", "7d") if retention == "0" else (retention, shard_duration(retention))
+        statements.append(f"ALTER RETENTION POLICY autogen ON {quote_ident(database)} "
+                          f"DURATION {duration} SHARD DURATION {shard} DEFAULT")
         existing = {row.get("user") for row in client.rows("SHOW USERS", use_db=False)}
         for name, (password, privilege) in sorted(users.items()):
             if name in existing:
