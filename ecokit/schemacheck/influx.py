@@ -139,6 +139,52 @@ def onboarding_request(env: Mapping[str, str], files: Mapping[str, bytes]) -> di
     return {k: v for k, v in body.items() if v is not None}
 
 
+# -- Flux tasks ----------------------------------------------------------------------------------
+# A task's script declares `option task = {name: "...", every: 1h}` (or cron); InfluxDB refuses
+# a task without a name or with neither/both of every and cron
+# (docs.influxdata.com/influxdb/v2/process-data/task-options/).
+_TASK_OPTION = re.compile(r"^\s*option\s+task\s*=\s*\{(?P<body>[^}]*)\}", re.M)
+_FLUX_DURATION = re.compile(r"^(\d+(y|mo|w|d|h|ms|m|s|us|µs|ns))+$")
+_TASK_KEYS = {"name": "string", "every": "duration", "cron": "string", "offset": "duration",
+              "concurrency": "int", "retry": "int"}
+
+
+def task_options(flux: str) -> dict[str, str] | None:
+    """The ``option task`` record of a Flux script, raw values by key (None when absent)."""
+    matches = list(_TASK_OPTION.finditer(flux))
+    if len(matches) != 1:
+        return None
+    options: dict[str, str] = {}
+    for part in re.split(r",(?=(?:[^\"]*\"[^\"]*\")*[^\"]*$)", matches[0].group("body")):
+        if part.strip():
+            key, _, value = part.partition(":")
+            options[key.strip()] = value.strip()
+    return options
+
+
+def check_flux_task(flux: str, where: str = "task") -> list[Problem]:
+    """A Flux task script's ``option task`` as InfluxDB 2 takes it."""
+    options = task_options(flux)
+    if options is None:
+        return [Problem(where, "a task script needs exactly one `option task = {name: ..., every: ...}`")]
+    problems = [Problem(f"{where}.{k}", "not a task option") for k in options if k not in _TASK_KEYS]
+    if not re.fullmatch(r'"[^"]+"', options.get("name", "")):
+        problems.append(Problem(f"{where}.name", "a task needs a name (a non-empty string)"))
+    if ("every" in options) == ("cron" in options):
+        problems.append(Problem(where, "a task needs exactly one of every and cron"))
+    for key, kind in _TASK_KEYS.items():
+        value = options.get(key)
+        if value is None:
+            continue
+        if kind == "duration" and not _FLUX_DURATION.match(value):
+            problems.append(Problem(f"{where}.{key}", f"{value!r} is not a Flux duration (1h, 30m, 1d12h)"))
+        if kind == "int" and not value.isdigit():
+            problems.append(Problem(f"{where}.{key}", f"{value!r} is not an integer"))
+        if key == "cron" and not re.fullmatch(r'"(\S+\s+){4,5}\S+"', value):
+            problems.append(Problem(f"{where}.cron", f"{value!r} is not a cron expression"))
+    return problems
+
+
 @dataclass(frozen=True)
 class Request:
     """An HTTP request as a contract sees it."""

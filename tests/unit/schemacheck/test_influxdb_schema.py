@@ -18,6 +18,7 @@ from ecokit.schemacheck.influx import (
     EntrypointFacts,
     captured_requests,
     check_entrypoint_env,
+    check_flux_task,
     onboarding_request,
     retention_seconds,
 )
@@ -228,3 +229,39 @@ def test_influxdb_1_credentials_on_v1_requests_are_basic_auth(influx_v1_api: Ope
     assert sent[0].headers["Authorization"] == "Basic " + base64.b64encode(b"ecokit-writer:pw").decode()
     assert influx_v1_api.check_request("POST", "/write", query=sent[0].query, headers=sent[0].headers,
                                        media_type="text/plain", body="m v=1") == []
+
+
+# -- Flux tasks (for a rendered 2.x task, e.g. a geofence downsampling) -------------------------------
+
+TASK = '''option task = {name: "ecokit-geofence-5m", every: 5m, offset: 30s}
+
+from(bucket: "fleet")
+  |> range(start: -task.every)
+  |> filter(fn: (r) => r._measurement == "events")
+  |> aggregateWindow(every: 5m, fn: count)
+  |> to(bucket: "fleet_5m")
+'''
+
+
+def test_a_flux_task_and_its_creation_request_fit_the_contract(influx_api: OpenApi) -> None:
+    assert check_flux_task(TASK) == []
+    body = {"org": "ecokit", "status": "active", "flux": TASK, "description": "geofence events per 5 minutes"}
+    assert influx_api.check_request("POST", "/api/v2/tasks", headers={"Authorization": "Token t"},
+                                    media_type="application/json", body=body) == []
+    problems = influx_api.check_request("POST", "/api/v2/tasks", headers={"Authorization": "Token t"},
+                                        media_type="application/json", body={"org": "ecokit", "status": "paused"})
+    assert {p.message for p in problems} == {"'flux' is a required property",
+                                             "'paused' is not one of ['active', 'inactive']"}
+
+
+@pytest.mark.parametrize(("flux", "expected"), [
+    (TASK.replace('name: "ecokit-geofence-5m", ', ""), "task.name: a task needs a name"),
+    (TASK.replace("every: 5m", 'cron: "*/5 * * * *", every: 5m'), "exactly one of every and cron"),
+    (TASK.replace("every: 5m,", "every: 5 minutes,"), "'5 minutes' is not a Flux duration"),
+    (TASK.replace("offset: 30s", "ofset: 30s"), "task.ofset: not a task option"),
+    (TASK.replace("every: 5m", 'cron: "every five"'), "is not a cron expression"),
+    (TASK.replace("option task", "option tsk"), "needs exactly one `option task"),
+])
+def test_flux_task_check_refuses_tasks_influxdb_refuses(flux: str, expected: str) -> None:
+    found = report(check_flux_task(flux))
+    assert expected in found, found
