@@ -22,6 +22,7 @@ from ecokit.config.rules import (
     merge_default_rules,
     validate_rule_names,
 )
+from ecokit.durations import duration_seconds
 
 STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 # [registry[:port]/]path[:tag][@sha256:digest]
@@ -100,8 +101,7 @@ class InfluxConfig(Section):
     def _retention(cls, value: str) -> str:
         # InfluxDB 1.x and 2.x refuse shorter retention ("retention policy duration must be
         # at least 1h0m0s"): setup would fail only once the server runs.
-        seconds = int(value[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[value[-1]] \
-            if value != "0" else 0
+        seconds = duration_seconds(value, units=("s", "m", "h", "d", "w")) or 0
         if 0 < seconds < 3600:
             raise ValueError(f"{value!r} is shorter than 1h, the shortest retention InfluxDB accepts (0 = forever)")
         return value

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import requests
 
+from ecokit.durations import duration_seconds
 from ecokit.errors import StoreError
 
 
@@ -153,14 +154,11 @@ def _error_text(resp: requests.Response) -> str:
         return resp.text
 
 
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def shard_duration(retention: str) -> str:
     """The shard group duration InfluxDB 1.x picks for a retention (``1h``/``30d``/...):
     1h under two days, 1d under six months, else 7d. A shard duration longer than the
     retention is refused ("retention policy duration must be greater than the shard duration")."""
-    seconds = int(retention[:-1]) * _SECONDS[retention[-1]]
+    seconds = duration_seconds(retention, units=("s", "m", "h", "d", "w"), bare=False) or 0
     if seconds < 2 * 86400:
         return "1h"
     if seconds < 180 * 86400:
