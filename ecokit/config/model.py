@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from ecokit.config.base import KeyedValueError, Port, Section
 from ecokit.config.bench import BenchConfig
+from ecokit.config.regions import RegionError, parse_region
 from ecokit.config.rules import (
     BridgeConfig,
     ProcessorConfig,
@@ -20,32 +22,13 @@ from ecokit.config.rules import (
     merge_default_rules,
     validate_rule_names,
 )
+from ecokit.durations import duration_seconds
 
 STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}\Z")
 # [registry[:port]/]path[:tag][@sha256:digest]
 IMAGE_REF = re.compile(
     r"^(?:[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?\Z"
 )
-
-
-class KeyedValueError(ValueError):
-    """A validation error about particular keys of the section that raised it.
-
-    ``keys`` are dotted paths relative to that section; the loader reports the error at
-    the one the user set (so its file or variable is named), not at the section.
-    """
-
-    def __init__(self, message: str, *keys: str) -> None:
-        super().__init__(message)
-        self.keys = keys
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# A TCP port; 0 is refused because every port must be known before anything starts.
-Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class BrokerPorts(Section):
@@ -131,7 +114,17 @@ class InfluxConfig(Section):
     database: str = Field("fleet", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$",
                           description="1.x database / 2.x bucket")
     org: str = Field("ecokit", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_ -]{0,63}$")
-    retention: str = Field("0", pattern=r"^(0|\d+[smhdw])$", description="0 = keep forever")
+    retention: str = Field("0", pattern=r"^(0|\d+[smhdw])$", description="0 = keep forever, else at least 1h")
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        # InfluxDB 1.x and 2.x refuse shorter retention ("retention policy duration must be
+        # at least 1h0m0s"): setup would fail only once the server runs.
+        seconds = duration_seconds(value, units=("s", "m", "h", "d", "w")) or 0
+        if 0 < seconds < 3600:
+            raise ValueError(f"{value!r} is shorter than 1h, the shortest retention InfluxDB accepts (0 = forever)")
+        return value
 
 
 class GrafanaConfig(Section):
@@ -194,13 +187,10 @@ class SimulatorConfig(Section):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        from ecokit.errors import UsageError
-        from ecokit.sim.regions import parse_region
-
         try:
             parse_region(value)
-        except UsageError as exc:
-            raise ValueError(str(exc).replace("--region ", "")) from None
+        except RegionError as exc:
+            raise ValueError(str(exc).removeprefix("region ")) from None
         return value
 
 

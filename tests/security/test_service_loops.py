@@ -22,8 +22,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
 from security_support import client, healthz, metrics, wait_for
 
+from ecokit.bridge.contract import BridgeServiceConfig
 from ecokit.bridge.service import Bridge
-from ecokit.daemon import HealthServer, MessageGuard, NetworkLoop, load_service_config
+from ecokit.contract import load_service_config
+from ecokit.daemon import HealthServer, MessageGuard, NetworkLoop
+from ecokit.processor.contract import ProcessorServiceConfig
 from ecokit.processor.service import Processor
 from ecokit.rules.engine import Message, Outcome
 from ecokit.stack import Stack
@@ -122,7 +125,7 @@ def test_a_handler_that_raises_is_counted_dead_lettered_and_its_loop_lives_on(st
 
 
 def test_a_dead_network_loop_fails_healthz(stack: Stack) -> None:
-    config = load_service_config(stack.paths.service_config("processor") / "processor.json")
+    config = load_service_config(stack.paths.service_config("processor") / "processor.json", ProcessorServiceConfig)
     processor = Processor(config, log=logging.getLogger("test"))
     port = free_port()
     health = HealthServer("127.0.0.1", port, processor.registry, processor.is_ready, processor.is_alive)
@@ -174,8 +177,8 @@ def test_healthy_services_answer_healthz(stack: Stack, service: str) -> None:
 
 
 def test_a_message_whose_evaluation_raises_is_dead_lettered_by_the_bridge(stack: Stack, tmp_path: Path) -> None:
-    config = load_service_config(stack.paths.service_config("bridge") / "bridge.json")
-    config["spool_dir"] = str(tmp_path / "spool")
+    config = load_service_config(stack.paths.service_config("bridge") / "bridge.json", BridgeServiceConfig)
+    config = config.model_copy(update={"spool_dir": str(tmp_path / "spool")})
     bridge = Bridge(config, log=logging.getLogger("test"))
     bridge.mqtt.client_id = f"test-bridge-{os.getpid()}"  # not the running bridge's session
     real = bridge.engine.evaluate
