@@ -4,7 +4,6 @@ JSON logs, the /metrics /healthz /readyz endpoint and stop signals.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import signal
@@ -21,6 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ecokit.contract import Config, load_service_config
 from ecokit.errors import EcokitError
+from ecokit.rules.engine import deadletter_document
 
 
 class JsonFormatter(logging.Formatter):
@@ -130,14 +130,6 @@ DEADLETTER_PREFIX = "ecokit/deadletter"
 FAILED = "error"  # the dead-letter reason of a message whose handling raised
 
 
-def deadletter_payload(source: str, reason: str, detail: str, topic: str, payload: bytes, qos: int = 0,
-                       retain: bool = False) -> bytes:
-    """A dead letter with the keys the rule engines write (``rule`` names the service here)."""
-    return json.dumps({"rule": source, "reason": reason, "field": detail, "topic": topic, "qos": qos,
-                       "retain": retain, "payload": base64.b64encode(payload).decode()},
-                      separators=(",", ":")).encode()
-
-
 class MessageGuard:
     """Runs a paho ``on_message`` handler so that no exception reaches paho's network thread
     (one would end it for good): each failure is counted by exception type, logged once per
@@ -167,8 +159,8 @@ class MessageGuard:
                   topic=msg.topic, error=_short(exc))
         try:
             client.publish(f"{DEADLETTER_PREFIX}/{self.service}",
-                           deadletter_payload(self.service, FAILED, reason, msg.topic, bytes(msg.payload),
-                                              msg.qos, bool(msg.retain)), qos=1)
+                           deadletter_document(self.service, FAILED, reason, msg.topic, bytes(msg.payload),
+                                               msg.qos, bool(msg.retain)), qos=1)
         except Exception as publish_exc:  # never let the dead letter itself escape
             self.once(("deadletter", type(publish_exc).__name__), "could not publish a dead letter",
                       error=_short(publish_exc))

@@ -12,24 +12,26 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ecokit.bridge.contract import BridgeServiceConfig
 from ecokit.bridge.spool import Spool
-from ecokit.config.rules import BridgeConfig, RuleConfig
+from ecokit.config.rules import DEADLETTER_PREFIX, BridgeConfig, RuleConfig
 from ecokit.daemon import FAILED, OncePerKind
 from ecokit.errors import BrokerError, StoreError
 from ecokit.mqtt.fast import FastMqtt, Subscription
-from ecokit.rules.engine import Message, Point, Rejection, RuleEngine
+from ecokit.rules.engine import Message, Point, Rejection, RuleEngine, deadletter_document
 from ecokit.store.influx import InfluxEndpoint, InfluxV1
 
 BRIDGE = "bridge"  # the dead-letter "rule" of messages whose evaluation raised
+REFUSED_REASON = "refused"  # the dead-letter reason of a point InfluxDB would not store
 SESSION_EXPIRY = 86_400  # the broker keeps the bridge's queue for a day while it is away
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -68,9 +70,11 @@ class Writer(threading.Thread):
     """Drains the spool into InfluxDB, in order, retrying with backoff."""
 
     def __init__(self, spool: Spool, endpoint: InfluxEndpoint, settings: BridgeConfig, metrics: BridgeMetrics,
-                 log: logging.Logger, stop: threading.Event) -> None:
+                 log: logging.Logger, stop: threading.Event,
+                 refused: Callable[[bytes, str], None] = lambda line, reason: None) -> None:
         super().__init__(name="influx-writer", daemon=True)
         self.spool = spool
+        self.refused = refused  # each point InfluxDB refuses, with its reason
         self.client = InfluxV1(endpoint, timeout=30.0)
         self.settings = settings
         self.metrics = metrics
@@ -106,14 +110,20 @@ class Writer(threading.Thread):
             try:
                 self.client.write(batch.data, precision="ns")
             except StoreError as exc:
-                if exc.status in (400, 413, 422):
-                    dropped = _dropped_count(exc.body or "", batch.lines)
-                    self.metrics.dropped.inc(dropped)
+                if exc.status in REFUSED:
+                    # A "partial write": InfluxDB stored some lines and refused others, and
+                    # its dropped=N does not count lines it could not parse. Find each refused
+                    # line, count and dead-letter it; only the rest counts as written.
                     self.metrics.write_errors.labels("refused").inc()
-                    self.once(("refused", str(exc.status)), "InfluxDB refused points as invalid; they are dropped",
-                              error=str(exc), points=dropped)
+                    refused = self._isolate(batch.data.splitlines(keepends=True))
+                    for line, reason in refused:
+                        self.refused(line, reason)
+                    self.metrics.dropped.inc(len(refused))
+                    self.metrics.dropped_by.labels("refused").inc(len(refused))
+                    self.once(("refused", str(exc.status)), "InfluxDB refused points; they are counted as dropped "
+                              "and dead-lettered", error=str(exc)[:300], points=len(refused))
                     self.spool.commit(batch)
-                    self.metrics.written.inc(batch.lines - dropped)
+                    self.metrics.written.inc(batch.lines - len(refused))
                     continue
                 kind = "unreachable" if exc.status is None else f"http_{exc.status}"
                 self.metrics.write_errors.labels(kind).inc()
@@ -135,9 +145,30 @@ class Writer(threading.Thread):
             backoff = 0.2
 
 
-def _dropped_count(body: str, lines: int) -> int:
-    match = re.search(r"dropped=(\d+)", body)
-    return min(int(match.group(1)), lines) if match else lines
+    def _isolate(self, lines: list[bytes]) -> list[tuple[bytes, str]]:
+        """Write ``lines`` again, halving what InfluxDB refuses down to single lines; returns
+        those it refuses with its reason. Lines written twice are stored once (same series,
+        same time). An error other than a refusal propagates: the batch stays in the spool."""
+        try:
+            self.client.write(b"".join(lines), precision="ns")
+            return []
+        except StoreError as exc:
+            if exc.status not in REFUSED:
+                raise
+            if len(lines) == 1:
+                return [(lines[0].rstrip(b"\n"), _refusal_reason(exc.body or str(exc)))]
+        half = len(lines) // 2
+        return self._isolate(lines[:half]) + self._isolate(lines[half:])
+
+
+REFUSED = (400, 413, 422)  # InfluxDB will never take these points as they are
+
+
+def _refusal_reason(body: str) -> str:
+    """InfluxDB's reason for refusing one line, without the line itself."""
+    parsed = re.search(r"unable to parse '.*': (.+?)(?: dropped=\d+)?$", body, re.DOTALL)
+    text = parsed.group(1) if parsed else re.sub(r"^partial write: | dropped=\d+$", "", body)
+    return text.strip()[:200]
 
 
 class Bridge:
@@ -170,6 +201,9 @@ class Bridge:
                              session_expiry=SESSION_EXPIRY, keepalive=30)
         self._subs_file = Path(config.spool_dir) / "subscriptions.json"
         self.writer: Writer | None = None
+        # Points InfluxDB refused (from the writer thread), dead-lettered by the intake loop.
+        self.refused: queue.SimpleQueue[tuple[bytes, str]] = queue.SimpleQueue()
+        self._rule_of = {rule.measurement: name for name, rule in reversed(list(self.rules.items()))}
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -184,7 +218,7 @@ class Bridge:
         """Consume until ``stop``; then let the writer finish what it can and return."""
         self.stop = stop
         writer = self.writer = Writer(self.spool, self.config.influx.endpoint(), self.settings, self.metrics,
-                                      self.log, stop)
+                                      self.log, stop, refused=lambda line, reason: self.refused.put((line, reason)))
         writer.start()
         backoff = 0.5
         try:
@@ -263,6 +297,7 @@ class Bridge:
         mqtt, engine, spool, metrics = self.mqtt, self.engine, self.spool, self.metrics
         while not stop.is_set():
             messages = mqtt.read(0.2)
+            self._deadletter_refused()
             if not messages:
                 mqtt.ping_if_due()
                 mqtt.flush()
@@ -301,12 +336,30 @@ class Bridge:
             mqtt.flush()
             mqtt.ping_if_due()
 
+    def _deadletter_refused(self) -> None:
+        """Republish the points InfluxDB refused: the line protocol ecokit tried to write
+        (the message's own payload is in its archive point), under its rule's dead letters."""
+        while True:
+            try:
+                line, reason = self.refused.get_nowait()
+            except queue.Empty:
+                return
+            measurement = re.split(rb"(?<!\\)[, ]", line, maxsplit=1)[0].decode("utf-8", "replace")
+            rule = self._rule_of.get(measurement, BRIDGE)
+            self._publish_deadletter(f"{DEADLETTER_PREFIX}/{rule}",
+                                     deadletter_document(rule, REFUSED_REASON, reason, "", line))
+
     def _reject(self, rejection: Rejection, msg: Message) -> None:
         self.metrics.rejected.labels(rejection.rule, rejection.reason).inc()
         self.once(("reject", rejection.rule, rejection.reason, rejection.field),
                   f"rule {rejection.rule} rejected a message: {rejection.detail}",
                   rule=rejection.rule, reason=rejection.reason, field=rejection.field, topic=msg.topic)
+        if msg.topic.startswith(DEADLETTER_PREFIX + "/"):
+            return  # counted; a dead letter of a dead letter would never end
+        self._publish_deadletter(rejection.topic, rejection.deadletter(msg))
+
+    def _publish_deadletter(self, topic: str, payload: bytes) -> None:
         # Never exceed the broker's receive maximum with QoS 1 messages in flight.
         qos = 0 if self.mqtt.inflight >= max(1, self.mqtt.send_quota - 1) else 1
-        self.mqtt.publish(rejection.topic, rejection.deadletter(msg), qos=qos)
+        self.mqtt.publish(topic, payload, qos=qos)
         self.metrics.deadletters.inc()

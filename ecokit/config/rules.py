@@ -31,6 +31,16 @@ DEADLETTER_PREFIX = "ecokit/deadletter"
 TS_MS_MIN = 946_684_800_000
 TS_MS_MAX = 4_102_444_800_000
 INT64 = 2**63 - 1
+# What InfluxDB stores, refused by the rules before a write rather than by InfluxDB after:
+# floats up to about 1.8e308 (a larger JSON integer in a float field fails to parse), string
+# field values up to 1 MiB (1.9+/2.x hard limit), series keys (measurement and tags,
+# escaped) up to 65,535 bytes.
+FLOAT_LIMIT = 1e308
+MAX_STRING_BYTES = 1_048_576
+MAX_SERIES_KEY_BYTES = 65_535
+MAX_BASE64_SOURCE_BYTES = MAX_STRING_BYTES // 4 * 3  # its base64 text is at most MAX_STRING_BYTES
+# The boolean field written when a missing payload timestamp was replaced by the receive time.
+TIME_RECEIVED_FIELD = "time_received"
 
 FieldType = Literal["float", "int", "bool", "string"]
 
@@ -104,11 +114,16 @@ class TimeSpec(Section):
     unit: Literal["s", "ms", "us", "ns"] = "ms"
     min: int | None = Field(None, description="smallest accepted value, in `unit` (default: year 2000)")
     max: int | None = Field(None, description="largest accepted value, in `unit` (default: year 2100)")
+    if_missing: Literal["reject", "received"] = Field(
+        "reject", description="no timestamp in the payload: reject the message, or use the receive time "
+                              f"and mark the point with {TIME_RECEIVED_FIELD}=true")
 
     @model_validator(mode="after")
     def _shape(self) -> TimeSpec:
         if not PATH.match(self.path):
             raise ValueError(f"path {self.path!r} is not a dotted JSON path")
+        if self.if_missing == "received" and self.from_ != "payload":
+            raise ValueError("if_missing applies to time: {from: payload}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is above max ({self.max})")
         return self
@@ -189,6 +204,9 @@ class RuleConfig(Section):
                     raise ValueError(f"{kind}.{name}: a name must be a letter then letters, digits or '_'")
         if clash := set(self.tags) & set(self.fields):
             raise ValueError(f"{', '.join(sorted(clash))}: a name cannot be both a tag and a field")
+        if self.time.if_missing == "received" and TIME_RECEIVED_FIELD in {*self.tags, *self.fields}:
+            raise ValueError(f"{TIME_RECEIVED_FIELD}: the name marks points timed by their receive time "
+                             "(time.if_missing: received); choose another")
         if not any(f.required for f in self.fields.values()):
             raise ValueError("fields: at least one field must be required (a point needs a field)")
         levels = self.topic.split("/")
@@ -240,18 +258,23 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
         "topic": "fleet/+/telemetry",
         "measurement": "telemetry",
         "tags": {"vehicle": {"from": "topic", "segment": 2}},
+        # What a point needs is required (a position); the rest is typed and range-checked
+        # when a device sends it, so a device with fewer sensors than ecokit's simulator
+        # is stored, not dead-lettered.
         "fields": {
             "lat": {"type": "float", "min": -90, "max": 90},
             "lng": {"type": "float", "min": -180, "max": 180},
-            "speed": {"type": "float", "min": 0},
-            "heading": {"type": "float", "min": 0, "max": 360},
-            "fuel": {"type": "float", "min": 0, "max": 100},
-            "odometer": {"type": "float", "min": 0},
-            "engine": {"type": "bool"},
-            "seq": {"type": "int", "min": 0},
-            "status": {"type": "string", "values": ["moving", "idle", "parked"]},
+            "speed": {"type": "float", "min": 0, "required": False},
+            "heading": {"type": "float", "min": 0, "max": 360, "required": False},
+            "fuel": {"type": "float", "min": 0, "max": 100, "required": False},
+            "odometer": {"type": "float", "min": 0, "required": False},
+            "engine": {"type": "bool", "required": False},
+            "seq": {"type": "int", "min": 0, "required": False},
+            "status": {"type": "string", "values": ["moving", "idle", "parked"], "required": False},
         },
-        "time": {"from": "payload", "path": "ts", "unit": "ms"},
+        # Without a device timestamp the receive time is used, and the point says so
+        # (time_received=true); a QoS 1 duplicate of such a message is then a second point.
+        "time": {"from": "payload", "path": "ts", "unit": "ms", "if_missing": "received"},
     },
     "status": {
         "description": "device status and last will (source: device) and the fleet processor's (source: processor)",

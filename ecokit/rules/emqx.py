@@ -45,7 +45,16 @@ from typing import Any
 from urllib.parse import quote
 
 from ecokit.acl import topic_matches
-from ecokit.config.rules import DEADLETTER_PREFIX, INT64, RuleConfig
+from ecokit.config.rules import (
+    DEADLETTER_PREFIX,
+    FLOAT_LIMIT,
+    INT64,
+    MAX_BASE64_SOURCE_BYTES,
+    MAX_SERIES_KEY_BYTES,
+    MAX_STRING_BYTES,
+    TIME_RECEIVED_FIELD,
+    RuleConfig,
+)
 from ecokit.rules.engine import BAD_VALUE, MISSING, OUT_OF_RANGE, WRONG_TYPE, decode_json
 from ecokit.rules.lineproto import format_float
 from ecokit.rules.sqlfuncs import check_rule_sql
@@ -436,6 +445,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "json_encode": lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")),
     "hexstr2bin": lambda v: bytes.fromhex(v),
     "subbits": _subbits,
+    "bytesize": lambda v: len(v) if isinstance(v, bytes) else len(str(v).encode()),
     "mod": _mod,
     "str": _str,
 }
@@ -615,12 +625,14 @@ class RenderedRule:
         rule = self.rule
         topic_tags = [k for k in sorted(rule.tags) if rule.tags[k].from_ == "topic"]
         payload_tags = [k for k in sorted(rule.tags) if rule.tags[k].from_ == "payload"]
+        raw_tags: dict[str, Expr] = {}
         for key in topic_tags:
             tag = rule.tags[key]
             raw: Expr = Col("topic") if tag.segment is None else fn(
                 "nth", tag.segment, fn("split", Col("topic"), "/", "notrim"))
             self._add(BAD_VALUE, key, Not(Call(fn("regex_match", raw, TAG_RE))))
             self.tag_exprs[key] = _escape_tag_sql(raw)
+            raw_tags[key] = raw
         for key in payload_tags:
             path = rule.tags[key].path
             assert path is not None
@@ -629,8 +641,18 @@ class RenderedRule:
             self._add(WRONG_TYPE, key, Not(Call(fn("is_str", value))))
             self._add(BAD_VALUE, key, Not(Call(fn("regex_match", value, TAG_RE))))
             self.tag_exprs[key] = _when_str(value, _escape_tag_sql(value))
+            raw_tags[key] = value
+        if rule.tags:
+            # The escaped tag values must fit InfluxDB's series key with the measurement.
+            budget = MAX_SERIES_KEY_BYTES - len(rule.measurement) - sum(len(f",{k}=") for k in rule.tags)
+            sizes: list[Expr] = [fn("bytesize", _escape_tag_sql(raw_tags[key])) for key in sorted(rule.tags)]
+            total = sizes[0]
+            for size in sizes[1:]:
+                total = Arith("+", total, size)
+            self._add(BAD_VALUE, "tags", Cmp(">", total, Const(budget)))
         for name, spec in rule.fields.items():
             if spec.from_ == "payload_base64":
+                self._add(BAD_VALUE, name, Cmp(">", fn("bytesize", Col("payload")), Const(MAX_BASE64_SOURCE_BYTES)))
                 self.field_exprs[name] = fn("base64_encode", Col("payload"))
                 continue
             if spec.from_ == "qos":
@@ -654,31 +676,49 @@ class RenderedRule:
                 if spec.type == "int":
                     lo = max(lo, -INT64 - 1) if lo is not None else -INT64 - 1
                     hi = min(hi, INT64) if hi is not None else INT64
-                outside = [Cmp("<", value, Const(_num(lo, spec.type)))] if lo is not None else []
-                outside += [Cmp(">", value, Const(_num(hi, spec.type)))] if hi is not None else []
-                if outside:
-                    self._add(OUT_OF_RANGE, name, when_present(any_of(*outside)))
+                # Floats without bounds still stop where InfluxDB's float parser does.
+                low: Const = Const(_num(lo, spec.type)) if lo is not None else Const(-FLOAT_LIMIT)
+                high: Const = Const(_num(hi, spec.type)) if hi is not None else Const(FLOAT_LIMIT)
+                outside = [Cmp("<", value, low), Cmp(">", value, high)]
+                self._add(OUT_OF_RANGE, name, when_present(any_of(*outside)))
                 self.field_exprs[name] = value
             elif spec.type == "string":
                 self._add(BAD_VALUE, name, when_present(Not(Call(fn("regex_match", value, STRING_RE)))))
+                self._add(BAD_VALUE, name, when_present(Cmp(">", fn("bytesize", value), Const(MAX_STRING_BYTES))))
                 if spec.values is not None:
                     self._add(BAD_VALUE, name, when_present(all_of(*[Cmp("<>", value, Const(v))
                                                                      for v in spec.values])))
                 self.field_exprs[name] = _when_str(value, _escape_string_sql(value))
             else:
                 self.field_exprs[name] = value
+        guid = fn("hexstr2bin", Col("id"))
+        received_ns = Arith("+", Arith("*", fn("subbits", guid, 1, 64), Const(1000)),
+                            fn("mod", fn("subbits", guid, 113, 16), 1000))
+        self.time_missing: Cond | None = None
         if rule.time.from_ == "payload":
             value = self._value(rule.time.path)
             lo, hi = rule.time.bounds()
-            self._add(MISSING, rule.time.path, Call(fn("is_null", value)))
-            self._add(WRONG_TYPE, rule.time.path, Not(Call(fn("is_int", value))))
-            self._add(OUT_OF_RANGE, rule.time.path, any_of(Cmp("<", value, Const(lo)), Cmp(">", value, Const(hi))))
-            self.time_expr: Expr = value
-            self.precision = {"s": "s", "ms": "ms", "us": "u", "ns": "ns"}[rule.time.unit]
+            if rule.time.if_missing == "received":
+                # No timestamp: the receive time (in ns, so the whole rule writes ns).
+                self.time_missing = Call(fn("is_null", value))
+                present = Call(fn("is_not_null", value))
+                self._add(WRONG_TYPE, rule.time.path, all_of(present, Not(Call(fn("is_int", value)))))
+                self._add(OUT_OF_RANGE, rule.time.path,
+                          all_of(present, any_of(Cmp("<", value, Const(lo)), Cmp(">", value, Const(hi)))))
+                scale = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}[rule.time.unit]
+                # SELECT runs before WHERE: multiply only an integer (else badarith fails the rule).
+                self.time_expr: Expr = Case(((self.time_missing, received_ns),
+                                             (Call(fn("is_int", value)), Arith("*", value, Const(scale)))), Const(0))
+                self.precision = "ns"
+            else:
+                self._add(MISSING, rule.time.path, Call(fn("is_null", value)))
+                self._add(WRONG_TYPE, rule.time.path, Not(Call(fn("is_int", value))))
+                self._add(OUT_OF_RANGE, rule.time.path,
+                          any_of(Cmp("<", value, Const(lo)), Cmp(">", value, Const(hi))))
+                self.time_expr = value
+                self.precision = {"s": "s", "ms": "ms", "us": "u", "ns": "ns"}[rule.time.unit]
         else:
-            guid = fn("hexstr2bin", Col("id"))
-            self.time_expr = Arith("+", Arith("*", fn("subbits", guid, 1, 64), Const(1000)),
-                                   fn("mod", fn("subbits", guid, 113, 16), 1000))
+            self.time_expr = received_ns
             self.precision = "ns"
 
     def valid(self) -> Cond | None:
@@ -720,6 +760,15 @@ class RenderedRule:
                 http=HttpAction(f"{base}__{n}", path,
                                 f"{self._head()} {n}={_line_value(rule.fields[n].type, 'f_' + n)} ${{ts}}"),
             ))
+        if self.time_missing is not None:
+            # The point says its time is the receive time (the bridge's time_received=true).
+            out.append(EmqxRule(
+                f"{base}__{TIME_RECEIVED_FIELD}", f"ecokit rule {self.name}: timed by its receive time",
+                (*self._common_select(), Select("ts", self.time_expr)),
+                rule.topic, self._where(self.valid(), self.time_missing),
+                http=HttpAction(f"{base}__{TIME_RECEIVED_FIELD}", path,
+                                f"{self._head()} {TIME_RECEIVED_FIELD}=true ${{ts}}"),
+            ))
         if self.checks:
             reason = Case(tuple((c.fails, Const(c.reason)) for c in self.checks), Const("invalid"))
             fld = Case(tuple((c.fails, Const(c.name)) for c in self.checks), Const("none"))
@@ -727,12 +776,16 @@ class RenderedRule:
             assert invalid is not None
             payload = ('{"rule":"' + self.name + '","reason":"${reason}","field":"${field}","topic":${dl_topic},'
                        '"qos":${dl_qos},"retain":${dl_retain},"payload":"${dl_payload}"}')
+            # A raw rule (the archive) also sees dead letters; one it refuses is not
+            # republished again (a dead letter of a dead letter would never end).
+            loop_guard = (Not(Cmp("=~", Col("topic"), Const(DEADLETTER_PREFIX + "/#")))
+                          if rule.payload == "raw" and _may_match_deadletters(rule.topic) else None)
             out.append(EmqxRule(
                 f"{base}_deadletter", f"ecokit rule {self.name}: dead letters",
                 (Select("reason", reason), Select("field", fld),
                  Select("dl_topic", fn("json_encode", Col("topic"))), Select("dl_qos", Col("qos")),
                  Select("dl_retain", Col("flags.retain")), Select("dl_payload", fn("base64_encode", Col("payload")))),
-                rule.topic, self._where(invalid.negate()),
+                rule.topic, self._where(loop_guard, invalid.negate()),
                 republish=Republish(f"{DEADLETTER_PREFIX}/{self.name}", payload),
             ))
         return out

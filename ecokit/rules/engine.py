@@ -29,7 +29,17 @@ from typing import Any, Literal
 import orjson
 
 from ecokit.acl import topic_matches
-from ecokit.config.rules import DEADLETTER_PREFIX, INT64, FieldSpec, RuleConfig
+from ecokit.config.rules import (
+    DEADLETTER_PREFIX,
+    FLOAT_LIMIT,
+    INT64,
+    MAX_BASE64_SOURCE_BYTES,
+    MAX_SERIES_KEY_BYTES,
+    MAX_STRING_BYTES,
+    TIME_RECEIVED_FIELD,
+    FieldSpec,
+    RuleConfig,
+)
 from ecokit.rules.lineproto import (
     escape_string,
     escape_tag,
@@ -46,6 +56,8 @@ BAD_VALUE = "bad_value"
 REASONS = (NOT_JSON, MISSING, WRONG_TYPE, OUT_OF_RANGE, BAD_VALUE)
 
 _MISSING = object()
+# A dead letter carries at most this much of the original payload (base64 ~350 KB).
+DEADLETTER_MAX_PAYLOAD = 256 * 1024
 _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
 
@@ -79,10 +91,22 @@ class Rejection:
 
     def deadletter(self, msg: Message) -> bytes:
         """The dead-letter payload (the same keys the EMQX republish action writes)."""
-        return json.dumps({
-            "rule": self.rule, "reason": self.reason, "field": self.field, "topic": msg.topic,
-            "qos": msg.qos, "retain": msg.retain, "payload": base64.b64encode(msg.payload).decode(),
-        }, separators=(",", ":")).encode()
+        return deadletter_document(self.rule, self.reason, self.field, msg.topic, msg.payload, msg.qos, msg.retain)
+
+
+def deadletter_document(rule: str, reason: str, field: str, topic: str, payload: bytes, qos: int = 0,
+                        retain: bool = False) -> bytes:
+    """A dead letter: which rule (or service) refused the message, why, and the message. A
+    payload over DEADLETTER_MAX_PAYLOAD is cut there (``truncated``, ``size``), so the dead
+    letter always fits a broker's packet limit."""
+    doc: dict[str, Any] = {"rule": rule, "reason": reason, "field": field, "topic": topic, "qos": qos,
+                           "retain": retain}
+    if len(payload) > DEADLETTER_MAX_PAYLOAD:
+        doc.update(payload=base64.b64encode(payload[:DEADLETTER_MAX_PAYLOAD]).decode(), truncated=True,
+                   size=len(payload))
+    else:
+        doc["payload"] = base64.b64encode(payload).decode()
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 Outcome = Point | Rejection
@@ -149,6 +173,10 @@ class _Field:
         if self.kind == "int":
             self.lo = max(self.lo, -INT64 - 1) if self.lo is not None else -INT64 - 1
             self.hi = min(self.hi, INT64) if self.hi is not None else INT64
+        elif self.kind == "float":
+            # A 400-digit JSON integer passes `float` but InfluxDB cannot parse it.
+            self.lo = self.lo if self.lo is not None else -FLOAT_LIMIT
+            self.hi = self.hi if self.hi is not None else FLOAT_LIMIT
         self.values = frozenset(spec.values) if spec.values is not None else None
         self.prefix = f"{name}="
 
@@ -176,7 +204,10 @@ class CompiledRule:
         self.fields = [_Field(n, s, rule.field_path(n)) for n, s in rule.fields.items()]
         self.field_fns = [_compile_field(name, f) for f in self.fields]
         self.time_from: Literal["payload", "received"] = rule.time.from_
+        self.time_fallback = rule.time.if_missing == "received"
         self.time_path = tuple(rule.time.path.split("."))
+        # Bytes of the series key left for the (escaped) tag values.
+        self.tag_budget = MAX_SERIES_KEY_BYTES - len(rule.measurement) - sum(len(f",{k}=") for k in rule.tags)
         self.time_lo, self.time_hi = rule.time.bounds()
         self.time_scale = _UNIT_NS[rule.time.unit]
         self.where = [(tuple(c.path.split(".")), c.op, c.value) for c in rule.where]
@@ -238,6 +269,9 @@ class CompiledRule:
             if problem:
                 return self._reject(BAD_VALUE, key, f"tag {key} {problem}")
             tags[key] = value
+        if tags and sum(len(escape_tag(v).encode()) for v in tags.values()) > self.tag_budget:
+            return self._reject(BAD_VALUE, "tags", f"the tags make a series key over {MAX_SERIES_KEY_BYTES} "
+                                                   "bytes, more than InfluxDB stores")
         parts: list[str] = []
         for field_fn in self.field_fns:
             rendered = field_fn(msg, doc)
@@ -251,14 +285,18 @@ class CompiledRule:
         else:
             stamp = lookup(doc, self.time_path)
             name = ".".join(self.time_path)
-            if stamp is _MISSING:
+            if stamp is _MISSING and self.time_fallback:
+                time_ns = msg.received_ns
+                parts.append(f"{TIME_RECEIVED_FIELD}=true")
+            elif stamp is _MISSING:
                 return self._reject(MISSING, name, f"timestamp {name} is missing")
-            if type(stamp) is not int:
+            elif type(stamp) is not int:
                 return self._reject(WRONG_TYPE, name, f"timestamp {name} must be an integer, got {_describe(stamp)}")
-            if stamp < self.time_lo or stamp > self.time_hi:
+            elif stamp < self.time_lo or stamp > self.time_hi:
                 return self._reject(OUT_OF_RANGE, name, f"timestamp {name}={stamp} is outside "
                                                         f"[{self.time_lo}, {self.time_hi}]")
-            time_ns = stamp * self.time_scale
+            else:
+                time_ns = stamp * self.time_scale
         head = self.measurement
         for key in self.tag_order:
             head += f",{key}={escape_tag(tags[key])}"
@@ -274,7 +312,13 @@ def _compile_field(rule: str, fld: _Field) -> FieldFn:
     prefix, name, required = fld.prefix, fld.name, fld.required
     if fld.source == "payload_base64":
         b64 = base64.b64encode
-        return lambda msg, doc: f'{prefix}"{b64(msg.payload).decode()}"'
+
+        def base64_field(msg: Message, doc: Any) -> str | Rejection | None:
+            if len(msg.payload) > MAX_BASE64_SOURCE_BYTES:
+                return Rejection(rule, BAD_VALUE, fld.name, f"{fld.name}: a payload of {len(msg.payload)} bytes is "
+                                 f"over {MAX_STRING_BYTES} bytes in base64, more than InfluxDB stores")
+            return f'{prefix}"{b64(msg.payload).decode()}"'
+        return base64_field
     if fld.source == "qos":
         return lambda msg, doc: f"{prefix}{msg.qos}i"
     if fld.source == "retain":
@@ -334,6 +378,9 @@ def _compile_field(rule: str, fld: _Field) -> FieldFn:
         problem = string_problem(value)
         if problem:
             return Rejection(rule, BAD_VALUE, name, f"{name} {problem}")
+        if len(value) > MAX_STRING_BYTES // 4 and len(value.encode()) > MAX_STRING_BYTES:
+            return Rejection(rule, BAD_VALUE, name, f"{name} is over {MAX_STRING_BYTES} bytes, "
+                                                    "more than InfluxDB stores")
         if values is not None and value not in values:
             return Rejection(rule, BAD_VALUE, name, f"{name}={_describe(value)} is not one of {sorted(values)}")
         return f'{prefix}"{escape_string(value)}"'

@@ -108,9 +108,9 @@ def test_thousand_messages_with_duplicates_and_invalid_ones_are_counted_exactly(
     duplicates = valid[::8]  # 100 QoS 1 redeliveries of the same payload
     invalid_payloads = [
         b"not json", b"[1, 2]", telemetry("veh-0001", 1, base, lat=95.0), telemetry("veh-0001", 1, base, lng=-181),
-        telemetry("veh-0001", 1, base, speed=-3.5), telemetry("veh-0001", 1, base, fuel=None),
+        telemetry("veh-0001", 1, base, speed=-3.5), telemetry("veh-0001", 1, base, lat=None),
         telemetry("veh-0001", 1, base, seq="x"), telemetry("veh-0001", 1, base, engine="yes"),
-        telemetry("veh-0001", 1, base, status="teleporting"), telemetry("veh-0001", 1, base, ts=None),
+        telemetry("veh-0001", 1, base, status="teleporting"), telemetry("veh-0001", 1, base, lng=None),
     ]
     invalid = [(VEHICLES[i % 3], invalid_payloads[i % 10]) for i in range(100)]
     stream = valid + duplicates + invalid

@@ -158,13 +158,20 @@ def test_emqx_telemetry_rule_is_pinned(emqx_conf: Any) -> None:
     assert rules["ecokit_telemetry"]["sql"].startswith(
         "SELECT replace(replace(replace(nth(2, split(topic, '/', 'notrim')), ',', '\\,'), '=', '\\='), ' ', '\\ ')"
         " AS t_vehicle, map_get('lat', payload) AS f_lat,")
+    # The timestamp is checked only when present; without one the receive time (ns) is used.
     assert rules["ecokit_telemetry"]["sql"].endswith(
-        "AND NOT map_get('ts', payload) < 946684800000 AND NOT map_get('ts', payload) > 4102444800000")
+        "AND (NOT is_not_null(map_get('ts', payload)) OR (NOT map_get('ts', payload) < 946684800000 "
+        "AND NOT map_get('ts', payload) > 4102444800000))")
+    assert ("CASE WHEN is_null(map_get('ts', payload)) THEN subbits(hexstr2bin(id), 1, 64) * 1000 + "
+            "mod(subbits(hexstr2bin(id), 113, 16), 1000) WHEN is_int(map_get('ts', payload)) THEN "
+            "map_get('ts', payload) * 1000000 ELSE 0 END AS ts") in rules["ecokit_telemetry"]["sql"]
     body = emqx_conf["actions"]["http"]["ecokit_telemetry"]["parameters"]["body"]
-    assert body == ("telemetry,vehicle=${t_vehicle} lat=${f_lat},lng=${f_lng},speed=${f_speed},heading=${f_heading},"
-                    "fuel=${f_fuel},odometer=${f_odometer},engine=${f_engine},seq=${f_seq}i,"
-                    "status=\"${f_status}\" ${ts}")
-    assert emqx_conf["actions"]["http"]["ecokit_telemetry"]["parameters"]["path"] == "/write?db=fleet&precision=ms"
+    assert body == "telemetry,vehicle=${t_vehicle} lat=${f_lat},lng=${f_lng} ${ts}"
+    assert emqx_conf["actions"]["http"]["ecokit_telemetry"]["parameters"]["path"] == "/write?db=fleet&precision=ns"
+    optional = {"speed", "heading", "fuel", "odometer", "engine", "seq", "status", "time_received"}
+    assert {r.removeprefix("ecokit_telemetry__") for r in rules if r.startswith("ecokit_telemetry__")} == optional
+    assert emqx_conf["actions"]["http"]["ecokit_telemetry__time_received"]["parameters"]["body"] == \
+        "telemetry,vehicle=${t_vehicle} time_received=true ${ts}"
     archive = emqx_conf["actions"]["http"]["ecokit_archive"]["parameters"]
     assert archive["body"] == "archive,topic=${t_topic} payload=\"${f_payload}\",qos=${f_qos}i,retain=${f_retain} ${ts}"
     assert archive["path"] == "/write?db=fleet&precision=ns"
@@ -191,3 +198,63 @@ def test_no_bridge_when_the_broker_is_emqx(tmp_path: Path) -> None:
     stack = Stack.load(write_project(tmp_path, extra={"broker": {"kind": "emqx"}}), env={})
     assert "bridge" not in [s.name for s in stack.plan("docker")]
     assert "processor" in [s.name for s in stack.plan("docker")]
+
+
+# -- what InfluxDB cannot store is refused by both engines (too large for the vectors file) --
+
+
+def _both(topic: str, payload: bytes) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """(rejections by the bridge's engine, dead letters republished by the EMQX rendering)."""
+    engine = RuleEngine(CONFIG.rules)
+    bridge = [(o.rule, o.reason, o.field) for o in engine.evaluate(Message(topic, payload, 1, False, 7))
+              if isinstance(o, Rejection)]
+    effects = simulate(render_rules(CONFIG.rules, database=DATABASE), topic, payload, qos=1, received_ns=7)
+    assert [e for e in effects if e[0] == "exception"] == []
+    emqx = []
+    for kind, _, body in effects:
+        if kind == "republish":
+            doc = json.loads(body)
+            emqx.append((doc["rule"], doc["reason"], doc["field"]))
+    return bridge, emqx
+
+
+def test_a_string_field_over_one_mebibyte_is_refused() -> None:
+    note = "x" * (1_048_576 + 1)
+    payload = json.dumps({"kind": "reading", "meta": {"unit": "pct"}, "reading": {"level": 1}, "note": note,
+                          "t": 1700000001}).encode()
+    bridge, emqx = _both("depot/d1/tank/t2", payload)
+    # (the archive refuses it too: its base64 would be over 1 MiB)
+    assert bridge == emqx == [("archive", "bad_value", "payload"), ("fuelwatch", "bad_value", "note")]
+    ok = payload.replace(note.encode(), b"x" * 1_048_576)
+    archive_only = [("archive", "bad_value", "payload")]
+    assert _both("depot/d1/tank/t2", ok) == (archive_only, archive_only)
+
+
+def test_a_topic_too_long_for_a_series_key_is_refused_by_the_archive() -> None:
+    topic = "x/" + "y" * 65_600
+    bridge, emqx = _both(topic, b"{}")
+    assert bridge == emqx == [("archive", "bad_value", "tags")]
+    assert _both("x/" + "y" * 65_000, b"{}") == ([], [])
+
+
+def test_a_payload_whose_base64_exceeds_one_mebibyte_is_refused_by_the_archive() -> None:
+    bridge, emqx = _both("lab/big", b"\x00" * (786_432 + 1))
+    assert bridge == emqx == [("archive", "bad_value", "payload")]
+    assert _both("lab/big", b"\x00" * 786_432) == ([], [])
+
+
+def test_a_dead_letter_carries_at_most_256_kib_of_the_payload() -> None:
+    payload = b"\xff" * 600_000
+    [rejection] = [o for o in RuleEngine(CONFIG.rules).evaluate(Message("fleet/v1/telemetry", payload, 1, False, 7))
+                   if isinstance(o, Rejection)]
+    doc = json.loads(rejection.deadletter(Message("fleet/v1/telemetry", payload)))
+    assert doc["truncated"] is True
+    assert doc["size"] == 600_000
+    assert base64.b64decode(doc["payload"]) == payload[:256 * 1024]
+
+
+def test_emqx_does_not_republish_a_dead_letter_the_archive_refuses() -> None:
+    # A dead letter of a dead letter would be republished again and again.
+    effects = simulate(render_rules(CONFIG.rules, database=DATABASE), "ecokit/deadletter/telemetry",
+                       b"\x00" * 800_000, qos=1, received_ns=7)
+    assert [e for e in effects if e[0] in ("republish", "exception")] == []
