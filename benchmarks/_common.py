@@ -99,7 +99,7 @@ def publish_parallel(st: Stack, *, processes: int, per_process: int, vehicles: i
     for index in range(processes):
         ready = ctx.Event()
         proc = ctx.Process(target=_publish_worker, args=(
-            "127.0.0.1", st.config.broker.ports.mqtt, username, password, index, vehicles, per_process,
+            "127.0.0.1", st.config.broker.ports.internal, username, password, index, vehicles, per_process,
             ts0 + index * 10_000_000, None if rate is None else rate / processes, ready, go, done))
         proc.start()
         procs.append(proc)

@@ -126,13 +126,13 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
         stop = ctx.Event()
         bg = None
         if args.background:
-            bg = ctx.Process(target=_background, args=("127.0.0.1", st.config.broker.ports.mqtt, username,
+            bg = ctx.Process(target=_background, args=("127.0.0.1", st.config.broker.ports.internal, username,
                                                        password, args.background, stop))
             bg.start()
             time.sleep(2)
         samples = []
         client = InfluxV1(st.influx_endpoint("reader"))
-        with SyncClient("127.0.0.1", st.config.broker.ports.mqtt, username=username, password=password) as pub:
+        with SyncClient("127.0.0.1", st.config.broker.ports.internal, username=username, password=password) as pub:
             pub.connect()
             base = int(time.time() * 1000)
             for n in range(args.probes):

@@ -62,7 +62,7 @@ class Collector(threading.Thread):
     def __init__(self, st: Stack, expected: int) -> None:
         super().__init__(daemon=True)
         username, password = st.service_credentials("ecokit-admin")
-        self.mqtt = FastMqtt("127.0.0.1", st.config.broker.ports.mqtt, client_id="bench-replay-sub",
+        self.mqtt = FastMqtt("127.0.0.1", st.config.broker.ports.internal, client_id="bench-replay-sub",
                              username=username, password=password)
         self.mqtt.connect()
         self.mqtt.subscribe([Subscription("bench/#", 1)])

@@ -63,8 +63,7 @@ def main() -> None:
                     assert reply.accepted
                 print(f"latency: update round trip p50 {percentile(latencies, 50):.2f} ms, "
                       f"p99 {percentile(latencies, 99):.2f} ms (500 sequential requests)")
-            host_port = stack.broker_endpoints()["mqtt"].split("://")[1]
-            host, port = host_port.rsplit(":", 1)
+            host, port = "127.0.0.1", str(stack.config.broker.ports.internal)  # ecokit-admin's listener
             user, password = stack.service_credentials("ecokit-admin")
             with SyncClient(host, int(port), username=user, password=password) as c:
                 c.client.max_inflight_messages_set(1000)

@@ -209,7 +209,7 @@ def main() -> None:
         cfg = write_project(Path(tmp) / "bench", devices=1, stack="bench-layers",
                             extra={"prometheus": {"enabled": False}})
         with running_stack(cfg) as stack:
-            url = stack.broker_endpoints()["mqtt"]
+            url = f"mqtt://127.0.0.1:{stack.config.broker.ports.internal}"  # many clients as ecokit-admin
             host, port = url.split("//")[1].rsplit(":", 1)
             user, pw = stack.service_credentials("ecokit-admin")
             print(f"broker {url}; {args.clients} clients x {args.messages} msgs; "

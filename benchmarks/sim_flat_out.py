@@ -78,7 +78,7 @@ def main() -> None:
         quiet = None if args.pipeline else {"bridge": {"enabled": False}, "processor": {"enabled": False}}
         cfg = write_project(Path(tmp) / "bench", devices=args.vehicles, stack="bench-flat", extra=quiet)
         with running_stack(cfg) as stack:
-            conn = stack_connection(stack)
+            conn = stack_connection(stack, as_admin=True)  # many clients as one user: the internal listener
             host, port = conn.target.host, conn.target.port
             user, password = stack.service_credentials("ecokit-admin")
             print(f"broker {conn.target.url}; {args.vehicles} vehicles x {args.count} = {total} messages per run; "

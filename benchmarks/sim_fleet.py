@@ -68,6 +68,7 @@ def main() -> None:
                   f"{args.vehicles} vehicles every {args.interval:g}s for {args.seconds:g}s at QoS {args.qos}; "
                   f"cpus {os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
             conn = stack_connection(stack)
+            admin = stack_connection(stack, as_admin=True).target  # the subscriber, as ecokit-admin
             ids = fleet_ids(stack, args.vehicles)
             user, password = stack.service_credentials("ecokit-admin")
             # The subscriber runs in its own process (mosquitto_sub), so it does not share
@@ -75,7 +76,7 @@ def main() -> None:
             received = Path(tmp) / "received.txt"
             with received.open("wb") as sink:
                 sub = subprocess.Popen(
-                    ["mosquitto_sub", "-h", conn.target.host, "-p", str(conn.target.port), "-u", user, "-P",
+                    ["mosquitto_sub", "-h", admin.host, "-p", str(admin.port), "-u", user, "-P",
                      password, "-t", "fleet/+/telemetry", "-q", str(args.qos), "-F", "%t"],
                     stdout=sink, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
@@ -163,7 +164,7 @@ def desired_probe(stack: Any, sample: list[str], after: float, result: dict[str,
     from ecokit.testing import SyncClient
 
     try:
-        target = stack_connection(stack).target
+        target = stack_connection(stack, as_admin=True).target
         user, password = stack.service_credentials("ecokit-admin")
         seen: dict[str, float] = {}
         with SyncClient(target.host, target.port, username=user, password=password) as watcher, \

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ecokit.acl import ADMIN_USER, REPLAY_USER
 from ecokit.config.registry import append_devices
-from ecokit.errors import BrokerError, ConfigError, StackNotRunning
+from ecokit.errors import ConfigError, StackNotRunning
 from ecokit.mqtt.fast import FastMqtt
 from ecokit.mqtt.target import BrokerTarget, ClientAuth, Connection
 from ecokit.services.shadow import SHADOW
@@ -54,21 +54,16 @@ def fleet_ids(stack: Stack, vehicles: int) -> list[str]:
     return [d.id for d in devices[:vehicles]]
 
 
+def internal_target(stack: Stack) -> BrokerTarget:
+    """The broker's internal listener (plain MQTT on this machine's loopback): where ecokit's
+    own users connect; the device listeners bind every client id to its username."""
+    return BrokerTarget("127.0.0.1", stack.config.broker.ports.internal)
+
+
 def service_client(stack: Stack, username: str) -> tuple[BrokerTarget, ClientAuth]:
-    """The stack's broker for one of ecokit's own users (``ecokit-admin``, ``ecokit-replay``):
-    the plain listener when there is one, else TLS with the stack CA (and the user's
-    certificate under mTLS)."""
+    """The stack's broker for one of ecokit's own users (``ecokit-admin``, ``ecokit-replay``)."""
     user, password = stack.service_credentials(username)
-    endpoints = stack.broker_endpoints()
-    url = endpoints.get("mqtt") or endpoints.get("mqtts")
-    if url is None:
-        raise BrokerError(f"stack {stack.config.stack!r} has no MQTT or MQTTS listener this machine can reach")
-    tls = url.startswith("mqtts")
-    target, _, _ = BrokerTarget.from_url(url, ca_file=stack.cert_paths.ca_cert if tls else None)
-    cert = None
-    if tls and stack.config.tls.mtls:
-        cert = (stack.cert_paths.client_cert(username), stack.cert_paths.client_key(username))
-    return target, ClientAuth(user, password, cert)
+    return internal_target(stack), ClientAuth(user, password)
 
 
 def shadow_client(stack: Stack, username: str = ADMIN_USER) -> ShadowClient:
@@ -88,17 +83,28 @@ def replay_publisher(stack: Stack, *, client_id: str | None = None) -> FastMqtt:
     return mqtt
 
 
+def device_target(stack: Stack) -> BrokerTarget:
+    """The listener devices use: TLS whenever the stack's profile has it on."""
+    endpoints = stack.broker_endpoints()
+    tls = stack.config.tls.enabled
+    url = endpoints.get("mqtts" if tls else "mqtt") or endpoints.get("mqtt") or endpoints.get("mqtts")
+    if url is None:
+        raise ConfigError("the stack's broker has no MQTT endpoint for devices")
+    target, _, _ = BrokerTarget.from_url(url, ca_file=stack.cert_paths.ca_cert if url.startswith("mqtts") else None)
+    return target
+
+
 def stack_connection(stack: Stack, *, as_admin: bool = False) -> Connection:
     """The running stack's broker; TLS (and mTLS) whenever the stack's profile has it on."""
     if stack.current_runtime() is None:
         raise StackNotRunning(f"stack {stack.config.stack!r} is not up",
                               hint="run `ecokit up`, or give --broker URL")
-    endpoints = stack.broker_endpoints()
-    tls = stack.config.tls.enabled
-    url = endpoints.get("mqtts" if tls else "mqtt") or endpoints.get("mqtt") or endpoints.get("mqtts")
-    if url is None:
-        raise ConfigError("the stack's broker has no MQTT endpoint")
-    target, _, _ = BrokerTarget.from_url(url, ca_file=stack.cert_paths.ca_cert if url.startswith("mqtts") else None)
+    if as_admin:
+        # Many connections as one user (bench subscribers, a fleet --as-admin): the internal
+        # listener, where client ids are not bound to the username.
+        target, admin = service_client(stack, ADMIN_USER)
+        return Connection(target, lambda vid: admin, f"{target.url} as {ADMIN_USER}")
+    target = device_target(stack)
     mtls = target.tls and stack.config.tls.mtls
     if mtls:
         stack.generate_certs()  # idempotent: issues certificates for devices registered since
@@ -106,11 +112,6 @@ def stack_connection(stack: Stack, *, as_admin: bool = False) -> Connection:
 
     def cert_of(name: str) -> tuple[Path, Path] | None:
         return (paths.client_cert(name), paths.client_key(name)) if mtls else None
-
-    if as_admin:
-        user, password = stack.service_credentials(ADMIN_USER)
-        admin = ClientAuth(user, password, cert_of(ADMIN_USER))
-        return Connection(target, lambda vid: admin, f"{target.url} as {ADMIN_USER}")
 
     def device_auth(vehicle_id: str) -> ClientAuth:
         user, password = stack.device_credentials(vehicle_id)

@@ -431,11 +431,13 @@ class Stack:
                               password=self._stack_secrets(secret)[secret])
 
     def broker_endpoints(self, target: Target | None = None) -> dict[str, str]:
-        """The broker's MQTT URLs for a client on this machine, from the configuration alone."""
+        """The broker's MQTT URLs for devices on this machine, from the configuration alone
+        (ecokit's own users connect to the internal listener: ``ecokit.clients``)."""
         target = target or self.current_runtime() or "local"
         ctx = self.placement(target)
         schemes = ("mqtt", "mqtts", "ws", "wss")
-        return {p.name: p.url(ctx.client_host) for p in broker_ports(ctx) if p.scheme in schemes}
+        return {p.name: p.url(ctx.client_host) for p in broker_ports(ctx)
+                if p.scheme in schemes and p.name != "internal"}
 
     def status(self, *, show_secrets: bool = False) -> StackStatus:
         name = self.current_runtime()
@@ -453,6 +455,8 @@ class Stack:
                   "tls": self.config.tls.enabled, "mtls": self.config.tls.mtls}
         if any(p.name == "dashboard" for p in broker_spec.ports):
             broker["dashboard"] = broker_spec.port("dashboard").url(ctx.client_host)
+        internal = broker_spec.port("internal")
+        broker["internal"] = internal.url(internal.host_ip or ctx.client_host)
         reader = self.influx_endpoint("reader", target=target)
         writer = self.influx_endpoint("writer", target=target)
         influx: dict[str, Any] = {"url": reader.url, "version": reader.version, "database": reader.database}

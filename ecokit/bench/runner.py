@@ -223,7 +223,8 @@ class Bench:
             count = min(o.workers, len(self.publishers))
             for n in range(count):
                 clients = tuple(self.publishers[n::count])
-                pjob = PublisherJob(n, self.target.broker, clients, self.phases, self.tag, self.spec.payload,
+                publishers_at = self.target.device_broker or self.target.broker
+                pjob = PublisherJob(n, publishers_at, clients, self.phases, self.tag, self.spec.payload,
                                     settings, o.drain, o.tick)
                 workers.append(self._spawn("pub", n, pjob))
             self._await_ready(workers)

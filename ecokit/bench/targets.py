@@ -28,6 +28,7 @@ class BenchTarget:
     auth: ClientAuth  # subscribers, the $SYS reader, and publishers unless ``devices`` is set
     description: str
     devices: tuple[tuple[str, ClientAuth], ...] = ()  # publishers connect as these devices, in order
+    device_broker: BrokerTarget | None = None  # where those devices connect (default: ``broker``)
     broker_pid: int | None = None  # the broker's process on this machine (CPU and memory sampling)
 
     @property
@@ -46,8 +47,10 @@ def stack_target(stack: Stack, *, devices: int | None = None) -> BenchTarget:
     per_device = stack_connection(stack)
     ids = fleet_ids(stack, devices)
     return BenchTarget(admin.target, admin.auth(ADMIN_USER),
-                       f"{admin.target.url}: publishers as {len(ids)} registered devices, subscribers as {ADMIN_USER}",
-                       devices=tuple((i, per_device.auth(i)) for i in ids), broker_pid=pid)
+                       f"{per_device.target.url}: publishers as {len(ids)} registered devices; "
+                       f"{admin.target.url}: subscribers as {ADMIN_USER}",
+                       devices=tuple((i, per_device.auth(i)) for i in ids), device_broker=per_device.target,
+                       broker_pid=pid)
 
 
 def broker_pid(stack: Stack) -> int | None:

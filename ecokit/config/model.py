@@ -37,6 +37,8 @@ class BrokerPorts(Section):
     ws: Port = 8083
     wss: Port = 8084
     dashboard: Port = Field(18083, description="EMQX dashboard / REST API / Prometheus")
+    internal: Port = Field(1884, description="ecokit's own services and operator tools (plain MQTT, on 127.0.0.1 "
+                                             "only; Mosquitto accepts only ecokit's users there)")
 
 
 class BrokerConfig(Section):
@@ -52,6 +54,9 @@ class BrokerConfig(Section):
     websockets: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: ws/wss only where the broker build supports them"
     )
+    bind_client_ids: bool = Field(True, description="on the device listeners a client's id is its username, so "
+                                                    "no client can take another's id and session (off only for "
+                                                    "tests of MQTT itself)")
     password_iterations: int = Field(1000, ge=1, le=1_000_000,
                                      description="PBKDF2-SHA512 rounds in the Mosquitto password file")
     log_verbose: bool = False
@@ -71,7 +76,8 @@ class TlsConfig(Section):
     enabled: bool = False
     mtls: bool = Field(False, description="require a client certificate on the TLS listeners")
     min_version: Literal["1.2", "1.3"] = "1.2"
-    plain_listener: bool = Field(True, description="keep the plain MQTT listener next to TLS")
+    plain_listener: bool = Field(False, description="keep a plain MQTT listener for devices next to TLS "
+                                                    "(off: with TLS on, devices connect only through TLS)")
     ciphers: tuple[str, ...] = Field(AEAD_TLS12_CIPHERS, min_length=1,
                                      description="TLS 1.2 cipher suites (OpenSSL names); default: AEAD only")
 

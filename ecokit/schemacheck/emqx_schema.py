@@ -95,6 +95,8 @@ class EmqxSchema:
             self.root.fields[node["text"]] = _field(node)
         for name, extra in (extra_roots or {}).items():
             self.root.fields[name] = extra
+        if "zones" not in self.root.fields:
+            self.root.fields["zones"] = zones_root(self.root)
         self.hidden = hidden
         self._hidden_types = {key: parse_type(key.type) for key in hidden}
 
@@ -141,6 +143,24 @@ class EmqxSchema:
 
         visit(self.root)
         return out
+
+
+# emqx_zone_schema.erl roots/0 (5.8): what a zone may override, each the root struct of
+# the same name without defaults (fields/1 clones emqx_schema:fields(Name)).
+ZONE_ROOTS = ("mqtt", "stats", "flapping_detect", "force_shutdown", "conn_congestion", "force_gc",
+              "overload_protection", "durable_sessions")
+
+
+def zones_root(root: Struct) -> Field:
+    """The hidden ``zones`` root (``zones.<name>.mqtt...``, for listeners with ``zone = name``),
+    built from the dump's own root structs: the dump leaves the root out."""
+    zone = Struct("zone", "T-zones-S-zone")
+    for name in ZONE_ROOTS:
+        found = root.fields.get(name)
+        if found is not None:
+            zone.fields[name] = Field(name, found.type, found.aliases, required=False)
+    return Field("zones", MapOf(zone), source="emqx_schema.erl roots(high): {zones, zones_field_schema()} "
+                                              "(hidden); emqx_zone_schema.erl roots/0, fields/1")
 
 
 def _field_at(node: Type, path: list[str], schema: EmqxSchema) -> Field | None:

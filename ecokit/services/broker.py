@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Callable
 
 from ecokit.acl import HEALTH_USER, USERNAME, AccessPolicy, Grant, Principal
 from ecokit.config.model import TLS13_CIPHERS
@@ -66,6 +67,9 @@ def broker_ports(ctx: Placement) -> tuple[PortSpec, ...]:
             ports.append(PortSpec("wss", ctx.listen_port("wss", p.wss), p.wss, "wss", "/mqtt"))
     if ctx.config.broker.kind == "emqx":
         ports.append(PortSpec("dashboard", ctx.listen_port("dashboard", p.dashboard), p.dashboard, "http"))
+    # ecokit's own services and operator tools; never published beyond this machine.
+    ports.append(PortSpec("internal", ctx.listen_port("internal", p.internal), p.internal, "mqtt",
+                          host_ip="127.0.0.1"))
     return tuple(ports)
 
 
@@ -85,10 +89,18 @@ def _mosquitto_access(grant: Grant) -> str:
     return {"publish": "write", "subscribe": "read", "all": "readwrite"}[grant.access]
 
 
-def mosquitto_acl_lines(policy: AccessPolicy) -> list[tuple[str, list[str]]]:
-    """(username or '' for patterns, lines) blocks of a Mosquitto acl_file."""
+def on_device_listeners(principal: Principal) -> bool:
+    """Who may log in on the device listeners: devices, extra users, and the health probe
+    (which proves those listeners); ecokit's other users only on the internal listener."""
+    return principal.kind != "service" or principal.username == HEALTH_USER
+
+
+def mosquitto_acl_lines(policy: AccessPolicy, who: Callable[[Principal], bool] = lambda p: True
+                        ) -> list[tuple[str, list[str]]]:
+    """(username or '' for patterns, lines) blocks of a Mosquitto acl_file for the principals
+    ``who`` selects (the device patterns apply to everyone)."""
     blocks: list[tuple[str, list[str]]] = []
-    for principal in sorted(policy.principals, key=lambda p: p.username):
+    for principal in sorted(filter(who, policy.principals), key=lambda p: p.username):
         if principal.superuser:
             blocks.append((principal.username, ["topic readwrite #", "topic read $SYS/#"]))
         elif principal.grants:
@@ -108,24 +120,37 @@ def mosquitto(ctx: PlanContext) -> ServiceSpec:
         return ctx.hashes.get(seed, p.username, p.password, iterations, lambda: mosquitto_password_hash(
             p.password, deterministic_salt(seed, p.username), iterations))
 
-    passwd = "".join(f"{p.username}:{hashed(p)}\n"
-                     for p in sorted(ctx.policy.principals, key=lambda p: p.username)).encode()
-    acl = render_template("mosquitto/acl.j2", stack=cfg.stack, blocks=mosquitto_acl_lines(ctx.policy))
+    def passwd(who: Callable[[Principal], bool]) -> bytes:
+        return "".join(f"{p.username}:{hashed(p)}\n"
+                       for p in sorted(filter(who, ctx.policy.principals), key=lambda p: p.username)).encode()
+
+    def is_service(p: Principal) -> bool:
+        return p.kind == "service"
+
+    acl = render_template("mosquitto/acl.j2", stack=cfg.stack,
+                          blocks=mosquitto_acl_lines(ctx.policy, on_device_listeners))
+    services_acl = render_template("mosquitto/acl.j2", stack=cfg.stack,
+                                   blocks=mosquitto_acl_lines(ctx.policy, is_service))
     data_dir = ctx.paths.volume(BROKER, "data", "/mosquitto/data")
     passwd_path, passwd_container = _placed(ctx, "passwd", MOSQUITTO_ETC)
     acl_path, acl_container = _placed(ctx, "acl", MOSQUITTO_ETC)
+    services_passwd_path, services_passwd_container = _placed(ctx, "services.passwd", MOSQUITTO_ETC)
+    services_acl_path, services_acl_container = _placed(ctx, "services.acl", MOSQUITTO_ETC)
     conf = render_template(
         "mosquitto/mosquitto.conf.j2",
         stack=cfg.stack, broker=cfg.broker, tls=cfg.tls, ctx=ctx, anonymous=ctx.policy.anonymous,
         ports={p.name: p for p in broker_ports(ctx)}, listen_host=ctx.listen_host(),
-        password_file=passwd_path, acl_file=acl_path,
+        internal_host=ctx.internal_host(), password_file=passwd_path, acl_file=acl_path,
+        services_password_file=services_passwd_path, services_acl_file=services_acl_path,
         data_dir=data_dir, cafile=ctx.paths.cert("ca.pem"), certfile=ctx.paths.cert("server.pem"),
         keyfile=ctx.paths.cert("server.key"),
     )
     files = (
         RenderedFile("mosquitto.conf", conf, f"{MOSQUITTO_ETC}/mosquitto.conf"),
-        RenderedFile("passwd", passwd, passwd_container, secret=True),
+        RenderedFile("passwd", passwd(on_device_listeners), passwd_container, secret=True),
         RenderedFile("acl", acl, acl_container),
+        RenderedFile("services.passwd", passwd(is_service), services_passwd_container, secret=True),
+        RenderedFile("services.acl", services_acl, services_acl_container),
     )
     return ServiceSpec(
         name=BROKER, role="broker", description=f"Mosquitto MQTT broker ({cfg.images.mosquitto})",
@@ -138,7 +163,7 @@ def mosquitto(ctx: PlanContext) -> ServiceSpec:
         container=ContainerSpec(cfg.images.mosquitto,
                                 command=("mosquitto", "-c", f"{MOSQUITTO_ETC}/mosquitto.conf"),
                                 file_owner=(1883, 1883), aliases=("mosquitto",)),
-        reload_signal="SIGHUP", reloadable=("passwd", "acl"),
+        reload_signal="SIGHUP", reloadable=("passwd", "acl", "services.passwd", "services.acl"),
     )
 
 
@@ -176,7 +201,7 @@ def emqx(ctx: PlanContext) -> ServiceSpec:
     conf = render_template(
         "emqx/emqx.conf.j2",
         stack=cfg.stack, broker=cfg.broker, tls=cfg.tls, ctx=ctx, anonymous=ctx.policy.anonymous,
-        ports={p.name: p for p in broker_ports(ctx)}, listen_host=ctx.listen_host(),
+        ports={p.name: p for p in broker_ports(ctx)}, listen_host=ctx.listen_host(), internal_host=ctx.internal_host(),
         cookie=ctx.secret(EMQX_COOKIE), dashboard_password=ctx.secret(EMQX_DASHBOARD),
         users_file=users_path, acl_file=acl_path, api_keys_file=keys_path,
         cafile=ctx.paths.cert("ca.pem"), certfile=ctx.paths.cert("server.pem"),

@@ -34,7 +34,7 @@ EMQX_API_SECRET = "emqx/api-secret"
 INFLUX_USERS = {"admin": INFLUX_ADMIN, "ecokit-writer": INFLUX_WRITER, "ecokit-reader": INFLUX_READER}
 
 # Ports the services listen on inside their containers.
-CONTAINER_PORTS = {"mqtt": 1883, "mqtts": 8883, "ws": 8083, "wss": 8084, "dashboard": 18083,
+CONTAINER_PORTS = {"mqtt": 1883, "mqtts": 8883, "ws": 8083, "wss": 8084, "dashboard": 18083, "internal": 1884,
                    "influxdb": 8086, "grafana": 3000, "prometheus": 9090}
 
 
@@ -89,6 +89,11 @@ class Placement:
 
     def listen_host(self) -> str:
         return self.config.bind if self.target == "local" else "0.0.0.0"
+
+    def internal_host(self) -> str:
+        """Where the broker's internal listener binds: loopback on this machine; in a
+        container every interface (the stack network), published on the host's loopback."""
+        return "127.0.0.1" if self.target == "local" else "0.0.0.0"
 
     def service_host(self, service: str) -> str:
         """How one service reaches another: loopback locally, the service name in docker."""

@@ -23,19 +23,12 @@ CONTAINER_CONFIG = "/ecokit/config"
 
 
 def mqtt_target(ctx: PlanContext, username: str, *, client_id: str | None = None) -> MqttSettings:
-    """How one of ecokit's services connects to the broker: plain on the stack network
-    when the plain listener is on, else TLS with the stack CA (and its own cert for mTLS)."""
-    cfg = ctx.config
-    host, password = ctx.service_host("broker"), ctx.secret(f"service/{username}")
-    if ctx.plain_mqtt:
-        return MqttSettings(host=host, port=ctx.service_port("mqtt", cfg.broker.ports.mqtt), username=username,
-                            password=password, client_id=client_id)
-    cert = key = None
-    if cfg.tls.mtls:
-        cert, key = ctx.paths.cert(f"clients/{username}.pem"), ctx.paths.cert(f"clients/{username}.key")
-    return MqttSettings(host=host, port=ctx.service_port("mqtts", cfg.broker.ports.mqtts), username=username,
-                        password=password, tls=True, ca=ctx.paths.cert("ca.pem"), cert=cert, key=key,
-                        client_id=client_id)
+    """How one of ecokit's services connects to the broker: its internal listener (loopback
+    here, the stack network in docker), which accepts only ecokit's own users; devices never
+    share it, whatever the TLS profile."""
+    host = "127.0.0.1" if ctx.target == "local" else ctx.service_host("broker")
+    return MqttSettings(host=host, port=ctx.service_port("internal", ctx.config.broker.ports.internal),
+                        username=username, password=ctx.secret(f"service/{username}"), client_id=client_id)
 
 
 def http_listen(ctx: PlanContext, name: str, port: int) -> HttpListen:

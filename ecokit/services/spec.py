@@ -43,6 +43,7 @@ class PortSpec:
     host: int
     scheme: Literal["mqtt", "mqtts", "ws", "wss", "http", "https", "tcp"] = "tcp"
     path: str = ""  # URL path, e.g. /mqtt for websockets
+    host_ip: str | None = None  # the host address it is published on (None: the stack's `bind`)
 
     def url(self, host: str) -> str:
         shown = f"[{host}]" if ":" in host else host

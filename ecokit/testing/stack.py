@@ -69,7 +69,7 @@ def project_config(*, stack: str = "test", extra: Mapping[str, Any] | None = Non
         "version": 1,
         "stack": stack,
         "runtime": "local",
-        "broker": {"ports": {k: free_port() for k in ("mqtt", "mqtts", "ws", "wss", "dashboard")}},
+        "broker": {"ports": {k: free_port() for k in ("mqtt", "mqtts", "ws", "wss", "dashboard", "internal")}},
         "influxdb": {"port": free_port(), "rpc_port": free_port()},
         "grafana": {"enabled": False, "port": free_port()},
         "prometheus": {"enabled": False, "port": free_port()},

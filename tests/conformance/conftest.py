@@ -25,16 +25,23 @@ RESULTS_KEY = pytest.StashKey[dict[str, str]]()
 CHECK_AREA = {c.name: c.area for c in CHECKS}
 
 
+# The suite's own stack checks MQTT itself: a superuser of its own on the device listeners,
+# which keep a plain listener next to TLS and leave client ids free (ecokit binds them to
+# usernames by default, see docs/security.md).
+CONFORMANCE_USER = {"username": "conformance", "superuser": True, "password": "conformance-password"}
+CONFORMANCE_STACK = {"broker": {"bind_client_ids": False}, "tls": {"plain_listener": True}}
+
+
 def _stack_target(stack: Stack, *, scheme: str = "mqtt") -> Target:
     endpoints = stack.broker_endpoints()
     url = endpoints[scheme]
-    user, password = stack.service_credentials("ecokit-admin")
+    user, password = CONFORMANCE_USER["username"], CONFORMANCE_USER["password"]
     device = stack.devices()[0].id
     mtls = stack.config.tls.mtls and scheme in ("mqtts", "wss")
     target = Target.from_url(
-        url, username=user, password=password, ca_file=str(stack.cert_paths.ca_cert),
-        cert_file=str(stack.cert_paths.client_cert("ecokit-admin")) if mtls else None,
-        key_file=str(stack.cert_paths.client_key("ecokit-admin")) if mtls else None,
+        url, username=str(user), password=str(password), ca_file=str(stack.cert_paths.ca_cert),
+        cert_file=str(stack.cert_paths.client_cert(device)) if mtls else None,
+        key_file=str(stack.cert_paths.client_key(device)) if mtls else None,
         restricted=Credentials(*stack.device_credentials(device)))
     return target
 
@@ -73,7 +80,7 @@ def target(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
         yield found
         return
     folder = tmp_path_factory.mktemp("conformance-stack")
-    config = write_project(folder, devices=2, stack="conformance")
+    config = write_project(folder, devices=2, stack="conformance", users=[CONFORMANCE_USER], extra=CONFORMANCE_STACK)
     with running_stack(config, profile="tls") as stack:
         found = _stack_target(stack)
         found.tls_target = _stack_target(stack, scheme="mqtts")
@@ -94,7 +101,8 @@ def mtls_target(target: Target, pytestconfig: pytest.Config,
         yield target
         return
     folder = tmp_path_factory.mktemp("conformance-mtls")
-    config = write_project(folder, devices=1, stack="conformance-mtls")
+    config = write_project(folder, devices=1, stack="conformance-mtls", users=[CONFORMANCE_USER],
+                           extra=CONFORMANCE_STACK)
     with running_stack(config, profile="mtls") as stack:
         found = _stack_target(stack, scheme="mqtts")
         found.prefix = target.prefix

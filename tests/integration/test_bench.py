@@ -236,7 +236,9 @@ def test_mutual_tls_with_each_devices_certificate(make_project: ProjectFactory, 
     project = make_project(devices=2, extra={"bridge": {"enabled": False}, "processor": {"enabled": False}})
     with running_stack(project, profile="mtls") as stack:
         target = stack_target(stack, devices=2)
-        assert target.broker.tls
+        assert target.device_broker is not None
+        assert target.device_broker.tls
+        assert not target.broker.tls, "subscribers as ecokit-admin: the internal listener"
         assert all(auth.client_cert is not None for _, auth in target.devices)
         spec = apply_overrides(BUILTIN["steady"], Overrides(duration=2, rate=200, publishers=2,
                                                             topic="fleet/{device}/bench/{run}"))

@@ -56,14 +56,15 @@ def connect(stack: Stack, port: int, username: str | None, password: str | None,
     return check_mqtt(host, port, username=username, password=password, tls=tls, timeout=5.0)
 
 
-def client(stack: Stack, username: str, *, tls: bool = False) -> SyncClient:
+def client(stack: Stack, username: str) -> SyncClient:
+    """ecokit's users on the internal listener; devices over TLS (the only way in with `tls`)."""
     if username.startswith("ecokit-"):
         user, password = stack.service_credentials(username)
+        c = SyncClient(HOST, stack.config.broker.ports.internal, username=user, password=password)
     else:
         user, password = stack.device_credentials(username)
-    port = mqtts_port(stack) if tls else stack.config.broker.ports.mqtt
-    c = SyncClient(HOST, port, username=user, password=password,
-                   tls=tls_context(stack.cert_paths.ca_cert) if tls else None)
+        c = SyncClient(HOST, mqtts_port(stack), username=user, password=password,
+                       tls=tls_context(stack.cert_paths.ca_cert))
     reason, _, _ = c.connect()
     assert not reason.is_failure, reason
     return c
@@ -92,7 +93,7 @@ def test_tls_with_a_ca_that_did_not_sign_the_server_fails_verification(tls_stack
 
 
 def test_tls_end_to_end_message(tls_stack: Stack) -> None:
-    with client(tls_stack, "ecokit-admin", tls=True) as admin, client(tls_stack, "v1", tls=True) as v1:
+    with client(tls_stack, "ecokit-admin") as admin, client(tls_stack, "v1") as v1:
         admin.subscribe("fleet/v1/telemetry")
         v1.publish("fleet/v1/telemetry", b'{"v": 1}', qos=1)
         [msg] = admin.expect(1)
@@ -209,18 +210,16 @@ def test_tls_1_2_offers_only_aead_suites(tls_stack: Stack) -> None:
 # -- authentication -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("listener", ["mqtt", "mqtts"])
-def test_wrong_password_is_refused(tls_stack: Stack, listener: str) -> None:
+def test_wrong_password_is_refused(tls_stack: Stack) -> None:
     user, password = tls_stack.device_credentials("v1")
-    tls = tls_context(tls_stack.cert_paths.ca_cert) if listener == "mqtts" else None
-    port = getattr(tls_stack.config.broker.ports, listener)
-    result = connect(tls_stack, port, user, password + "-wrong", tls)
+    tls = tls_context(tls_stack.cert_paths.ca_cert)
+    result = connect(tls_stack, mqtts_port(tls_stack), user, password + "-wrong", tls)
     assert not result.ok
     assert "CONNACK refused" in result.detail
-    assert connect(tls_stack, port, user, password, tls).ok, "control: the right password works"
+    assert connect(tls_stack, mqtts_port(tls_stack), user, password, tls).ok, "control: the right password works"
 
 
-@pytest.mark.parametrize("listener", ["mqtt", "mqtts"])
+@pytest.mark.parametrize("listener", ["internal", "mqtts"])
 def test_anonymous_is_refused(tls_stack: Stack, listener: str) -> None:
     tls = tls_context(tls_stack.cert_paths.ca_cert) if listener == "mqtts" else None
     result = connect(tls_stack, getattr(tls_stack.config.broker.ports, listener), None, None, tls)
@@ -229,15 +228,15 @@ def test_anonymous_is_refused(tls_stack: Stack, listener: str) -> None:
 
 
 def test_unknown_user_is_refused(tls_stack: Stack) -> None:
-    result = connect(tls_stack, tls_stack.config.broker.ports.mqtt, "v3", "some-password")
+    result = connect(tls_stack, mqtts_port(tls_stack), "v3", "some-password", tls_context(tls_stack.cert_paths.ca_cert))
     assert not result.ok
 
 
 def test_mqtt_5_client_with_a_wrong_password_gets_a_failure_reason_code(tls_stack: Stack) -> None:
     # The probe above speaks MQTT 3.1.1; devices may speak 5.
     user, _ = tls_stack.device_credentials("v1")
-    c = SyncClient(HOST, tls_stack.config.broker.ports.mqtt, username=user, password="wrong-password",
-                   protocol=mqtt.MQTTv5)
+    c = SyncClient(HOST, mqtts_port(tls_stack), username=user, password="wrong-password",
+                   protocol=mqtt.MQTTv5, tls=tls_context(tls_stack.cert_paths.ca_cert))
     try:
         reason, _, _ = c.connect()
     finally:
@@ -305,8 +304,8 @@ def test_mtls_with_a_client_cert_is_accepted(mtls_stack: Stack) -> None:
     paths = mtls_stack.cert_paths
     ctx = tls_context(paths.ca_cert, certfile=paths.client_cert("v1"), keyfile=paths.client_key("v1"))
     assert connect(mtls_stack, mqtts_port(mtls_stack), user, password, ctx).ok
-    # The certificate does not replace the password.
-    assert not connect(mtls_stack, mqtts_port(mtls_stack), user, "wrong-password", ctx).ok
+    # The certificate is the identity (Mosquitto's use_identity_as_username; see
+    # tests/security/test_identities.py for what another device's password gets).
 
 
 def test_a_sync_client_without_a_client_cert_gets_the_tls_error(mtls_stack: Stack) -> None:

@@ -71,7 +71,7 @@ def processes_using(folder: Path) -> list[int]:
 
 def admin(stack: Stack) -> SyncClient:
     user, password = stack.service_credentials("ecokit-admin")
-    c = SyncClient(HOST, stack.config.broker.ports.mqtt, username=user, password=password)
+    c = SyncClient(HOST, stack.config.broker.ports.internal, username=user, password=password)
     reason, _, _ = c.connect()
     assert not reason.is_failure, reason
     return c
@@ -286,6 +286,7 @@ def test_status_json_describes_the_running_stack(running: Stack, capsys: pytest.
     mqtt_port = running.config.broker.ports.mqtt
     assert status["broker"]["kind"] == "mosquitto"
     assert status["broker"]["endpoints"] == {"mqtt": f"mqtt://127.0.0.1:{mqtt_port}"}
+    assert status["broker"]["internal"] == f"mqtt://127.0.0.1:{running.config.broker.ports.internal}"
     assert status["broker"]["ca"] is None
     influx = status["influxdb"]
     assert influx["url"] == f"http://127.0.0.1:{running.config.influxdb.port}"
@@ -313,7 +314,8 @@ def test_status_json_with_secrets(running: Stack, capsys: pytest.CaptureFixture[
         assert reader.endpoint.password == influx["password"]
         reader.query("SHOW MEASUREMENTS")
     user, password = "ecokit-admin", status["credentials"]["service_passwords"]["ecokit-admin"]
-    assert check_mqtt(HOST, running.config.broker.ports.mqtt, username=user, password=password).ok
+    internal = int(status["broker"]["internal"].rsplit(":", 1)[1])
+    assert check_mqtt(HOST, internal, username=user, password=password).ok
 
 
 def test_status_after_down_says_stopped(make_project: ProjectFactory, managed: Callable[[Path], Stack],

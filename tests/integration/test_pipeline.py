@@ -44,9 +44,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def client(stack: Stack, user: str = "ecokit-admin") -> SyncClient:
     if user in VEHICLES:
         username, password = stack.device_credentials(user)
-    else:
+        port = stack.config.broker.ports.mqtt
+    else:  # ecokit's own users connect to the internal listener
         username, password = stack.service_credentials(user)
-    c = SyncClient("127.0.0.1", stack.config.broker.ports.mqtt, username=username, password=password)
+        port = stack.config.broker.ports.internal
+    c = SyncClient("127.0.0.1", port, username=username, password=password)
     reason, _, _ = c.connect()
     assert not reason.is_failure, f"{user} could not connect: {reason}"
     return c

@@ -114,7 +114,7 @@ def test_device_and_app_exchange_desired_reported_and_delta(running: Stack, app:
 
 def test_app_sees_every_reply_topic_and_version_conflicts(running: Stack, app: ShadowClient) -> None:
     user, password = running.service_credentials("ecokit-admin")
-    with SyncClient(*broker_address(running), username=user, password=password) as watcher:
+    with SyncClient("127.0.0.1", running.config.broker.ports.internal, username=user, password=password) as watcher:
         watcher.connect()
         watcher.subscribe("things/vehicle-0003/shadow/name/config/#")
         first = app.update("vehicle-0003", name="config", desired={"mode": "eco"})

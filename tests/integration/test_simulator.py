@@ -47,7 +47,7 @@ def _collect_garbage() -> Iterator[None]:
 
 def admin_client(stack: Stack, *, client_id: str | None = None, clean_start: bool = True,
                  session_expiry: int | None = None) -> SyncClient:
-    target = stack_connection(stack).target
+    target = stack_connection(stack, as_admin=True).target
     user, password = stack.service_credentials("ecokit-admin")
     return SyncClient(target.host, target.port, username=user, password=password, client_id=client_id,
                       clean_start=clean_start, session_expiry=session_expiry)
@@ -235,7 +235,8 @@ def test_queue_overflow_is_counted_never_silent(tmp_path: Path) -> None:
 
 def test_commands_are_executed_and_acked(stack5: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     conn = stack_connection(stack5)
-    admin = stack_connection(stack5, as_admin=True).auth("ecokit-admin")
+    internal = stack_connection(stack5, as_admin=True)  # ecokit-admin: the internal listener
+    admin = internal.auth("ecokit-admin")
     fleet = build_fleet(FleetSpec(fleet_ids(stack5, 3), REGIONS["paris"], 1, interval=0.2))
     sim = Simulator(fleet, conn.target, conn.auth, SimSettings(qos=1, duration=8.0, queue_path=tmp_path / "q.db"))
     with admin_client(stack5) as sub:
@@ -243,15 +244,15 @@ def test_commands_are_executed_and_acked(stack5: Stack, tmp_path: Path, capsys: 
         sub.subscribe("fleet/vehicle-0001/telemetry", qos=1)
         with Background(sim) as bg:
             time.sleep(1.5)
-            acks = send_command(conn.target, admin, new_command("set_interval", {"seconds": 0.5}, ts_ms=0),
+            acks = send_command(internal.target, admin, new_command("set_interval", {"seconds": 0.5}, ts_ms=0),
                                 "vehicle-0001", timeout=5)
             assert [(a.vehicle, a.result, a.detail) for a in acks] == [("vehicle-0001", "ok", "interval 0.2s -> 0.5s")]
             assert 0 <= acks[0].latency_ms < 100
             changed = time.time() * 1000
-            pings = send_command(conn.target, admin, new_command("ping", ts_ms=0), None, timeout=5, expect=3)
+            pings = send_command(internal.target, admin, new_command("ping", ts_ms=0), None, timeout=5, expect=3)
             assert sorted(a.vehicle for a in pings) == ["vehicle-0001", "vehicle-0002", "vehicle-0003"]
             assert all(a.result == "ok" and a.detail.startswith("pong ") for a in pings)
-            bad = send_command(conn.target, admin, Command(str(uuid.uuid4()), "set_interval", {"seconds": -1}),
+            bad = send_command(internal.target, admin, Command(str(uuid.uuid4()), "set_interval", {"seconds": -1}),
                                "vehicle-0002")
             assert bad[0].result == "error"
             assert "between" in bad[0].detail
@@ -272,7 +273,8 @@ def test_commands_are_executed_and_acked(stack5: Stack, tmp_path: Path, capsys: 
 
 def test_engine_stop_parks_the_vehicle(stack5: Stack, tmp_path: Path) -> None:
     conn = stack_connection(stack5)
-    admin = stack_connection(stack5, as_admin=True).auth("ecokit-admin")
+    internal = stack_connection(stack5, as_admin=True)  # ecokit-admin: the internal listener
+    admin = internal.auth("ecokit-admin")
     fleet = build_fleet(FleetSpec(fleet_ids(stack5, 1), REGIONS["dubai"], 3, interval=0.1))
     sim = Simulator(fleet, conn.target, conn.auth, SimSettings(qos=1, duration=5.0, queue_path=tmp_path / "q.db"))
     with admin_client(stack5) as sub:
@@ -280,7 +282,7 @@ def test_engine_stop_parks_the_vehicle(stack5: Stack, tmp_path: Path) -> None:
         sub.subscribe("fleet/vehicle-0001/telemetry", qos=1)
         with Background(sim) as bg:
             time.sleep(1.0)
-            acks = send_command(conn.target, admin, new_command("engine_stop", ts_ms=0), "vehicle-0001")
+            acks = send_command(internal.target, admin, new_command("engine_stop", ts_ms=0), "vehicle-0001")
             assert acks[0].result == "ok"
             bg.join(30)
         got = sorted(telemetry_by_vehicle(sub.drain(0.5))["vehicle-0001"], key=lambda m: m["seq"])
@@ -366,7 +368,7 @@ def test_any_broker_url_with_credentials_in_it(stack5: Stack, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     from urllib.parse import quote
 
-    target = stack_connection(stack5).target
+    target = stack_connection(stack5, as_admin=True).target  # many vehicles as one user: the internal listener
     user, password = stack5.service_credentials("ecokit-admin")
     with admin_client(stack5) as sub:
         sub.connect()

@@ -36,7 +36,7 @@ def stack2(make_project: ProjectFactory) -> Iterator[Stack]:
 
 
 def admin_client(stack: Stack) -> SyncClient:
-    target = stack_connection(stack).target
+    target = stack_connection(stack, as_admin=True).target
     user, password = stack.service_credentials("ecokit-admin")
     return SyncClient(target.host, target.port, username=user, password=password)
 
@@ -201,7 +201,7 @@ def test_shadows_off_with_no_shadow_and_against_a_foreign_broker(
     from urllib.parse import quote
 
     config = str(stack2.project_dir / "ecokit.yaml")
-    target = stack_connection(stack2).target
+    target = stack_connection(stack2, as_admin=True).target  # many vehicles as one user: the internal listener
     user, password = stack2.service_credentials("ecokit-admin")
     broker = f"mqtt://{user}:{quote(password, safe='')}@{target.host}:{target.port}"
     runs = [["-c", config, "--no-shadow"], ["--broker", broker]]

@@ -20,12 +20,14 @@ DEVICES = ["v1", "v2", "v3", "v4", "v5", "v6"]
 
 def client(stack: Stack, user: str = "ecokit-admin", *, client_id: str | None = None,
            clean_start: bool = True, session_expiry: int | None = None) -> SyncClient:
-    """A connected client: devices on the device listener, ecokit's users on theirs."""
+    """A connected client: devices on the device listener, ecokit's users on the internal one."""
     if user.startswith("ecokit-"):
         username, password = stack.service_credentials(user)
+        port = stack.config.broker.ports.internal
     else:
         username, password = stack.device_credentials(user)
-    c = SyncClient("127.0.0.1", stack.config.broker.ports.mqtt, username=username, password=password,
+        port = stack.config.broker.ports.mqtt
+    c = SyncClient("127.0.0.1", port, username=username, password=password,
                    client_id=client_id, clean_start=clean_start, session_expiry=session_expiry)
     reason, _, _ = c.connect()
     assert not reason.is_failure, f"{user} could not connect: {reason}"

@@ -103,7 +103,7 @@ def test_a_handler_that_raises_is_counted_dead_lettered_and_its_loop_lives_on(st
     c.on_message = guard.wrap(handler)
     c.on_connect = lambda cl, *_: cl.subscribe("fleet/+/events", qos=1)
     c.on_subscribe = lambda *_: subscribed.set()
-    c.connect_async("127.0.0.1", stack.config.broker.ports.mqtt)
+    c.connect_async("127.0.0.1", stack.config.broker.ports.internal)
     loop = NetworkLoop(c, logging.getLogger("test"))
     loop.start()
     try:

@@ -292,14 +292,21 @@ def sample_topics(policy: AccessPolicy) -> Iterator[str]:
                 "$SYS/broker/uptime", "$SYS/broker/clients/connected")
 
 
-def test_mosquitto_acl_file_encodes_the_policy(stack: Stack, policy: AccessPolicy) -> None:
-    acl = MosquittoAcl.parse(broker_files(stack, "mosquitto")["acl"])
-    assert acl.users[None] == [], "anonymous clients get no topic lines"
+def test_mosquitto_acl_files_encode_the_policy(stack: Stack, policy: AccessPolicy) -> None:
+    # ecokit's users log in on the internal listener (services.acl), everyone else on the
+    # device listeners (acl): each principal is checked against the file it is subject to.
+    files = broker_files(stack, "mosquitto")
+    device_acl = MosquittoAcl.parse(files["acl"])
+    services_acl = MosquittoAcl.parse(files["services.acl"])
+    assert device_acl.users[None] == [], "anonymous clients get no topic lines"
+    assert not [u for u in device_acl.users if u and u.startswith("ecokit-")], "no rights for ecokit's users there"
     checked = 0
     # Anonymous clients reach the ACL only when `auth.anonymous: true` lets them connect.
     open_policy = dataclasses.replace(policy, anonymous=True)
     for principal in [*policy.principals, None]:
         username = principal.username if isinstance(principal, Principal) else None
+        service = isinstance(principal, Principal) and principal.kind == "service"
+        acl = services_acl if service else device_acl
         for topic in sample_topics(policy):
             for access in ("publish", "subscribe"):
                 expected = open_policy.allows(username, access, topic)  # type: ignore[arg-type]

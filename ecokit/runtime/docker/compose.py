@@ -84,7 +84,7 @@ def compose_document(stack: Stack, plan: Sequence[ServiceSpec]) -> dict[str, Any
         if c.user:
             entry["user"] = c.user
         if spec.ports:
-            entry["ports"] = [_port(stack.config.bind, p.host, p.container) for p in spec.ports]
+            entry["ports"] = [_port(p.host_ip or stack.config.bind, p.host, p.container) for p in spec.ports]
         if spec.volumes:
             entry["volumes"] = []
             for volume in spec.volumes:

@@ -186,7 +186,7 @@ def container_config(spec: ServiceSpec, names: StackNames, *, bind: str,
         env=dict(c.env),
         user=c.user,
         aliases=tuple(dict.fromkeys((spec.name, *c.aliases))),
-        ports=[(p.container, bind, p.host) for p in spec.ports],
+        ports=[(p.container, p.host_ip or bind, p.host) for p in spec.ports],
         volumes=[(names.volume(spec.name, v.name), v.container_path) for v in spec.volumes],
     )
 

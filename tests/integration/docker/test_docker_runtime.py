@@ -119,7 +119,7 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
     wait_for(lambda: archived(stack, "fleet/vehicle-0001/telemetry") == 5, 30, "5 archived messages")
     # ... -> `ecokit replay` reads the archive back and republishes through the broker.
     user, password = stack.service_credentials("ecokit-admin")
-    with SyncClient(stack.readiness().host, stack.config.broker.ports.mqtt, username=user,
+    with SyncClient("127.0.0.1", stack.config.broker.ports.internal, username=user,
                     password=password) as subscriber:
         subscriber.connect()
         subscriber.subscribe("replay/#", qos=1)

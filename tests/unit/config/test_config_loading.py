@@ -43,7 +43,7 @@ def test_empty_file_gives_the_documented_defaults(tmp_path: Path) -> None:
     assert cfg.bind == "127.0.0.1"
     assert cfg.broker.kind == "mosquitto"
     assert cfg.broker.ports.model_dump() == {"mqtt": 1883, "mqtts": 8883, "ws": 8083, "wss": 8084,
-                                             "dashboard": 18083}
+                                             "dashboard": 18083, "internal": 1884}
     assert cfg.influxdb.port == 8086
     assert cfg.influxdb.database == "fleet"
     assert cfg.tls.enabled is False

@@ -119,3 +119,21 @@ def test_tags_of_unions_come_from_the_dump(dump_only: EmqxSchema) -> None:
     builtin = next(m for m in authn.members if m.name == "builtin_db")
     assert builtin.fields["mechanism"].type == Literal("password_based")
     assert builtin.fields["backend"].type == Literal("built_in_database")
+
+
+def test_zones_come_from_the_roots_a_zone_may_override(dump_only: EmqxSchema) -> None:
+    # emqx_schema.erl declares `zones` hidden, so the dump has no such root; a zone may override
+    # mqtt (and a few others), each the root struct of the same name.
+    zones = dump_only.root.fields["zones"].type
+    assert isinstance(zones, MapOf)
+    assert isinstance(zones.value, Struct)
+    assert {"mqtt", "force_shutdown", "force_gc", "flapping_detect"} <= set(zones.value.fields)
+    mqtt = zones.value.fields["mqtt"].type
+    assert mqtt is dump_only.root.fields["mqtt"].type
+    assert isinstance(mqtt, Struct)
+    assert {"use_username_as_clientid", "shared_subscription", "peer_cert_as_username"} <= set(mqtt.fields)
+    assert dump_only.check({"zones": {"devices": {"mqtt": {"use_username_as_clientid": True,
+                                                            "peer_cert_as_username": "cn"}}}}) == []
+    assert dump_only.check({"zones": {"devices": {"mqtt": {"use_username_as_clientid": "yes"}}}})
+    assert dump_only.check({"zones": {"devices": {"mqtt": {"peer_cert_as_username": "email"}}}})
+    assert dump_only.check({"zones": {"devices": {"mqtt": {"no_such_key": 1}}}})

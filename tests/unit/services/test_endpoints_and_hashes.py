@@ -24,7 +24,8 @@ def test_endpoints_and_service_credentials_need_neither_plan_nor_registry(tmp_pa
     # ... and they are what the plan says.
     full = Stack.load(config, env={})
     spec = next(s for s in full.plan("local") if s.role == "broker")
-    assert endpoints == {p.name: p.url("127.0.0.1") for p in spec.ports if p.scheme.startswith(("mqtt", "ws"))}
+    assert endpoints == {p.name: p.url("127.0.0.1") for p in spec.ports
+                         if p.scheme.startswith(("mqtt", "ws")) and p.name != "internal"}
     assert reader == full.influx_endpoint("reader", target="local")
     assert admin == full.service_credentials("ecokit-admin")
 
@@ -49,7 +50,8 @@ def test_password_hashes_are_computed_once_and_kept_0600(tmp_path: Path, monkeyp
     first = Stack.load(config, env={})
     first.render("local")
     passwd = (first.paths.service_config("broker") / "passwd").read_bytes()
-    users = len(passwd.splitlines())
+    services = (first.paths.service_config("broker") / "services.passwd").read_bytes()
+    users = len({line.split(b":")[0] for line in passwd.splitlines() + services.splitlines()})
     assert len(computed) == users
     cache = first.paths.root / "password-hashes.json"
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600

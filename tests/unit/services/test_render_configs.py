@@ -56,13 +56,15 @@ def files(spec: ServiceSpec) -> dict[str, str]:
 # -- Mosquitto ------------------------------------------------------------------------------
 
 MOSQUITTO_GLOBAL = {
-    "per_listener_settings", "user", "allow_anonymous", "password_file", "acl_file", "persistence",
+    "per_listener_settings", "user", "persistence",
     "persistence_location", "autosave_interval", "max_queued_messages", "max_inflight_messages",
     "max_packet_size", "max_keepalive", "set_tcp_nodelay", "log_dest", "log_type", "connection_messages",
     "log_timestamp", "log_timestamp_format",
 }
+# With per_listener_settings true, the security options belong to each listener.
 MOSQUITTO_LISTENER = {"protocol", "cafile", "certfile", "keyfile", "tls_version", "require_certificate",
-                      "use_identity_as_username", "ciphers"}
+                      "use_identity_as_username", "ciphers", "allow_anonymous", "password_file", "acl_file",
+                      "use_username_as_clientid"}
 REPEATABLE = {"log_type", "log_dest"}
 
 
@@ -80,6 +82,10 @@ class MosquittoConf:
         found = [lst for lst in self.listeners if lst["port"] == str(port)]
         assert len(found) == 1, f"listener {port}: {self.listeners}"
         return found[0]
+
+    def device_listeners(self) -> list[dict[str, str]]:
+        """Every listener but the internal one (the first, on loopback, for ecokit's users)."""
+        return [lst for lst in self.listeners if not lst["password_file"].endswith("services.passwd")]
 
 
 def parse_mosquitto(text: str) -> MosquittoConf:
@@ -119,13 +125,21 @@ def mosquitto_verify(line: str, password: str) -> bool:
     return hmac.compare_digest(computed, digest)
 
 
-def test_default_profile_has_one_plain_listener_and_no_tls(tmp_path: Path) -> None:
+def test_default_profile_has_one_plain_device_listener_and_no_tls(tmp_path: Path) -> None:
     stack = make_stack(tmp_path, profile="default")
-    conf = parse_mosquitto(files(plan(stack, websockets=False)["broker"])["mosquitto.conf"])
-    assert conf.listeners == [{"port": str(stack.config.broker.ports.mqtt), "host": "127.0.0.1",
-                               "protocol": "mqtt"}]
-    assert conf.one("allow_anonymous") == "false"
-    assert conf.one("per_listener_settings") == "false"
+    spec = plan(stack, websockets=False)["broker"]
+    conf = parse_mosquitto(files(spec)["mosquitto.conf"])
+    broker = stack.paths.service_config("broker")
+    assert conf.listeners == [
+        {"port": str(stack.config.broker.ports.internal), "host": "127.0.0.1", "protocol": "mqtt",
+         "allow_anonymous": "false", "password_file": str(broker / "services.passwd"),
+         "acl_file": str(broker / "services.acl")},
+        {"port": str(stack.config.broker.ports.mqtt), "host": "127.0.0.1", "protocol": "mqtt",
+         "allow_anonymous": "false", "password_file": str(broker / "passwd"), "acl_file": str(broker / "acl"),
+         "use_username_as_clientid": "true"},
+    ]
+    assert conf.one("per_listener_settings") == "true"
+    assert spec.port("internal").host_ip == "127.0.0.1", "published on loopback only (docker)"
 
 
 def test_websocket_listener_only_where_the_broker_build_has_websockets(tmp_path: Path) -> None:
@@ -134,19 +148,22 @@ def test_websocket_listener_only_where_the_broker_build_has_websockets(tmp_path:
     with_ws = parse_mosquitto(files(plan(stack, websockets=True)["broker"])["mosquitto.conf"])
     assert with_ws.listener(ports.ws)["protocol"] == "websockets"
     without = parse_mosquitto(files(plan(stack, websockets=False)["broker"])["mosquitto.conf"])
-    assert [lst["port"] for lst in without.listeners] == [str(ports.mqtt)]
+    assert [lst["port"] for lst in without.device_listeners()] == [str(ports.mqtt)]
     forced_off = make_stack(tmp_path / "off", extra={"broker": {"websockets": "off"}})
     conf = parse_mosquitto(files(plan(forced_off, websockets=True)["broker"])["mosquitto.conf"])
     assert all(lst["protocol"] == "mqtt" for lst in conf.listeners)
 
 
-@pytest.mark.parametrize(("profile", "require_cert"), [("tls", "false"), ("mtls", "true")])
-def test_tls_profiles_add_tls_listeners_with_certs_and_minimum_version(tmp_path: Path, profile: str,
-                                                                       require_cert: str) -> None:
+@pytest.mark.parametrize(("profile", "require_cert", "identity"), [("tls", "false", "false"),
+                                                                 ("mtls", "true", "true")])
+def test_tls_profiles_listen_for_devices_only_with_tls(tmp_path: Path, profile: str, require_cert: str,
+                                                       identity: str) -> None:
     stack = make_stack(tmp_path, profile=profile)
     ports = stack.config.broker.ports
     conf = parse_mosquitto(files(plan(stack, websockets=True)["broker"])["mosquitto.conf"])
     certs = stack.cert_paths
+    assert [lst["port"] for lst in conf.device_listeners()] == [str(ports.mqtts), str(ports.wss)], \
+        "no plain listener for devices"
     for port in (ports.mqtts, ports.wss):
         listener = conf.listener(port)
         assert listener["cafile"] == str(certs.ca_cert)
@@ -154,22 +171,30 @@ def test_tls_profiles_add_tls_listeners_with_certs_and_minimum_version(tmp_path:
         assert listener["keyfile"] == str(certs.server_key)
         assert listener["tls_version"] == "tlsv1.2"
         assert listener["require_certificate"] == require_cert
-        assert listener["use_identity_as_username"] == "false", "the password is still checked"
+        # mTLS: the certificate's common name is the username (A's password cannot ride on B's cert).
+        assert listener["use_identity_as_username"] == identity
+        assert listener["use_username_as_clientid"] == "true"
+        assert listener["allow_anonymous"] == "false"
+        assert set(listener["ciphers"].split(":")) == {
+            "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+            "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305"}
     assert conf.listener(ports.mqtts)["protocol"] == "mqtt"
     assert conf.listener(ports.wss)["protocol"] == "websockets"
-    for port in (ports.mqtt, ports.ws):
-        assert "cafile" not in conf.listener(port), "plain listeners stay plain"
-    assert conf.one("allow_anonymous") == "false"
-
-
-def test_tls_only_without_the_plain_listener(tmp_path: Path) -> None:
-    stack = make_stack(tmp_path, extra={"tls": {"enabled": True, "plain_listener": False}})
-    conf = parse_mosquitto(files(plan(stack, websockets=False)["broker"])["mosquitto.conf"])
-    assert [lst["port"] for lst in conf.listeners] == [str(stack.config.broker.ports.mqtts)]
-    # Readiness then probes over TLS.
+    internal = conf.listener(ports.internal)
+    assert (internal["host"], internal["password_file"].rsplit("/", 1)[1]) == ("127.0.0.1", "services.passwd")
+    assert "cafile" not in internal
+    # Readiness probes a device listener, over TLS.
     probe = plan(stack)["broker"].probe
     assert probe is not None
     assert probe.port == "mqtts"
+
+
+def test_a_plain_device_listener_next_to_tls_only_when_asked_for(tmp_path: Path) -> None:
+    stack = make_stack(tmp_path, extra={"tls": {"enabled": True, "plain_listener": True}})
+    conf = parse_mosquitto(files(plan(stack, websockets=False)["broker"])["mosquitto.conf"])
+    ports = stack.config.broker.ports
+    assert [lst["port"] for lst in conf.device_listeners()] == [str(ports.mqtt), str(ports.mqtts)]
+    assert "cafile" not in conf.listener(ports.mqtt), "plain listeners stay plain"
 
 
 def test_tls_1_3_minimum(tmp_path: Path) -> None:
@@ -182,9 +207,13 @@ def test_anonymous_only_when_written_explicitly(tmp_path: Path) -> None:
     for profile in ("default", "tls", "mtls"):
         stack = make_stack(tmp_path / profile, profile=profile)
         conf = parse_mosquitto(files(plan(stack)["broker"])["mosquitto.conf"])
-        assert conf.one("allow_anonymous") == "false", profile
+        assert {lst["allow_anonymous"] for lst in conf.listeners} == {"false"}, profile
     open_stack = make_stack(tmp_path / "open", extra={"auth": {"anonymous": True}})
-    assert parse_mosquitto(files(plan(open_stack)["broker"])["mosquitto.conf"]).one("allow_anonymous") == "true"
+    conf = parse_mosquitto(files(plan(open_stack)["broker"])["mosquitto.conf"])
+    assert [lst["allow_anonymous"] for lst in conf.device_listeners()] == ["true", "true"]
+    assert conf.listener(open_stack.config.broker.ports.internal)["allow_anonymous"] == "false"
+    # Mosquitto refuses a client without a username when ids are bound to usernames.
+    assert not any("use_username_as_clientid" in lst for lst in conf.listeners)
 
 
 def test_queue_limits_avoid_mosquittos_silent_qos1_drops(tmp_path: Path) -> None:
@@ -211,11 +240,19 @@ def test_persistence_and_the_user_to_run_as(tmp_path: Path) -> None:
 
 def test_password_file_verifies_every_principal(tmp_path: Path) -> None:
     stack = make_stack(tmp_path)
-    lines = files(plan(stack)["broker"])["passwd"].splitlines()
+    rendered = files(plan(stack)["broker"])
+    device_lines = rendered["passwd"].splitlines()
+    service_lines = rendered["services.passwd"].splitlines()
     policy = stack.access_policy()
+    on_devices = {line.split(":", 1)[0] for line in device_lines}
+    on_internal = {line.split(":", 1)[0] for line in service_lines}
+    # ecokit's users log in only on the internal listener (the health probe on both).
+    assert on_internal == {r.username for r in SERVICE_ROLES}
+    assert on_devices == {p.username for p in policy.principals if p.kind != "service"} | {"ecokit-health"}
+    lines = device_lines + [line for line in service_lines if not line.startswith("ecokit-health:")]
     by_user = {line.split(":", 1)[0]: line for line in lines}
     assert sorted(by_user) == sorted(p.username for p in policy.principals)
-    assert list(by_user) == sorted(by_user), "sorted, so the file is stable"
+    assert [line.split(":")[0] for line in device_lines] == sorted(on_devices), "sorted, so the file is stable"
     for principal in policy.principals:
         line = by_user[principal.username]
         assert mosquitto_verify(line, principal.password), principal.username
@@ -248,14 +285,17 @@ def test_password_iterations_come_from_the_config(tmp_path: Path) -> None:
 
 
 def test_mosquitto_acl_has_a_block_per_user_with_rights_and_device_patterns(tmp_path: Path) -> None:
-    text = files(plan(make_stack(tmp_path))["broker"])["acl"]
-    users = re.findall(r"^user (\S+)$", text, re.MULTILINE)
-    assert users == sorted(["dash", "ecokit-admin", "ecokit-bridge", "ecokit-processor", "ecokit-replay",
-                            "ecokit-shadow", "ops"]), "health and grant-less users have no block"
-    assert "pattern write fleet/%u/#" in text
-    assert "pattern read fleet/%u/commands" in text
-    assert "pattern read fleet/broadcast/commands" in text
-    assert "{username}" not in text
+    rendered = files(plan(make_stack(tmp_path))["broker"])
+    text, services = rendered["acl"], rendered["services.acl"]
+    assert re.findall(r"^user (\S+)$", text, re.MULTILINE) == ["dash", "ops"], \
+        "grant-less users have no block; ecokit's users are not on the device listeners"
+    assert re.findall(r"^user (\S+)$", services, re.MULTILINE) == [
+        "ecokit-admin", "ecokit-bridge", "ecokit-processor", "ecokit-replay", "ecokit-shadow"]
+    for acl in (text, services):
+        assert "pattern write fleet/%u/#" in acl
+        assert "pattern read fleet/%u/commands" in acl
+        assert "pattern read fleet/broadcast/commands" in acl
+        assert "{username}" not in acl
 
 
 # -- EMQX ---------------------------------------------------------------------------------
@@ -468,8 +508,11 @@ def test_local_configs_point_at_the_rendered_files_and_the_project_certs(tmp_pat
     spec = plan(stack, "local", websockets=False)["broker"]
     conf = parse_mosquitto(files(spec)["mosquitto.conf"])
     folder = stack.paths.service_config("broker")
-    assert conf.one("password_file") == str(folder / "passwd")
-    assert conf.one("acl_file") == str(folder / "acl")
+    device = conf.listener(stack.config.broker.ports.mqtts)
+    assert (device["password_file"], device["acl_file"]) == (str(folder / "passwd"), str(folder / "acl"))
+    internal = conf.listener(stack.config.broker.ports.internal)
+    assert (internal["password_file"], internal["acl_file"]) == (str(folder / "services.passwd"),
+                                                                 str(folder / "services.acl"))
     assert spec.local is not None
     assert spec.local.args == ("-c", str(folder / "mosquitto.conf"))
     listener = conf.listener(stack.config.broker.ports.mqtts)
@@ -482,13 +525,17 @@ def test_docker_configs_point_where_the_files_are_placed_in_the_container(tmp_pa
     spec = plan(stack, "docker")["broker"]
     placed = {f.relpath: f.container_path for f in spec.files}
     conf = parse_mosquitto(files(spec)["mosquitto.conf"])
-    assert conf.one("password_file") == placed["passwd"]
-    assert conf.one("acl_file") == placed["acl"]
+    assert conf.listener(8883)["password_file"] == placed["passwd"]
+    assert conf.listener(8883)["acl_file"] == placed["acl"]
+    assert conf.listener(1884)["password_file"] == placed["services.passwd"]
+    assert conf.listener(1884)["acl_file"] == placed["services.acl"]
     assert conf.one("persistence_location") == "/mosquitto/data/"
     assert "/mosquitto/data" in {v.container_path for v in spec.volumes}
     assert spec.container is not None
     assert spec.container.command == ("mosquitto", "-c", placed["mosquitto.conf"])
-    assert conf.listener(1883)["host"] == "0.0.0.0"
+    assert conf.listener(1884)["host"] == "0.0.0.0", "the stack network (published on the host's loopback)"
+    assert [lst["port"] for lst in conf.device_listeners()] == ["8883", "8084"], "mTLS: devices only with TLS"
+    assert conf.listener(8883)["host"] == "0.0.0.0"
     assert conf.listener(8883)["cafile"] == "/ecokit/certs/ca.pem"
     assert str(tmp_path) not in files(spec)["mosquitto.conf"], "no host path inside a container config"
 
@@ -505,8 +552,9 @@ def test_ports_inside_containers_are_the_standard_ones(tmp_path: Path) -> None:
     stack = make_stack(tmp_path, profile="tls")
     spec = plan(stack, "docker")["broker"]
     assert {p.name: (p.container, p.host) for p in spec.ports} == {
-        "mqtt": (1883, stack.config.broker.ports.mqtt), "mqtts": (8883, stack.config.broker.ports.mqtts),
-        "ws": (8083, stack.config.broker.ports.ws), "wss": (8084, stack.config.broker.ports.wss)}
+        "mqtts": (8883, stack.config.broker.ports.mqtts), "wss": (8084, stack.config.broker.ports.wss),
+        "internal": (1884, stack.config.broker.ports.internal)}
+    assert {p.name: p.host_ip for p in spec.ports} == {"mqtts": None, "wss": None, "internal": "127.0.0.1"}
 
 
 # -- determinism and files on disk ----------------------------------------------------------

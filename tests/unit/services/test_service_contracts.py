@@ -35,8 +35,9 @@ def test_every_rendered_service_file_validates_against_its_contract(tmp_path: Pa
         (rendered,) = spec.files
         config = CONTRACTS[name].model_validate_json(rendered.content)
         assert config.render() == rendered.content  # the file is the model, byte for byte
-        assert config.mqtt.tls is (profile != "plain")
-        assert (config.mqtt.cert is not None) is (profile == "mtls-only")
+        # Every profile: the internal listener, plain on loopback / the stack network.
+        assert (config.mqtt.tls, config.mqtt.cert) == (False, None)
+        assert config.mqtt.port == (1884 if target == "docker" else stack.config.broker.ports.internal)
         if isinstance(config, BridgeServiceConfig):
             assert config.rules == stack.config.rules
             assert config.bridge == stack.config.bridge

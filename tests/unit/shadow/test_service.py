@@ -109,16 +109,16 @@ def test_the_plan_runs_the_shadow_service_after_the_broker(tmp_path: Path) -> No
     config = json.loads(config_file.content)
     assert config["mqtt"]["username"] == "ecokit-shadow"
     assert config["mqtt"]["password"] == stack.service_credentials("ecokit-shadow")[1]
-    assert config["mqtt"]["port"] == stack.config.broker.ports.mqtt
+    assert config["mqtt"]["port"] == stack.config.broker.ports.internal
     assert config["database"].startswith(str(stack.paths.data_dir / "shadow"))
 
 
-def test_without_a_plain_listener_the_service_uses_mqtts_and_its_client_cert(tmp_path: Path) -> None:
-    _, spec = shadow_spec(tmp_path, {"tls": {"enabled": True, "mtls": True, "plain_listener": False}})
+def test_under_mtls_the_service_still_uses_the_internal_listener(tmp_path: Path) -> None:
+    stack, spec = shadow_spec(tmp_path, {"tls": {"enabled": True, "mtls": True}})
     broker = json.loads(spec.files[0].content)["mqtt"]
-    assert broker["tls"] is True
-    assert broker["ca"].endswith("ca.pem")
-    assert broker["cert"].endswith("clients/ecokit-shadow.pem")
+    assert (broker["host"], broker["port"]) == ("127.0.0.1", stack.config.broker.ports.internal)
+    assert broker["tls"] is False
+    assert broker.get("cert") is None
 
 
 def test_docker_plan_uses_the_ecokit_image_and_service_names(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_docker_plan_uses_the_ecokit_image_and_service_names(tmp_path: Path) -> 
     assert spec.container.image == stack.config.images.ecokit
     config = json.loads(spec.files[0].content)
     assert config["mqtt"]["host"] == "broker"
-    assert config["mqtt"]["port"] == 1883
+    assert config["mqtt"]["port"] == 1884, "the internal listener"
     assert config["http"]["host"] == "0.0.0.0"
 
 
