@@ -66,7 +66,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         progress, last_change = (-1, -1), time.time()
         while archive_done is None and time.time() - last_change < 15:  # give up after 15 s without progress
             counts = (influx_count(st, "SELECT count(seq) FROM telemetry"),
-                      influx_count(st, "SELECT count(qos) FROM archive"))
+                      influx_count(st, "SELECT count(qos) FROM \"ecokit_archive\".\"archive\""))
             if counts != progress:
                 progress, last_change = counts, time.time()
             if telemetry_done is None and counts[0] >= total:
@@ -76,7 +76,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.1)
         time.sleep(1)
         stored = influx_count(st, "SELECT count(seq) FROM telemetry")
-        archived = influx_count(st, "SELECT count(qos) FROM archive")
+        archived = influx_count(st, "SELECT count(qos) FROM \"ecokit_archive\".\"archive\"")
         m = bridge_metrics(st)
     if archive_done is None:
         return {"messages": total, "telemetry_points": stored, "archive_points": archived, "zero_loss": False,

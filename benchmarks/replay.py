@@ -86,7 +86,8 @@ def run(st: Stack, messages: list[tuple[str, bytes]], start: int, end: int, spee
     collector.start()
     mqtt = replay_publisher(st)
     with InfluxV1(st.influx_endpoint("reader")) as client:
-        summary = Replayer(mqtt, speed=speed, prefix="bench/").run(Archive(client).read(start, end))
+        summary = Replayer(mqtt, speed=speed, prefix="bench/").run(
+            Archive(client, retention_policy=st.retention_policy_of("archive")).read(start, end))
     mqtt.disconnect()
     collector.done.wait(120)
     identical = [(t, p) for t, p in collector.got] == [("bench/" + t, p) for t, p in messages]

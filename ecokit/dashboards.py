@@ -46,6 +46,7 @@ TAGS = ["ecokit"]
 TELEMETRY = "telemetry"
 STATUS = "status"
 ARCHIVE = "archive"
+ARCHIVE_POLICY = "ecokit_archive"  # the archive rule's own retention (config/rules.py retention_policy)
 BRIDGE_RECEIVED = "ecokit_bridge_messages_received_total"
 BRIDGE_WRITTEN = "ecokit_bridge_points_written_total"
 BRIDGE_REJECTED = "ecokit_bridge_messages_rejected_total"
@@ -241,7 +242,8 @@ def pipeline_health() -> dash.Dashboard:
     stored = _ts("Stored per second (InfluxDB)", "reqps", [
         influx(f'SELECT count("seq") / 10 FROM "{TELEMETRY}" WHERE $timeFilter GROUP BY time(10s) fill(0)',
                "A", alias="telemetry"),
-        influx(f'SELECT count("qos") / 10 FROM "{ARCHIVE}" WHERE $timeFilter GROUP BY time(10s) fill(0)',
+        influx(f'SELECT count("qos") / 10 FROM "{ARCHIVE_POLICY}"."{ARCHIVE}" WHERE $timeFilter '
+               'GROUP BY time(10s) fill(0)',
                "B", alias="archive"),
     ], INFLUX, "Points that reached InfluxDB, by measurement")
     dropped_total = _stat("Dropped points (range)", "short",
@@ -250,7 +252,7 @@ def pipeline_health() -> dash.Dashboard:
                            promql(f"sum(increase({BRIDGE_REJECTED}[$__range]))", instant=True), PROMETHEUS)
     archive_topics = (
         table.Panel().title("Busiest archived topics").datasource(INFLUX)
-        .with_target(influx(f'SELECT count("qos") AS "messages" FROM "{ARCHIVE}" WHERE $timeFilter '
+        .with_target(influx(f'SELECT count("qos") AS "messages" FROM "{ARCHIVE_POLICY}"."{ARCHIVE}" WHERE $timeFilter '
                             'GROUP BY "topic"', table_format=True))
         .with_transformation(dash_models.DataTransformerConfig(id_val="merge", options={}))
     )

@@ -90,9 +90,13 @@ def filter_regex(filters: Sequence[str]) -> str | None:
 class Archive:
     """The archive measurement, read through InfluxDB's v1 API."""
 
-    def __init__(self, client: InfluxV1, measurement: str = ARCHIVE, page: int = PAGE) -> None:
+    def __init__(self, client: InfluxV1, measurement: str = ARCHIVE, page: int = PAGE, *,
+                 retention_policy: str | None = None) -> None:
         self.client = client
-        self.measurement = quote_ident(measurement)
+        # The archive keeps its own retention (the archive rule's `retention`): its points live
+        # in that retention policy, not the database's default one.
+        self.measurement = (f"{quote_ident(retention_policy)}.{quote_ident(measurement)}" if retention_policy
+                            else quote_ident(measurement))
         self.page = page
 
     def _where(self, start_ns: int, end_ns: int, filters: Sequence[str]) -> str:

@@ -18,6 +18,7 @@ from ecokit.certs import CertAuthority, CertPaths, CertPolicy, CertReport, CertS
 from ecokit.config.loader import LoadedConfig, find_config_file, load_config
 from ecokit.config.model import StackConfig
 from ecokit.config.registry import Device, User, load_devices, load_users
+from ecokit.config.rules import retention_policy
 from ecokit.errors import ConfigError, RuntimeUnavailable, StackNotRunning
 from ecokit.paths import StackPaths
 from ecokit.render import PathMap
@@ -430,6 +431,20 @@ class Stack:
         return InfluxEndpoint(url, self.config.influxdb.database, username=user,
                               password=self._stack_secrets(secret)[secret])
 
+    def retention_policies(self) -> dict[str, str]:
+        """The InfluxDB retention policies (1.x; buckets ``<database>/<policy>`` in 2.x) of the
+        rules that keep their points for their own time: policy name -> retention."""
+        return {policy: rule.retention for name, rule in self.config.rules.items()
+                if rule.enabled and rule.retention is not None
+                and (policy := retention_policy(name, rule.retention)) is not None}
+
+    def retention_policy_of(self, measurement: str) -> str | None:
+        """Where a measurement's points are (the first enabled rule writing it); None: the default."""
+        for name, rule in self.config.rules.items():
+            if rule.enabled and rule.measurement == measurement:
+                return retention_policy(name, rule.retention)
+        return None
+
     def broker_endpoints(self, target: Target | None = None) -> dict[str, str]:
         """The broker's MQTT URLs for devices on this machine, from the configuration alone
         (ecokit's own users connect to the internal listener: ``ecokit.clients``)."""
@@ -514,18 +529,22 @@ def _setup_influx_v1(stack: Stack, spec: ServiceSpec) -> None:
     admin = stack.influx_endpoint("admin", target=target)
     setup_v1(admin, database=stack.config.influxdb.database, retention=stack.config.influxdb.retention,
              users={"ecokit-writer": (values[names.INFLUX_WRITER], "WRITE"),
-                    "ecokit-reader": (values[names.INFLUX_READER], "READ")})
+                    "ecokit-reader": (values[names.INFLUX_READER], "READ")},
+             policies=stack.retention_policies())
 
 
 def _setup_influx_v2(stack: Stack, spec: ServiceSpec) -> None:
     # The image's entrypoint creates org, bucket and operator token on an empty volume;
     # buckets map to databases automatically (virtual DBRP, 2.4+). Prove it answers v1, and
     # that no explicit DBRP mapping sends the database's writes to another bucket.
-    from ecokit.store.influx import InfluxV1, check_v1_mapping
+    from ecokit.store.influx import InfluxV1, check_v1_mapping, setup_v2_policies
 
-    with InfluxV1(stack.influx_endpoint("admin", target="docker")) as client:
+    admin = stack.influx_endpoint("admin", target="docker")
+    with InfluxV1(admin) as client:
         client.query("SHOW MEASUREMENTS LIMIT 1")
         check_v1_mapping(client, org=stack.config.influxdb.org, database=stack.config.influxdb.database)
+    setup_v2_policies(admin, org=stack.config.influxdb.org, database=stack.config.influxdb.database,
+                      policies=stack.retention_policies())
 
 
 POST_START: dict[str, Callable[[Stack, ServiceSpec], None]] = {

@@ -17,7 +17,7 @@ def started(service: ServiceLoop, config: BridgeServiceConfig) -> dict[str, Any]
 
 def main(argv: list[str]) -> int:
     return serve("bridge", argv, BridgeServiceConfig, lambda config, log: Bridge(config, log=log), started,
-                 lambda service: {"buffered": cast(Bridge, service).spool.pending_lines})
+                 lambda service: {"buffered": sum(s.pending_lines for s in cast(Bridge, service).spools.values())})
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ only grows the spool (bounded by ``buffer_mb``; beyond it points are dropped and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -23,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ecokit.bridge.contract import BridgeServiceConfig
 from ecokit.bridge.spool import Spool
-from ecokit.config.rules import DEADLETTER_PREFIX, BridgeConfig, RuleConfig
+from ecokit.config.rules import DEADLETTER_PREFIX, BridgeConfig, RuleConfig, retention_policy
 from ecokit.daemon import FAILED, OncePerKind
 from ecokit.errors import BrokerError, StoreError
 from ecokit.mqtt.fast import FastMqtt, Subscription
@@ -139,7 +140,8 @@ class Writer(threading.Thread):
             self.spool.commit(batch)
             self.metrics.written.inc(batch.lines)
             if not self.healthy:
-                self.log.info("InfluxDB writes succeed again", extra={"buffered": self.spool.pending_lines})
+                self.log.info("InfluxDB writes succeed again", extra={"buffered": self.spool.pending_lines,
+                                                                     "policy": self.client.endpoint.retention_policy})
                 self.once.seen.clear()
             self.healthy = True
             backoff = 0.2
@@ -183,12 +185,22 @@ class Bridge:
         self.engine = RuleEngine(self.rules)
         self.registry = registry or CollectorRegistry()
         self.metrics = BridgeMetrics(self.registry)
-        spool_dir = Path(config.spool_dir) / "lines"
-        self.spool = Spool(spool_dir, max_bytes=self.settings.buffer_mb * 1024 * 1024)
-        self.metrics.buffered.set_function(lambda: self.spool.pending_lines)
-        if self.spool.recovered_lines:
-            log.info("found unwritten points from the last run; writing them first",
-                     extra={"points": self.spool.recovered_lines})
+        # One spool (and writer) per retention policy the rules write to: a write names one
+        # policy. The default policy's spool keeps its old folder, "lines".
+        self.policy_of = {name: retention_policy(name, rule.retention) for name, rule in self.rules.items()
+                          if rule.enabled}
+        budget = self.settings.buffer_mb * 1024 * 1024
+        self.spools: dict[str | None, Spool] = {}
+        for policy in sorted(set(self.policy_of.values()), key=lambda p: p or ""):
+            folder = Path(config.spool_dir) / ("lines" if policy is None else f"lines-{policy}")
+            self.spools[policy] = Spool(folder, max_bytes=budget // max(1, len(set(self.policy_of.values()))))
+        if None not in self.spools:
+            self.spools[None] = Spool(Path(config.spool_dir) / "lines", max_bytes=budget)
+        self.spool = self.spools[None]
+        self.metrics.buffered.set_function(lambda: sum(s.pending_lines for s in self.spools.values()))
+        recovered = sum(s.recovered_lines for s in self.spools.values())
+        if recovered:
+            log.info("found unwritten points from the last run; writing them first", extra={"points": recovered})
         self.once = OncePerKind(log)
         self.stop = threading.Event()
         self.ready = threading.Event()
@@ -201,6 +213,7 @@ class Bridge:
                              session_expiry=SESSION_EXPIRY, keepalive=30)
         self._subs_file = Path(config.spool_dir) / "subscriptions.json"
         self.writer: Writer | None = None
+        self.writers: list[Writer] = []
         # Points InfluxDB refused (from the writer thread), dead-lettered by the intake loop.
         self.refused: queue.SimpleQueue[tuple[bytes, str]] = queue.SimpleQueue()
         self._rule_of = {rule.measurement: name for name, rule in reversed(list(self.rules.items()))}
@@ -211,15 +224,20 @@ class Bridge:
         return self.ready.is_set()
 
     def is_alive(self) -> bool:
-        """The writer thread runs (the intake loop is the main thread: its end ends the process)."""
-        return self.writer is None or self.writer.is_alive() or self.stop.is_set()
+        """The writer threads run (the intake loop is the main thread: its end ends the process)."""
+        return all(w.is_alive() for w in self.writers) or self.stop.is_set()
 
     def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop``; then let the writer finish what it can and return."""
+        """Consume until ``stop``; then let the writers finish what they can and return."""
         self.stop = stop
-        writer = self.writer = Writer(self.spool, self.config.influx.endpoint(), self.settings, self.metrics,
-                                      self.log, stop, refused=lambda line, reason: self.refused.put((line, reason)))
-        writer.start()
+        endpoint = self.config.influx.endpoint()
+        self.writers = [Writer(spool, dataclasses.replace(endpoint, retention_policy=policy), self.settings,
+                               self.metrics, self.log, stop,
+                               refused=lambda line, reason: self.refused.put((line, reason)))
+                        for policy, spool in self.spools.items()]
+        self.writer = self.writers[0]
+        for writer in self.writers:
+            writer.start()
         backoff = 0.5
         try:
             while not stop.is_set():
@@ -239,8 +257,10 @@ class Bridge:
         finally:
             self.ready.clear()
             self.mqtt.disconnect()
-            writer.join(timeout=15)
-            self.spool.close()
+            for writer in self.writers:
+                writer.join(timeout=15)
+            for spool in self.spools.values():
+                spool.close()
 
     def _topics(self) -> list[str]:
         # Plain subscriptions of one persistent session, never a shared group: Mosquitto
@@ -294,7 +314,8 @@ class Bridge:
         return now
 
     def _consume(self, stop: threading.Event) -> None:
-        mqtt, engine, spool, metrics = self.mqtt, self.engine, self.spool, self.metrics
+        mqtt, engine, metrics = self.mqtt, self.engine, self.metrics
+        policy_of, single = self.policy_of, len(self.spools) == 1
         while not stop.is_set():
             messages = mqtt.read(0.2)
             self._deadletter_refused()
@@ -302,7 +323,7 @@ class Bridge:
                 mqtt.ping_if_due()
                 mqtt.flush()
                 continue
-            lines: list[str] = []
+            lines: dict[str | None, list[str]] = {}
             acks: list[int] = []
             rejections: list[tuple[Rejection, Message]] = []
             for topic, payload, qos, retain, pid in messages:
@@ -313,21 +334,27 @@ class Bridge:
                     outcomes = [Rejection(BRIDGE, FAILED, type(exc).__name__, f"{type(exc).__name__}: {exc}"[:300])]
                 for outcome in outcomes:
                     if type(outcome) is Point:
-                        lines.append(outcome.line)
+                        lines.setdefault(None if single else policy_of.get(outcome.rule), []).append(outcome.line)
                     else:
                         assert isinstance(outcome, Rejection)
                         rejections.append((outcome, msg))
                 if pid:
                     acks.append(pid)
             metrics.received.inc(len(messages))
-            if lines:
-                data = ("\n".join(lines) + "\n").encode("utf-8")
-                if not spool.append(data, len(lines)):
+            for policy, policy_lines in lines.items():
+                spool = self.spools[policy]
+                try:
+                    data = ("\n".join(policy_lines) + "\n").encode("utf-8")
+                except UnicodeEncodeError:  # the rules refuse what has no UTF-8; never the batch
+                    data, policy_lines = self._encodable(policy_lines)
+                    if not policy_lines:
+                        continue
+                if not spool.append(data, len(policy_lines)):
                     # Acknowledged all the same: a full buffer or disk degrades to counted
                     # drops, never to a broker queue that grows until it fails too.
                     reason = spool.refusal or "buffer_full"
-                    metrics.dropped_by.labels(reason).inc(len(lines))
-                    metrics.dropped.inc(len(lines))
+                    metrics.dropped_by.labels(reason).inc(len(policy_lines))
+                    metrics.dropped.inc(len(policy_lines))
                     self.once(("dropped", reason), "points cannot be buffered and are dropped",
                               reason=reason, buffer_mb=self.settings.buffer_mb, error=spool.refusal_detail)
             for rejection, msg in rejections:
@@ -335,6 +362,19 @@ class Bridge:
             mqtt.ack(acks)
             mqtt.flush()
             mqtt.ping_if_due()
+
+    def _encodable(self, lines: list[str]) -> tuple[bytes, list[str]]:
+        kept = []
+        for line in lines:
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:
+                self.metrics.dropped_by.labels("unencodable").inc()
+                self.metrics.dropped.inc()
+                self.once(("dropped", "unencodable"), "a point has no UTF-8 form and is dropped", line=line[:200])
+                continue
+            kept.append(line)
+        return ("\n".join(kept) + "\n").encode("utf-8"), kept
 
     def _deadletter_refused(self) -> None:
         """Republish the points InfluxDB refused: the line protocol ecokit tried to write

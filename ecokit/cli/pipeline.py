@@ -70,7 +70,7 @@ def replay(
     factor = _speed(speed)
     filters = list(topic or [])
     with InfluxV1(stack.influx_endpoint("reader")) as client:
-        archive = Archive(client)
+        archive = Archive(client, retention_policy=stack.retention_policy_of("archive"))
         total = archive.count(start, end, filters)
         if limit is not None:
             total = min(total, limit)
@@ -173,7 +173,8 @@ def query(
             where = f"time >= {start}"
             if vehicle:
                 where += f" AND vehicle = {quote_string(vehicle)}"
-            name = quote_ident(measurement)
+            policy = stack.retention_policy_of(measurement)
+            name = f"{quote_ident(policy)}.{quote_ident(measurement)}" if policy else quote_ident(measurement)
             counted = list(client.rows(f"SELECT count(*) FROM {name} WHERE {where}"))
             total = max((int(v) for k, v in counted[0].items() if k.startswith("count_")), default=0) \
                 if counted else 0

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ecokit.config.base import Section
+from ecokit.durations import duration_seconds
 
 IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}\Z")
 RULE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}\Z")
@@ -41,6 +42,24 @@ MAX_SERIES_KEY_BYTES = 65_535
 MAX_BASE64_SOURCE_BYTES = MAX_STRING_BYTES // 4 * 3  # its base64 text is at most MAX_STRING_BYTES
 # The boolean field written when a missing payload timestamp was replaced by the receive time.
 TIME_RECEIVED_FIELD = "time_received"
+RETENTION = r"^(0|\d+[smhdw])$"
+
+
+def check_retention(value: str) -> str:
+    """A retention InfluxDB accepts: 0 (forever) or at least an hour. InfluxDB 1.x and 2.x
+    refuse shorter ones ("retention policy duration must be at least 1h0m0s"), and setup
+    would fail only once the server runs."""
+    seconds = duration_seconds(value, units=("s", "m", "h", "d", "w")) or 0
+    if 0 < seconds < 3600:
+        raise ValueError(f"{value!r} is shorter than 1h, the shortest retention InfluxDB accepts (0 = forever)")
+    return value
+
+
+def retention_policy(rule_name: str, retention: str | None) -> str | None:
+    """The InfluxDB 1.x retention policy (2.x: the ``<database>/<policy>`` bucket) a rule with
+    its own ``retention`` writes to, named after the rule so queries need not know the
+    duration; None: the database's default policy (``influxdb.retention``)."""
+    return None if retention is None else f"ecokit_{rule_name}"
 
 FieldType = Literal["float", "int", "bool", "string"]
 
@@ -180,6 +199,14 @@ class RuleConfig(Section):
     where: tuple[WhereCondition, ...] = ()
     enabled: bool = True
     description: str = ""
+    retention: str | None = Field(None, pattern=RETENTION,
+                                  description="how long its points are kept (e.g. 24h, 30d; 0 = forever); "
+                                              "default: the database's (influxdb.retention)")
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str | None) -> str | None:
+        return None if value is None else check_retention(value)
 
     @field_validator("topic")
     @classmethod
@@ -301,6 +328,9 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
             "retain": {"type": "bool", "from": "retain"},
         },
         "time": {"from": "received"},
+        # Every payload of every message: 5,000 vehicles at 1 msg/s are 432 million points a
+        # day (benchmarks/README.md, "disk"). A day, as in the ecosystem spec; replay reads it.
+        "retention": "24h",
     },
 }
 

@@ -54,6 +54,7 @@ from ecokit.config.rules import (
     MAX_STRING_BYTES,
     TIME_RECEIVED_FIELD,
     RuleConfig,
+    retention_policy,
 )
 from ecokit.rules.engine import BAD_VALUE, MISSING, OUT_OF_RANGE, WRONG_TYPE, decode_json
 from ecokit.rules.lineproto import format_float
@@ -740,6 +741,9 @@ class RenderedRule:
     def _emqx_rules(self) -> list[EmqxRule]:
         rule, base = self.rule, f"ecokit_{self.name}"
         path = f"/write?db={quote(self.database)}&precision={self.precision}"
+        policy = retention_policy(self.name, rule.retention)
+        if policy is not None:  # the rule keeps its points for its own time
+            path += f"&rp={quote(policy)}"
         required = [n for n, s in rule.fields.items() if s.required]
         optional = [n for n, s in rule.fields.items() if not s.required]
         fields = ",".join(f"{n}={_line_value(rule.fields[n].type, 'f_' + n)}" for n in required)

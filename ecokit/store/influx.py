@@ -167,8 +167,11 @@ def shard_duration(retention: str) -> str:
 
 
 def setup_v1(admin: InfluxEndpoint, *, database: str, retention: str,
-             users: Mapping[str, tuple[str, Literal["ALL", "READ", "WRITE"]]]) -> None:
-    """Create (or confirm) the admin user, the database, its retention and ecokit's users.
+             users: Mapping[str, tuple[str, Literal["ALL", "READ", "WRITE"]]],
+             policies: Mapping[str, str] | None = None) -> None:
+    """Create (or confirm) the admin user, the database, its retention, the retention
+    policies rules with their own retention write to (``policies``: name -> duration) and
+    ecokit's users.
 
     Idempotent: on a provisioned server it only re-applies passwords and grants. InfluxDB
     1.x lets the first admin be created without credentials, and only then.
@@ -194,6 +197,17 @@ def setup_v1(admin: InfluxEndpoint, *, database: str, retention: str,
         duration, shard = ("INF", "7d") if retention == "0" else (retention, shard_duration(retention))
         statements.append(f"ALTER RETENTION POLICY autogen ON {quote_ident(database)} "
                           f"DURATION {duration} SHARD DURATION {shard} DEFAULT")
+        for statement in statements:
+            client.query(statement, use_db=False)
+        statements = []
+        present = {row.get("name") for row in client.rows(f"SHOW RETENTION POLICIES ON {quote_ident(database)}",
+                                                            use_db=False)} if policies else set()
+        for name, keep in sorted((policies or {}).items()):
+            duration, shard = ("INF", "7d") if keep == "0" else (keep, shard_duration(keep))
+            verb = "ALTER" if name in present else "CREATE"
+            statements.append(f"{verb} RETENTION POLICY {quote_ident(name)} ON {quote_ident(database)} "
+                              f"DURATION {duration} {'REPLICATION 1 ' if verb == 'CREATE' else ''}"
+                              f"SHARD DURATION {shard}")
         existing = {row.get("user") for row in client.rows("SHOW USERS", use_db=False)}
         for name, (password, privilege) in sorted(users.items()):
             if name in existing:
@@ -237,6 +251,35 @@ def dbrp_problem(mappings: Sequence[Mapping[str, Any]], database: str) -> str | 
     if not explicit and not virtual:
         return f"no DBRP mapping serves database {database!r} (InfluxDB 2.4+ maps each bucket automatically)"
     return None
+
+
+def v2_policy_buckets(database: str, policies: Mapping[str, str]) -> list[tuple[str, int]]:
+    """(bucket, retention in seconds, 0 = forever) for each rule's own retention policy: InfluxDB
+    2.4+ maps the bucket ``<database>/<policy>`` to v1's ``db=<database>&rp=<policy>``."""
+    out = []
+    for name, keep in sorted(policies.items()):
+        seconds = 0 if keep == "0" else int(duration_seconds(keep, units=("s", "m", "h", "d", "w"), bare=False) or 0)
+        out.append((f"{database}/{name}", seconds))
+    return out
+
+
+def setup_v2_policies(admin: InfluxEndpoint, *, org: str, database: str, policies: Mapping[str, str]) -> None:
+    """Create (or re-time) the buckets of the rules' own retention policies (InfluxDB 2)."""
+    if not policies:
+        return
+    from influxdb_client.client.influxdb_client import InfluxDBClient
+    from influxdb_client.domain.bucket_retention_rules import BucketRetentionRules
+
+    with InfluxDBClient(url=admin.url, token=admin.token or "", org=org) as client:
+        api = client.buckets_api()
+        for bucket, seconds in v2_policy_buckets(database, policies):
+            rules = BucketRetentionRules(type="expire", every_seconds=seconds)  # type: ignore[no-untyped-call]
+            found = api.find_bucket_by_name(bucket)
+            if found is None:
+                api.create_bucket(bucket_name=bucket, retention_rules=rules, org=org)
+            else:
+                found.retention_rules = [rules]
+                api.update_bucket(found)
 
 
 def check_v1_mapping(client: InfluxV1, *, org: str, database: str) -> None:

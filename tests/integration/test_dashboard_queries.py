@@ -3,6 +3,7 @@ the data the rules write (the same v1 API serves InfluxDB 2 and 3)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from ecokit.dashboards import influxql_queries
@@ -13,7 +14,7 @@ from ecokit.store.influx import InfluxV1
 
 def test_dashboard_queries_run_on_influxdb_and_return_the_fleet(running: Stack) -> None:
     now = time.time_ns()
-    lines = []
+    lines, archived = [], []
     for i, vehicle in enumerate(("vehicle-0001", "vehicle-0002", "vehicle-0003")):
         for seq in range(5):
             ts = now - (60 - seq * 10) * 1_000_000_000
@@ -21,9 +22,15 @@ def test_dashboard_queries_run_on_influxdb_and_return_the_fleet(running: Stack) 
                          f'heading=90,fuel=70,odometer={1000 + seq},engine=true,seq={seq}i,'
                          f'status="{"moving" if i else "parked"}" {ts}')
         lines.append(f'status,vehicle={vehicle} state="online",source="device" {now - 30_000_000_000}')
-        lines.append(f'archive,topic=fleet/{vehicle}/telemetry payload="{{}}",qos=1i,retain=false {now}')
-    with InfluxV1(running.influx_endpoint("writer")) as writer:
+        archived.append(f'archive,topic=fleet/{vehicle}/telemetry payload="{{}}",qos=1i,retain=false {now}')
+    writer_endpoint = running.influx_endpoint("writer")
+    with InfluxV1(writer_endpoint) as writer:
         writer.write(lines)
+    # the archive keeps its own retention (24h): its own retention policy
+    policy = running.retention_policy_of("archive")
+    assert policy == "ecokit_archive"
+    with InfluxV1(dataclasses.replace(writer_endpoint, retention_policy=policy)) as writer:
+        writer.write(archived)
     results = {}
     with InfluxV1(running.influx_endpoint("reader")) as reader:
         for query in influxql_queries(dashboards_dir()):

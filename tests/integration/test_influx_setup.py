@@ -62,3 +62,27 @@ def test_retention_changes_apply_and_queries_carry_db_in_the_url(influxd: str) -
     with InfluxV1(InfluxEndpoint(influxd, "fleet", username="r", password="reader-pw-1")) as reader:
         rows = list(reader.rows("SELECT * FROM m WHERE t = $t", params={"t": "b"}))
     assert [(r["t"], r["v"]) for r in rows] == [("b", 2)]
+
+
+def policies_of(admin: InfluxEndpoint) -> dict[str, tuple[str, bool]]:
+    with InfluxV1(admin) as client:
+        return {rp["name"]: (rp["duration"], rp["default"])
+                for rp in client.rows('SHOW RETENTION POLICIES ON "fleet"', use_db=False)}
+
+
+def test_a_rule_with_its_own_retention_gets_its_own_policy_and_the_default_stays(influxd: str) -> None:
+    # The archive keeps 24h (its rule's `retention`), telemetry the database's 30d; changing
+    # one re-times its policy in place, and points written to it stay apart from the default.
+    admin = InfluxEndpoint(influxd, "fleet", username="admin", password="admin-pw-1")
+    users = {"w": ("writer-pw-1", "WRITE"), "r": ("reader-pw-1", "READ")}
+    setup_v1(admin, database="fleet", retention="30d", users=users, policies={"ecokit_archive": "24h"})
+    assert policies_of(admin) == {"autogen": ("720h0m0s", True), "ecokit_archive": ("24h0m0s", False)}
+    setup_v1(admin, database="fleet", retention="30d", users=users, policies={"ecokit_archive": "2d"})
+    assert policies_of(admin)["ecokit_archive"] == ("48h0m0s", False)
+    now = int(time.time() * 1000)
+    writer = InfluxEndpoint(influxd, "fleet", username="w", password="writer-pw-1", retention_policy="ecokit_archive")
+    with InfluxV1(writer) as client:
+        client.write([f"archive,topic=a n=1 {now}"], precision="ms")
+    with InfluxV1(InfluxEndpoint(influxd, "fleet", username="r", password="reader-pw-1")) as reader:
+        assert [r["n"] for r in reader.rows('SELECT n FROM "ecokit_archive"."archive"')] == [1]
+        assert list(reader.rows("SELECT n FROM archive")) == []

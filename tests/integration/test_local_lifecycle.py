@@ -147,7 +147,8 @@ def test_data_survives_down_and_up_and_purge_removes_it(make_project: ProjectFac
     with admin(stack) as a:
         a.publish("fleet/vehicle-0001/status", b'{"state": "online"}', qos=1, retain=True)
     with InfluxV1(stack.influx_endpoint("writer")) as writer:
-        writer.write("telemetry,vehicle=vehicle-0001 speed=42.5 1700000000000000000")
+        stamp = (int(time.time()) - 3600) * 10**9
+        writer.write(f"telemetry,vehicle=vehicle-0001 speed=42.5 {stamp}")  # within the 30 d retention
 
     refs = recorded_processes(stack)
     Stack.load(config_file, env={}).down()
@@ -160,7 +161,7 @@ def test_data_survives_down_and_up_and_purge_removes_it(make_project: ProjectFac
         assert (msg.payload, msg.retain) == (b'{"state": "online"}', True)
     with InfluxV1(stack.influx_endpoint("reader")) as reader:
         rows = list(reader.rows("SELECT speed, vehicle FROM telemetry"))
-    assert [(r["time"], r["speed"], r["vehicle"]) for r in rows] == [(1700000000000000000, 42.5, "vehicle-0001")]
+    assert [(r["time"], r["speed"], r["vehicle"]) for r in rows] == [(stamp, 42.5, "vehicle-0001")]
 
     Stack.load(config_file, env={}).down(purge=True)
     assert not stack.paths.data_dir.exists()

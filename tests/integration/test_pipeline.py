@@ -22,6 +22,7 @@ from ecokit.store.influx import InfluxV1
 from ecokit.testing import Received, SyncClient, running_stack, write_project
 
 VEHICLES = ["veh-0001", "veh-0002", "veh-0003"]
+ARCHIVE = "ecokit_archive.archive"  # the archive rule keeps its own retention policy
 
 
 @pytest.fixture(scope="module")
@@ -136,11 +137,11 @@ def test_thousand_messages_with_duplicates_and_invalid_ones_are_counted_exactly(
     window = f"time >= {(base - 1000) * 1_000_000}"
     wait_for("800 telemetry points", lambda: count(stack, f"SELECT count(seq) FROM telemetry WHERE {window}") >= 800)
     wait_for("1000 archived messages", lambda: count(
-        stack, "SELECT count(qos) FROM archive WHERE topic =~ /^fleet\\/[^\\/]+\\/telemetry$/") >= 1000)
+        stack, f"SELECT count(qos) FROM {ARCHIVE} WHERE topic =~ /^fleet\\/[^\\/]+\\/telemetry$/") >= 1000)
     time.sleep(0.5)  # nothing more may arrive
     assert count(stack, f"SELECT count(seq) FROM telemetry WHERE {window}") == 800
-    assert count(stack, "SELECT count(qos) FROM archive WHERE topic =~ /^fleet\\/[^\\/]+\\/telemetry$/") == 1000
-    assert count(stack, "SELECT count(qos) FROM archive WHERE topic = 'ecokit/deadletter/telemetry'") == 100
+    assert count(stack, f"SELECT count(qos) FROM {ARCHIVE} WHERE topic =~ /^fleet\\/[^\\/]+\\/telemetry$/") == 1000
+    assert count(stack, f"SELECT count(qos) FROM {ARCHIVE} WHERE topic = 'ecokit/deadletter/telemetry'") == 100
     after = metrics(stack)
 
     def delta(name: str) -> float:
@@ -196,7 +197,7 @@ def test_a_bridge_killed_mid_stream_loses_nothing(stack: Stack) -> None:
     stack.up("local")  # the bridge is dead: up starts it again
     wait_for("all 3000 points", lambda: count(stack, f"SELECT count(seq) FROM telemetry WHERE {window}") == 3000,
              timeout=60)
-    archived = count(stack, f"SELECT count(qos) FROM archive WHERE time >= {int(time.time() - 60) * 10**9} "
+    archived = count(stack, f"SELECT count(qos) FROM {ARCHIVE} WHERE time >= {int(time.time() - 60) * 10**9} "
                             "AND topic = 'fleet/veh-0001/telemetry'")
     assert archived >= 3000  # at least once: a message spooled but not yet acknowledged is archived twice
 
@@ -212,7 +213,7 @@ def test_replay_of_a_window_gives_identical_bytes_in_order(stack: Stack, capsys:
         pub.publish("lab/other/x", b"not replayed", qos=1)
     total = len(payloads)
     wait_for("the archived window", lambda: count(
-        stack, f"SELECT count(qos) FROM archive WHERE topic =~ /^lab\\/replay\\// AND time >= {int(start * 1e9)}")
+        stack, f"SELECT count(qos) FROM {ARCHIVE} WHERE topic =~ /^lab\\/replay\\// AND time >= {int(start * 1e9)}")
         == total)
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start - 1)) + "Z"
     args = ["replay", "--config", str(stack.loaded.config_file), "--since", since, "--topic", "lab/replay/#"]
@@ -244,7 +245,7 @@ def test_replay_at_ten_times_keeps_the_spacing(stack: Stack, capsys: pytest.Capt
         for i in range(11):
             pub.publish("lab/paced/x", f"{i}".encode(), qos=1)
             time.sleep(0.1)
-    wait_for("archived", lambda: count(stack, f"SELECT count(qos) FROM archive WHERE topic = 'lab/paced/x' "
+    wait_for("archived", lambda: count(stack, f"SELECT count(qos) FROM {ARCHIVE} WHERE topic = 'lab/paced/x' "
                                               f"AND time >= {int(start * 1e9)}") == 11)
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start - 1)) + "Z"
     with client(stack) as sub:

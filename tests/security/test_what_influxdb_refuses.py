@@ -48,7 +48,8 @@ def test_a_401_digit_number_is_dead_lettered_with_its_payload_not_written(stack:
     wait_for("the good point", lambda: count(stack, f"SELECT count(lat) FROM telemetry WHERE vehicle = 'v1' AND "
                                                      f"time >= {base * 1_000_000}") == 1)
     wait_for("both messages archived", lambda: count(
-        stack, f"SELECT count(qos) FROM archive WHERE topic = 'fleet/v1/telemetry' AND time >= {started}") == 2)
+        stack, f"SELECT count(qos) FROM ecokit_archive.archive WHERE topic = 'fleet/v1/telemetry' "
+               f"AND time >= {started}") == 2)
     refused = 'ecokit_bridge_dropped_points_by_reason_total{reason="refused"}'
     assert metrics(stack, "bridge").get(refused, 0) == before.get(refused, 0), "InfluxDB refused nothing"
 
@@ -80,5 +81,5 @@ def test_points_influxdb_refuses_are_counted_as_dropped_and_dead_lettered(stack:
     assert after[refused] - before.get(refused, 0) == n
     # The rest of the same batches was written: the telemetry, and every message's archive point.
     assert count(stack, f"SELECT count(lat) FROM telemetry WHERE vehicle = 'v2' AND time >= {base * 1_000_000}") == n
-    assert count(stack, f"SELECT count(qos) FROM archive WHERE topic =~ /^lab\\/p[0-9]\\/probe$/ "
+    assert count(stack, f"SELECT count(qos) FROM ecokit_archive.archive WHERE topic =~ /^lab\\/p[0-9]\\/probe$/ "
                         f"AND time >= {started}") == n

@@ -268,7 +268,7 @@ def test_tls_profile_places_certificates_readable_by_the_broker(tmp_path: Path, 
 
 def archived(stack: Stack, topic: str) -> int:
     with InfluxV1(stack.influx_endpoint("reader")) as client:
-        rows = list(client.rows(f"SELECT count(\"qos\") FROM archive WHERE topic = '{topic}'"))
+        rows = list(client.rows(f"SELECT count(\"qos\") FROM ecokit_archive.archive WHERE topic = '{topic}'"))
     return int(rows[0]["count"]) if rows else 0
 
 

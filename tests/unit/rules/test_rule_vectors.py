@@ -85,8 +85,10 @@ def test_emqx_rendering_stores_the_same_points(emqx_rules: list[EmqxRule], case:
     written: list[ParsedPoint] = []
     for kind, path, body in effects:
         if kind == "http":
-            assert path.startswith(f"/write?db={DATABASE}&precision=")
-            written.append(parse_line(body, precision=path.rsplit("=", 1)[1]))
+            query = dict(item.split("=") for item in path.split("?", 1)[1].split("&"))
+            assert path.startswith("/write?")
+            assert query["db"] == DATABASE
+            written.append(parse_line(body, precision=query["precision"]))
     assert sorted(merge_points(written), key=repr) == _points(_expected_lines(case))
     deadletters = [(topic, json.loads(payload)) for kind, topic, payload in effects if kind == "republish"]
     expected = case.get("emqx_rejections", case.get("rejections", []))
@@ -174,7 +176,7 @@ def test_emqx_telemetry_rule_is_pinned(emqx_conf: Any) -> None:
         "telemetry,vehicle=${t_vehicle} time_received=true ${ts}"
     archive = emqx_conf["actions"]["http"]["ecokit_archive"]["parameters"]
     assert archive["body"] == "archive,topic=${t_topic} payload=\"${f_payload}\",qos=${f_qos}i,retain=${f_retain} ${ts}"
-    assert archive["path"] == "/write?db=fleet&precision=ns"
+    assert archive["path"] == "/write?db=fleet&precision=ns&rp=ecokit_archive", "the archive keeps its own 24 h"
     assert ("subbits(hexstr2bin(id), 1, 64) * 1000 + mod(subbits(hexstr2bin(id), 113, 16), 1000) AS ts"
             in rules["ecokit_archive"]["sql"])
 
