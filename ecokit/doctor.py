@@ -136,12 +136,32 @@ def check_stack(stack: object) -> list[Check]:
         elif caps.drop_reason:
             checks.append(Check("privileges", "warn", f"the local broker runs as root: {caps.drop_reason}",
                                 "see docs/security.md"))
+    checks += check_disk(stack, runtime or ("docker" if stack.config.runtime != "local" and docker_engine_answers()
+                                            else "local"))
     checks += check_images(stack)
     secrets = stack.paths.secrets_file
     if Path(secrets).exists():
         mode = secrets.stat().st_mode & 0o777
         checks.append(Check("secrets", "ok" if not mode & 0o077 else "fail", f"{secrets} (mode {mode:o})",
                             "" if not mode & 0o077 else f"chmod 600 {secrets}"))
+    return checks
+
+
+def check_disk(stack: object, target: str) -> list[Check]:
+    """Free space on each filesystem the stack writes to (ecokit.disk)."""
+    from ecokit.disk import disk_spaces, stack_folders
+    from ecokit.stack import Stack
+
+    assert isinstance(stack, Stack)
+    checks = []
+    for space in disk_spaces(stack_folders(stack.paths, target)):
+        if space.level == "ok":
+            checks.append(Check("disk", "ok", space.describe()))
+        else:
+            checks.append(Check("disk", "fail" if space.level == "full" else "warn",
+                                f"{'full' if space.level == 'full' else 'nearly full'}: {space.describe()}",
+                                "free space, or shorten retention (influxdb.retention, a rule's `retention`); "
+                                "a full disk drops points (docs/security.md, \"Disk\")"))
     return checks
 
 

@@ -19,6 +19,7 @@ from ecokit.config.loader import LoadedConfig, find_config_file, load_config
 from ecokit.config.model import StackConfig
 from ecokit.config.registry import Device, User, load_devices, load_users
 from ecokit.config.rules import retention_policy
+from ecokit.disk import disk_spaces, stack_folders
 from ecokit.errors import ConfigError, RuntimeUnavailable, StackNotRunning
 from ecokit.paths import StackPaths
 from ecokit.render import PathMap
@@ -68,6 +69,7 @@ class StackStatus:
     credentials: dict[str, Any]
     project_dir: str = ""
     notes: list[str] = field(default_factory=list)
+    disk: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,7 +80,7 @@ class StackStatus:
                 "ports": s.ports, "log": s.log, "detail": s.detail or None}.items() if v is not None}
                 for s in self.services},
             "broker": self.broker, "influxdb": self.influxdb, "web": self.web,
-            "credentials": self.credentials, "notes": self.notes,
+            "credentials": self.credentials, "notes": self.notes, "disk": self.disk,
         }
 
 
@@ -498,8 +500,15 @@ class Stack:
         if show_secrets:
             credentials["service_passwords"] = {r.username: self.service_credentials(r.username)[1]
                                                 for r in SERVICE_ROLES}
+        notes = list(self.notes)
+        disk = []
+        for space in disk_spaces(stack_folders(self.paths, target)):
+            disk.append({"path": str(space.path), "uses": list(space.uses), "total_bytes": space.total,
+                         "free_bytes": space.free, "level": space.level})
+            if (note := space.note()) is not None:
+                notes.append(note)
         return StackStatus(self.config.stack, name, state, services, broker, influx, web, credentials,
-                           project_dir=str(self.project_dir), notes=list(self.notes))
+                           project_dir=str(self.project_dir), notes=notes, disk=disk)
 
 
 def _write_file(path: Path, content: bytes, mode: int) -> None:

@@ -14,7 +14,9 @@ Files: ``<dir>/<segment>.lp`` (newline-terminated lines) and ``<dir>/committed``
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import threading
 import time
 from collections import deque
@@ -24,6 +26,7 @@ from pathlib import Path
 
 MERGE_LINES = 1000  # appended chunks are merged up to this many lines per index entry
 RECOVER_CHUNK = 256 * 1024
+MIN_SEGMENT_BYTES = 64 * 1024
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Spool:
         self.write_segment = (max(self._segments(), default=0)) + 1
         self.write_offset = 0
         self._fd = self._open_segment(self.write_segment)
+        self.segment_limit = self._segment_limit()
 
     # -- files ----------------------------------------------------------------------
 
@@ -138,20 +142,16 @@ class Spool:
                 self.refusal, self.refusal_detail = "buffer_full", None
                 return False
             try:
-                if self.write_offset and self.write_offset + len(data) > self.segment_bytes:
-                    os.close(self._fd)
-                    self.write_segment += 1
-                    self.write_offset = 0
-                    self._fd = self._open_segment(self.write_segment)
-                view = memoryview(data)
-                while view:
-                    written = os.write(self._fd, view)
-                    view = view[written:]
+                if self.write_offset and self.write_offset + len(data) > self.segment_limit:
+                    self._next_segment()
+                try:
+                    self._write(data)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC or not self._release_written_segment():
+                        raise
+                    self._write(data)  # in a fresh segment, the written one deleted
             except OSError as exc:
-                # A full disk (ENOSPC) or an I/O error: undo a partial write, so the next
-                # append starts at a line boundary, and let the caller count the drop.
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, self.write_offset)
+                # A full disk (ENOSPC) or an I/O error: let the caller count the drop.
                 self.refusal, self.refusal_detail = "disk_error", f"{exc.strerror or exc}"
                 return False
             start, end = self.write_offset, self.write_offset + len(data)
@@ -166,6 +166,54 @@ class Spool:
             self.pending_lines += lines
             self.pending_bytes += len(data)
             self.cond.notify_all()
+        return True
+
+    def _write(self, data: bytes) -> None:
+        """Append at the write offset; on an error undo a partial write, so the next append
+        starts at a line boundary."""
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self.write_offset)
+            raise
+
+    def _next_segment(self) -> None:
+        os.close(self._fd)
+        self.write_segment += 1
+        self.write_offset = 0
+        self._fd = self._open_segment(self.write_segment)
+        self.segment_limit = self._segment_limit()
+
+    def _segment_limit(self) -> int:
+        """Segments are deleted whole once written: on a nearly full disk they stay small
+        (an eighth of the free space, at least 64 KiB), so written points free their room
+        soon; else ``segment_bytes``."""
+        try:
+            free = shutil.disk_usage(self.dir).free
+        except OSError:
+            return self.segment_bytes
+        return max(MIN_SEGMENT_BYTES, min(self.segment_bytes, free // 8))
+
+    def _release_written_segment(self) -> bool:
+        """A full disk: start a new segment, deleting the one being written when InfluxDB
+        already has all of it (else the writer deletes it once it has). Segments are only
+        deleted whole, so without this a disk that fills with points already written would
+        refuse every new point. False: the new segment would be empty anyway."""
+        if not self.write_offset:
+            return False
+        old = self.write_segment
+        self._next_segment()
+        if not any(c.segment == old for c in self.chunks):
+            fd = self._read_fds.pop(old, None)
+            if fd is not None:
+                os.close(fd)
+            self._path(old).unlink(missing_ok=True)
+            if not self.chunks:  # the committed position named the old segment's end
+                self._write_committed(self.write_segment, 0)
         return True
 
     # -- the writer side --------------------------------------------------------------

@@ -143,3 +143,67 @@ def test_a_full_disk_refuses_the_append_and_leaves_no_torn_line(tmp_path: Path,
     again = Spool(tmp_path, max_bytes=1 << 20)
     assert again.pending_lines == 0, "nothing torn left behind for the next start"
     again.close()
+
+
+def test_a_full_disk_with_nothing_pending_starts_a_new_segment_instead_of_dropping(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Segments are only deleted when the next one starts: without this, a disk that fills
+    # with points InfluxDB already has would drop every new point until 16 MiB were written.
+    import errno
+    import os
+
+    import ecokit.bridge.spool as spool_module
+
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    assert spool.append(_lines(0, 5), 5)
+    batch = spool.take(100, 0.0)
+    assert batch is not None
+    spool.commit(batch)
+    first = sorted(tmp_path.glob("*.lp"))
+    real_write = os.write
+    full = {"segment": spool.write_segment}
+
+    def full_in_the_old_segment(fd: int, data: bytes | memoryview) -> int:
+        if spool.write_segment == full["segment"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(spool_module.os, "write", full_in_the_old_segment)
+    assert spool.append(_lines(5, 2), 2)
+    assert not first[0].exists(), "the written segment was deleted"
+    assert spool.append(_lines(7, 1), 1)
+
+    def always_full(fd: int, data: bytes | memoryview) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # with points still pending, a full disk is a refusal (and at most one empty segment)
+    monkeypatch.setattr(spool_module.os, "write", always_full)
+    assert not spool.append(_lines(8, 1), 1)
+    assert not spool.append(_lines(9, 1), 1)
+    assert spool.refusal == "disk_error"
+    assert len(list(tmp_path.glob("*.lp"))) == 2
+    monkeypatch.setattr(spool_module.os, "write", real_write)
+    batch = spool.take(100, 0.0)
+    assert batch is not None
+    assert batch.data == _lines(5, 3)
+    spool.commit(batch)
+    assert [p.name for p in tmp_path.glob("*.lp")] == [f"{spool.write_segment:012d}.lp"], \
+        "the written segment went once InfluxDB had its points"
+    spool.close()
+    again = Spool(tmp_path, max_bytes=1 << 20)
+    assert again.pending_lines == 0
+    again.close()
+
+
+def test_segments_stay_small_on_a_nearly_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import namedtuple
+
+    import ecokit.bridge.spool as spool_module
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(spool_module.shutil, "disk_usage", lambda path: usage(1 << 40, 0, 1 << 40))
+    assert Spool(tmp_path / "big", max_bytes=1 << 20).segment_limit == 16 * 1024 * 1024
+    monkeypatch.setattr(spool_module.shutil, "disk_usage", lambda path: usage(1 << 40, 0, 8 << 20))
+    assert Spool(tmp_path / "small", max_bytes=1 << 20).segment_limit == 1 << 20
+    monkeypatch.setattr(spool_module.shutil, "disk_usage", lambda path: usage(1 << 40, 0, 1000))
+    assert Spool(tmp_path / "full", max_bytes=1 << 20).segment_limit == 64 * 1024
