@@ -138,7 +138,31 @@ def decode_json(payload: bytes) -> Any:
             return orjson.loads(payload)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(payload.decode("utf-8"), parse_constant=_reject_constant, parse_float=_parse_float)
+    doc = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant, parse_float=_parse_float)
+    if _SURROGATE_ESCAPE.search(payload) is not None and _has_lone_surrogate(doc):
+        # "\ud800" alone: no character, no UTF-8 (a line holding it could not be sent);
+        # orjson and EMQX's JSON decoder (jiffy: invalid_string) refuse it too.
+        raise ValueError("a string holds a lone surrogate escape (\\ud800-\\udfff), which is not a character")
+    return doc
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(doc: Any) -> bool:
+    todo = [doc]
+    while todo:
+        value = todo.pop()
+        if type(value) is str:
+            if _SURROGATE.search(value):
+                return True
+        elif type(value) is dict:
+            todo.extend(value.keys())
+            todo.extend(value.values())
+        elif type(value) is list:
+            todo.extend(value)
+    return False
 
 
 def lookup(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:

@@ -12,7 +12,8 @@ write the same text for the same value:
 Tag values escape ``,``, ``=`` and space with a backslash and keep backslashes as they
 are: InfluxDB's parser only unescapes those three (checked against influxd 1.6.7). A
 value that ends in a backslash, is empty or holds a control character cannot be written
-and is rejected before it gets here.
+and is rejected before it gets here; so is a string with a lone surrogate (JSON's
+``"\\ud800"``), which has no UTF-8 form.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ Value = float | int | bool | str
 
 _TAG_ESCAPE = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 _CONTROL = re.compile(r"[\x00-\x1f]")
+# JSON's "\ud800" escape decodes to a lone surrogate, which has no UTF-8 encoding: a line
+# holding one cannot be sent (and would fail the whole batch it is in).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def format_float(value: float) -> str:
@@ -58,6 +62,8 @@ def tag_problem(value: str) -> str | None:
         return "is empty"
     if _CONTROL.search(value):
         return "has a control character"
+    if _SURROGATE.search(value):
+        return "has a lone surrogate (\\ud800-\\udfff), which is not UTF-8"
     if value.endswith("\\"):
         return "ends with a backslash"
     return None
@@ -67,6 +73,8 @@ def string_problem(value: str) -> str | None:
     """Why ``value`` cannot be a string field (None when it can)."""
     if _CONTROL.search(value):
         return "has a control character"
+    if _SURROGATE.search(value):
+        return "has a lone surrogate (\\ud800-\\udfff), which is not UTF-8"
     return None
 
 

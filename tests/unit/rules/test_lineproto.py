@@ -11,6 +11,7 @@ from ecokit.rules.lineproto import (
     format_float,
     merge_points,
     parse_line,
+    string_problem,
     tag_problem,
 )
 
@@ -28,9 +29,20 @@ def test_tag_escaping_keeps_backslashes() -> None:
     assert parse_line(f"m,t={escape_tag('a b,c=d')} v=1 1").tags == {"t": "a b,c=d"}
 
 
-@pytest.mark.parametrize("value", ["", "a\x01", "a\nb", "ends\\"])
+@pytest.mark.parametrize("value", ["", "a\x01", "a\nb", "ends\\", "a\ud800", "\udfff"])
 def test_values_influxdb_cannot_store_as_tags(value: str) -> None:
     assert tag_problem(value) is not None
+
+
+@pytest.mark.parametrize("value", ["a\x00", "a\nb", "lone \ud800 surrogate", "\udc00"])
+def test_strings_that_cannot_be_written(value: str) -> None:
+    # a lone surrogate has no UTF-8 form: encoding the batch holding it would fail
+    assert string_problem(value) is not None
+
+
+def test_characters_beyond_the_bmp_are_fine() -> None:
+    assert string_problem("🚚 \u2028 \ufeff") is None
+    assert tag_problem("🚚") is None
 
 
 def test_string_fields_round_trip_quotes_and_backslashes() -> None:
