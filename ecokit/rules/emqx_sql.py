@@ -32,6 +32,7 @@ from ecokit.acl import topic_matches
 from ecokit.rules.engine import decode_json
 from ecokit.rules.lineproto import format_float
 
+
 class EmqxModelError(Exception):
     """The evaluator met something it does not model (EMQX would behave unknown here)."""
 
