@@ -32,10 +32,11 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import machine, stack  # noqa: E402
 from ecokit.clients import fleet_ids, stack_connection  # noqa: E402
 from ecokit.config.regions import REGIONS  # noqa: E402
+from ecokit.sim.base import SimSettings  # noqa: E402
 from ecokit.sim.commands import new_command  # noqa: E402
 from ecokit.sim.control import send_command  # noqa: E402
 from ecokit.sim.fleet import FleetSpec, build_fleet  # noqa: E402
-from ecokit.sim.runner import SimSettings, Simulator  # noqa: E402
+from ecokit.sim.runner import Simulator  # noqa: E402
 from ecokit.testing import SyncClient, wait_for  # noqa: E402
 
 QUIET_STACK = {"bridge": {"enabled": False}, "processor": {"enabled": False}}

@@ -18,8 +18,8 @@ from ecokit.config.regions import Region, parse_region
 from ecokit.durations import duration_seconds
 from ecokit.errors import ConfigError, UsageError
 from ecokit.mqtt.target import BrokerChoice, Connection
+from ecokit.sim.base import SimSettings
 from ecokit.sim.fleet import FleetSpec, SimVehicle, build_fleet
-from ecokit.sim.runner import SimSettings
 from ecokit.stack import Stack
 
 

@@ -24,10 +24,12 @@ from ecokit.clients import fleet_ids, stack_connection
 from ecokit.config.regions import REGIONS
 from ecokit.config.registry import load_devices
 from ecokit.runtime import process
+from ecokit.sim.base import SimSettings
 from ecokit.sim.commands import Command, new_command
 from ecokit.sim.control import send_command
 from ecokit.sim.fleet import FleetSpec, build_fleet
-from ecokit.sim.runner import SimSettings, Simulator, Summary
+from ecokit.sim.runner import Simulator
+from ecokit.sim.stats import Summary
 from ecokit.stack import Stack
 from ecokit.testing import Received, SyncClient, running_stack, wait_for
 

@@ -18,8 +18,10 @@ import pytest
 from ecokit.cli import main
 from ecokit.clients import fleet_ids, shadow_client, stack_connection
 from ecokit.config.regions import REGIONS
+from ecokit.sim.base import SimSettings
 from ecokit.sim.fleet import FleetSpec, build_fleet
-from ecokit.sim.runner import SimSettings, Simulator, Summary
+from ecokit.sim.runner import Simulator
+from ecokit.sim.stats import Summary
 from ecokit.stack import Stack
 from ecokit.testing import Received, SyncClient, running_stack, wait_for
 
