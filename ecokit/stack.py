@@ -18,7 +18,7 @@ from ecokit.config.loader import LoadedConfig, find_config_file, load_config
 from ecokit.config.model import StackConfig
 from ecokit.config.registry import Device, User, load_devices, load_users
 from ecokit.errors import ConfigError, RuntimeUnavailable, StackNotRunning
-from ecokit.paths import StackPaths
+from ecokit.paths import StackPaths, Target
 from ecokit.render import PathMap
 from ecokit.runtime import RuntimeName, docker_engine_answers, docker_runtime_installed
 from ecokit.runtime.base import Action, Progress, ReadinessContext, Runtime, no_progress
@@ -29,7 +29,7 @@ from ecokit.services.broker import broker_ports
 from ecokit.services.context import Capabilities, PasswordHashes, Placement, PlanContext
 from ecokit.services.influxdb import POST_START, PostStart, influx_version
 from ecokit.services.plan import build_plan
-from ecokit.services.spec import LocalCommand, ServiceSpec, Target
+from ecokit.services.spec import LocalCommand, ServiceSpec
 from ecokit.store.influx import InfluxEndpoint
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ecokit.acl import SERVICE_ROLES
+from ecokit.paths import Target
 from ecokit.runtime.base import ServiceStatus
-from ecokit.services.spec import Target
 from ecokit.stack import Stack
 
 
