@@ -49,6 +49,7 @@ from ecokit.rules.emqx_sql import (
     render_template,
 )
 from ecokit.rules.engine import BAD_VALUE, MISSING, OUT_OF_RANGE, WRONG_TYPE
+from ecokit.rules.sqlfuncs import check_rule_sql
 
 TAG_RE = r"^[^\x00-\x1f]*[^\x00-\x1f\\]\z"
 STRING_RE = r"^[^\x00-\x1f]*\z"
@@ -334,7 +335,10 @@ def render_rules(rules: Mapping[str, RuleConfig], *, database: str) -> list[Emqx
     out: list[EmqxRule] = []
     for name, rule in rules.items():
         if rule.enabled:
-            out.extend(RenderedRule(name, rule, database=database).rules)
+            rendered = RenderedRule(name, rule, database=database).rules
+            for emqx_rule in rendered:  # every SQL function must exist in EMQX 5.8
+                check_rule_sql(name, emqx_rule.id, emqx_rule.sql())
+            out.extend(rendered)
     return out
 
 

@@ -20,7 +20,7 @@ from ecokit.services.spec import (
     ServiceSpec,
     Volume,
 )
-from ecokit.store.influx import InfluxEndpoint, InfluxV1, setup_v1
+from ecokit.store.influx import InfluxEndpoint, InfluxV1, check_v1_mapping, setup_v1
 
 INFLUXDB = "influxdb"
 SETUP_V1 = "influxdb-v1-setup"
@@ -109,9 +109,11 @@ def setup_influx_v1(ctx: PostStart) -> None:
 
 def check_influx_v2(ctx: PostStart) -> None:
     """InfluxDB 2.x: the image's entrypoint creates org, bucket and operator token on an empty
-    volume, and buckets map to databases automatically (virtual DBRP, 2.4+); prove it answers v1."""
+    volume, and buckets map to databases automatically (virtual DBRP, 2.4+); prove it answers v1,
+    and that no explicit DBRP mapping sends the database's writes to another bucket."""
     with InfluxV1(ctx.admin) as client:
         client.query("SHOW MEASUREMENTS LIMIT 1")
+        check_v1_mapping(client, org=ctx.config.influxdb.org, database=ctx.config.influxdb.database)
 
 
 # The steps a ServiceSpec names in ``post_start``, run once the service is ready.
