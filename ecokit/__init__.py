@@ -17,7 +17,8 @@ from ecokit.errors import (
     StoreError,
     UsageError,
 )
-from ecokit.stack import Stack, StackStatus
+from ecokit.stack import Stack
+from ecokit.status import StackStatus
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -18,22 +17,21 @@ from ecokit.certs import CertAuthority, CertPaths, CertPolicy, CertReport, CertS
 from ecokit.config.loader import LoadedConfig, find_config_file, load_config
 from ecokit.config.model import StackConfig
 from ecokit.config.registry import Device, User, load_devices, load_users
-from ecokit.config.rules import retention_policy
-from ecokit.disk import disk_spaces, stack_folders
+from ecokit.config.rules import retention_policies, retention_policy
 from ecokit.errors import ConfigError, RuntimeUnavailable, StackNotRunning
-from ecokit.paths import StackPaths
+from ecokit.paths import StackPaths, Target
 from ecokit.render import PathMap
 from ecokit.runtime import RuntimeName, docker_engine_answers, docker_runtime_installed
-from ecokit.runtime.base import Action, Progress, ReadinessContext, Runtime, ServiceStatus, no_progress
+from ecokit.runtime.base import Action, Progress, ReadinessContext, Runtime, no_progress
 from ecokit.runtime.local import find_binary
 from ecokit.secrets import SecretStore, generate_password, generate_token
 from ecokit.services import context as names
 from ecokit.services.broker import broker_ports
 from ecokit.services.context import Capabilities, PasswordHashes, Placement, PlanContext
-from ecokit.services.influxdb import SETUP_V1, SETUP_V2, influx_version
+from ecokit.services.influxdb import POST_START, PostStart, influx_version
 from ecokit.services.plan import build_plan
-from ecokit.services.spec import LocalCommand, ServiceSpec, Target
-from ecokit.store.influx import InfluxEndpoint, setup_v1
+from ecokit.services.spec import LocalCommand, ServiceSpec
+from ecokit.store.influx import InfluxEndpoint
 
 if TYPE_CHECKING:
     from ecokit.runtime.docker import DockerSettings
@@ -55,33 +53,6 @@ STACK_SECRETS: dict[str, Callable[[], str]] = {
 
 DOCKER_HOSTNAMES = ("broker", "emqx", "mosquitto", "influxdb", "grafana", "prometheus",
                     "bridge", "processor", "shadow")
-
-
-@dataclass(frozen=True)
-class StackStatus:
-    stack: str
-    runtime: str | None
-    state: Literal["running", "partial", "stopped"]
-    services: list[ServiceStatus]
-    broker: dict[str, Any]
-    influxdb: dict[str, Any]
-    web: dict[str, str]
-    credentials: dict[str, Any]
-    project_dir: str = ""
-    notes: list[str] = field(default_factory=list)
-    disk: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "stack": self.stack, "runtime": self.runtime, "state": self.state,
-            "project_dir": self.project_dir,
-            "services": {s.name: {k: v for k, v in {
-                "state": s.state, "description": s.description, "pid": s.pid, "container": s.container,
-                "ports": s.ports, "log": s.log, "detail": s.detail or None}.items() if v is not None}
-                for s in self.services},
-            "broker": self.broker, "influxdb": self.influxdb, "web": self.web,
-            "credentials": self.credentials, "notes": self.notes, "disk": self.disk,
-        }
 
 
 class Stack:
@@ -365,8 +336,13 @@ class Stack:
                               ecokit_image=self.config.images.ecokit)
 
     def _on_ready(self, spec: ServiceSpec) -> None:
+        if not spec.post_start:
+            return
+        target: Target = self.current_runtime() or "local"
+        context = PostStart(admin=self.influx_endpoint("admin", target=target), config=self.config,
+                            secrets=self.secret_values())
         for step in spec.post_start:
-            POST_START[step](self, spec)
+            POST_START[step](context)
 
     def up(self, runtime: str | None = None, *, progress: Progress = no_progress) -> dict[str, Action]:
         """Bring the stack up (idempotent): certs when TLS is on, render, start, provision."""
@@ -434,11 +410,9 @@ class Stack:
                               password=self._stack_secrets(secret)[secret])
 
     def retention_policies(self) -> dict[str, str]:
-        """The InfluxDB retention policies (1.x; buckets ``<database>/<policy>`` in 2.x) of the
-        rules that keep their points for their own time: policy name -> retention."""
-        return {policy: rule.retention for name, rule in self.config.rules.items()
-                if rule.enabled and rule.retention is not None
-                and (policy := retention_policy(name, rule.retention)) is not None}
+        """The InfluxDB retention policies of the rules that keep their points for their own
+        time: policy name -> retention (``ecokit.config.rules.retention_policies``)."""
+        return retention_policies(self.config.rules)
 
     def retention_policy_of(self, measurement: str) -> str | None:
         """Where a measurement's points are (the first enabled rule writing it); None: the default."""
@@ -455,60 +429,6 @@ class Stack:
         schemes = ("mqtt", "mqtts", "ws", "wss")
         return {p.name: p.url(ctx.client_host) for p in broker_ports(ctx)
                 if p.scheme in schemes and p.name != "internal"}
-
-    def status(self, *, show_secrets: bool = False) -> StackStatus:
-        name = self.current_runtime()
-        target: Target = name or self.resolve_runtime(None)
-        plan = self.plan(target)
-        services = self.runtime(target).status(plan)
-        running = [s for s in services if s.state == "running"]
-        required = [s for s in services if s.state != "unavailable"]
-        state: Literal["running", "partial", "stopped"] = (
-            "stopped" if not running else "running" if len(running) == len(required) else "partial")
-        ctx = self.plan_context(target)
-        broker_spec = next(s for s in plan if s.role == "broker")
-        broker = {"kind": ctx.config.broker.kind, "endpoints": self.broker_endpoints(target),
-                  "ca": str(self.cert_paths.ca_cert) if self.config.tls.enabled else None,
-                  "tls": self.config.tls.enabled, "mtls": self.config.tls.mtls}
-        if any(p.name == "dashboard" for p in broker_spec.ports):
-            broker["dashboard"] = broker_spec.port("dashboard").url(ctx.client_host)
-        internal = broker_spec.port("internal")
-        broker["internal"] = internal.url(internal.host_ip or ctx.client_host)
-        reader = self.influx_endpoint("reader", target=target)
-        writer = self.influx_endpoint("writer", target=target)
-        influx: dict[str, Any] = {"url": reader.url, "version": reader.version, "database": reader.database}
-        if reader.version == 1:
-            influx.update(username=reader.username, writer_username=writer.username)
-            if show_secrets:
-                influx.update(password=reader.password, writer_password=writer.password)
-        else:
-            influx.update(org=self.config.influxdb.org)
-            if show_secrets:
-                influx.update(token=reader.token)
-        web = {}
-        for svc in plan:
-            if svc.role in ("dashboard", "metrics"):
-                web[svc.name] = svc.port("http").url(ctx.client_host)
-        credentials: dict[str, Any] = {
-            "secrets_file": str(self.paths.secrets_file),
-            "devices_registry": str(self.devices_file),
-            "users_registry": str(self.users_file),
-            "certs_dir": str(self.cert_paths.root),
-            "device_passwords": "secrets_file: device/<id> (or the registry when set there)",
-            "service_users": [r.username for r in SERVICE_ROLES],
-        }
-        if show_secrets:
-            credentials["service_passwords"] = {r.username: self.service_credentials(r.username)[1]
-                                                for r in SERVICE_ROLES}
-        notes = list(self.notes)
-        disk = []
-        for space in disk_spaces(stack_folders(self.paths, target)):
-            disk.append({"path": str(space.path), "uses": list(space.uses), "total_bytes": space.total,
-                         "free_bytes": space.free, "level": space.level})
-            if (note := space.note()) is not None:
-                notes.append(note)
-        return StackStatus(self.config.stack, name, state, services, broker, influx, web, credentials,
-                           project_dir=str(self.project_dir), notes=notes, disk=disk)
 
 
 def _write_file(path: Path, content: bytes, mode: int) -> None:
@@ -530,33 +450,3 @@ def _mosquitto_has_websockets() -> bool:
         return b"libwebsockets.so" in Path(binary).read_bytes()
     except OSError:
         return False
-
-
-def _setup_influx_v1(stack: Stack, spec: ServiceSpec) -> None:
-    values = stack.secret_values()
-    target: Target = stack.current_runtime() or "local"
-    admin = stack.influx_endpoint("admin", target=target)
-    setup_v1(admin, database=stack.config.influxdb.database, retention=stack.config.influxdb.retention,
-             users={"ecokit-writer": (values[names.INFLUX_WRITER], "WRITE"),
-                    "ecokit-reader": (values[names.INFLUX_READER], "READ")},
-             policies=stack.retention_policies())
-
-
-def _setup_influx_v2(stack: Stack, spec: ServiceSpec) -> None:
-    # The image's entrypoint creates org, bucket and operator token on an empty volume;
-    # buckets map to databases automatically (virtual DBRP, 2.4+). Prove it answers v1, and
-    # that no explicit DBRP mapping sends the database's writes to another bucket.
-    from ecokit.store.influx import InfluxV1, check_v1_mapping, setup_v2_policies
-
-    admin = stack.influx_endpoint("admin", target="docker")
-    with InfluxV1(admin) as client:
-        client.query("SHOW MEASUREMENTS LIMIT 1")
-        check_v1_mapping(client, org=stack.config.influxdb.org, database=stack.config.influxdb.database)
-    setup_v2_policies(admin, org=stack.config.influxdb.org, database=stack.config.influxdb.database,
-                      policies=stack.retention_policies())
-
-
-POST_START: dict[str, Callable[[Stack, ServiceSpec], None]] = {
-    SETUP_V1: _setup_influx_v1,
-    SETUP_V2: _setup_influx_v2,
-}

@@ -35,7 +35,9 @@ def list_devices(as_json: JsonOption = False,
             row["password"] = stack.device_password(device)
         rows.append(row)
     if as_json:
-        out.print_json(json.dumps(rows))
+        # Plain JSON text: Rich's print_json re-renders and highlights every token, seconds for
+        # a registry of 10,000 devices (benchmarks/endpoints.py).
+        typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(box=None, header_style="bold", title=f"{len(rows)} devices in {stack.devices_file}")
     for column in ("id", "password", "cert"):

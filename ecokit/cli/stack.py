@@ -21,6 +21,7 @@ from ecokit.cli.common import (
 )
 from ecokit.errors import EcokitError
 from ecokit.runtime.base import ServiceEvent
+from ecokit.status import stack_status
 
 # This module's commands; ecokit.cli joins them into the `ecokit` command.
 app = typer.Typer()
@@ -153,7 +154,7 @@ def _print_endpoints(stack: object) -> None:
     from ecokit.stack import Stack
 
     assert isinstance(stack, Stack)
-    status = stack.status()
+    status = stack_status(stack)
     for name, url in status.broker["endpoints"].items():
         out.print(f"  {name:<10} {url}")
     out.print(f"  {'influxdb':<10} {status.influxdb['url']} (database {status.influxdb['database']})")
@@ -170,7 +171,7 @@ def status(config: ConfigOption = None, profile: ProfileOption = None, as_json: 
            = False, debug: DebugOption = False) -> None:
     """Show the stack's services, endpoints and where credentials live."""
     stack = load_stack(config, profile)
-    st = stack.status(show_secrets=show_secrets)
+    st = stack_status(stack, show_secrets=show_secrets)
     if as_json:
         out.print_json(json.dumps(st.to_dict()))
         return

@@ -226,7 +226,7 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
-        layered.merge(_nest(tuple(dotted.split(".")), value), f"flag --{dotted.split('.')[-1]}")
+        layered.merge(_nest(tuple(dotted.split(".")), value), f"flag --{dotted.split('.')[-1].replace('_', '-')}")
 
     try:
         config = StackConfig.model_validate(layered.data)

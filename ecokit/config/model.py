@@ -24,6 +24,7 @@ from ecokit.config.rules import (
     merge_default_rules,
     validate_rule_names,
 )
+from ecokit.durations import duration_seconds
 
 STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}\Z")
 # [registry[:port]/]path[:tag][@sha256:digest]
@@ -178,8 +179,8 @@ class SimulatorConfig(Section):
     """Defaults of `ecokit simulate`; its flags override them."""
 
     region: str = Field("paris", description="paris, dubai, or a box SOUTH,WEST,NORTH,EAST in degrees")
-    rate: str = Field("1s", pattern=r"^\d+(\.\d+)?(ms|s|m|h)?$", description="telemetry interval per vehicle")
-    jitter: str = Field("0s", pattern=r"^\d+(\.\d+)?(ms|s|m|h)?$")
+    rate: str = Field("1s", description="telemetry interval per vehicle (0: flat out)")
+    jitter: str = Field("0s", description="± random spread of each interval (seeded)")
     qos: Literal[0, 1] = 1
     mqtt: Literal["5", "3.1.1"] = "5"
     session_expiry: int = Field(3600, ge=0, description="seconds (MQTT 5)")
@@ -187,6 +188,13 @@ class SimulatorConfig(Section):
     queue_limit: int = Field(10_000, ge=1, description="offline queue bound per vehicle")
     shadow: bool = Field(True, description="against the stack (when it runs the shadow service): vehicles "
                          "report to their device shadows and apply desired.publish_interval")
+
+    @field_validator("rate", "jitter")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if duration_seconds(value) is None:
+            raise ValueError(f"{value!r}: expected a duration like 500ms, 1s, 10m or 1h")
+        return value
 
     @field_validator("region")
     @classmethod

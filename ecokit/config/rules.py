@@ -61,6 +61,13 @@ def retention_policy(rule_name: str, retention: str | None) -> str | None:
     duration; None: the database's default policy (``influxdb.retention``)."""
     return None if retention is None else f"ecokit_{rule_name}"
 
+
+def retention_policies(rules: Mapping[str, RuleConfig]) -> dict[str, str]:
+    """The retention policies (1.x; buckets ``<database>/<policy>`` in 2.x) of the enabled rules
+    that keep their points for their own time: policy name -> retention."""
+    return {f"ecokit_{name}": rule.retention for name, rule in rules.items()
+            if rule.enabled and rule.retention is not None}
+
 FieldType = Literal["float", "int", "bool", "string"]
 
 

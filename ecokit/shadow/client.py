@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ecokit.errors import BrokerError
+from ecokit.mqtt.loop import close_socket
 from ecokit.shadow import topics
 from ecokit.shadow.machine import Operation
 
@@ -172,6 +173,7 @@ class ShadowClient:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        close_socket(self._client)
 
     def __enter__(self) -> ShadowClient:
         return self

@@ -19,6 +19,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from ecokit.mqtt.loop import close_socket
+
 
 @dataclass
 class Received:
@@ -190,10 +192,7 @@ class SyncClient:
             self.client.disconnect()
         self.client.loop_stop()
         # The network thread may stop before it closed the socket (e.g. mid-reconnect).
-        sock = self.client.socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
+        close_socket(self.client)
 
     def __enter__(self) -> SyncClient:
         return self

@@ -21,6 +21,7 @@ from test_broker_restart import Publisher, stored_seqs
 
 from ecokit.paths import StackPaths
 from ecokit.stack import Stack
+from ecokit.status import stack_status
 from ecokit.testing import running_stack, write_project
 
 
@@ -85,8 +86,8 @@ def test_a_full_disk_drops_counted_points_and_the_bridge_carries_on(small_disk_s
             assert len(acked) == n1 + n2
             wait_for("dropped points", lambda: dropped(stack, "disk_error") > 0)
             assert healthz(stack, "bridge") == 200
-            full = [n for n in stack.status().notes if n.startswith("disk is full")]
-            assert full, stack.status().notes
+            full = [n for n in stack_status(stack).notes if n.startswith("disk is full")]
+            assert full, stack_status(stack).notes
             assert "bridge spool" in full[0]
         finally:
             os.kill(influxd_pid, signal.SIGCONT)

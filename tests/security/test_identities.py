@@ -21,6 +21,7 @@ from security_support import DEVICES, client
 
 from ecokit.runtime.probes import check_mqtt, tls_context
 from ecokit.stack import Stack
+from ecokit.status import stack_status
 from ecokit.testing import SyncClient, running_stack, write_project
 
 HOST = "127.0.0.1"
@@ -93,7 +94,7 @@ def test_the_internal_listener_accepts_only_ecokit_users(stack: Stack) -> None:
     assert not check_mqtt(HOST, stack.config.broker.ports.mqtt, username=user, password=secret).ok
     bridge, bridge_secret = stack.service_credentials("ecokit-bridge")
     assert not check_mqtt(HOST, stack.config.broker.ports.mqtt, username=bridge, password=bridge_secret).ok
-    status = {s.name: s.state for s in Stack.load(stack.loaded.config_file, env={}).status().services}
+    status = {s.name: s.state for s in stack_status(Stack.load(stack.loaded.config_file, env={})).services}
     assert status["bridge"] == status["processor"] == status["shadow"] == "running", "they all use it"
 
 
@@ -122,7 +123,7 @@ def test_with_tls_on_devices_get_in_only_through_tls(request: pytest.FixtureRequ
     tls = tls_context(stack.cert_paths.ca_cert, certfile=cert[0], keyfile=cert[1])
     assert check_mqtt(HOST, ports.mqtts, username=device, password=password, tls=tls).ok
     # ecokit's services run on the internal listener: the pipeline works end to end.
-    status = {s.name: s.state for s in Stack.load(stack.loaded.config_file, env={}).status().services}
+    status = {s.name: s.state for s in stack_status(Stack.load(stack.loaded.config_file, env={})).services}
     assert status["bridge"] == status["processor"] == status["shadow"] == "running"
     assert stack.broker_endpoints() == {"mqtts": f"mqtts://127.0.0.1:{ports.mqtts}"}
 

@@ -30,6 +30,7 @@ from ecokit.processor.contract import ProcessorServiceConfig
 from ecokit.processor.service import Processor
 from ecokit.rules.engine import Message, Outcome
 from ecokit.stack import Stack
+from ecokit.status import stack_status
 from ecokit.testing import free_port
 
 DEEP = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
@@ -156,7 +157,7 @@ def test_up_restarts_a_service_that_fails_its_health_check(stack: Stack) -> None
     pid = int(state["services"]["processor"]["pid"])
     os.kill(pid, signal.SIGSTOP)  # it answers nothing now, /healthz included
     try:
-        status = {s.name: s for s in Stack.load(stack.loaded.config_file, env={}).status().services}
+        status = {s.name: s for s in stack_status(Stack.load(stack.loaded.config_file, env={})).services}
         assert status["processor"].state == "unhealthy"
         actions = Stack.load(stack.loaded.config_file, env={}).up()
     finally:
@@ -167,7 +168,7 @@ def test_up_restarts_a_service_that_fails_its_health_check(stack: Stack) -> None
     new_pid = int(json.loads(stack.paths.state_file.read_text())["services"]["processor"]["pid"])
     assert new_pid != pid
     assert healthz(stack, "processor") == 200
-    status = {s.name: s for s in Stack.load(stack.loaded.config_file, env={}).status().services}
+    status = {s.name: s for s in stack_status(Stack.load(stack.loaded.config_file, env={})).services}
     assert status["processor"].state == "running"
 
 

@@ -48,12 +48,13 @@ def test_room_gives_no_note() -> None:
 def test_status_and_doctor_report_a_nearly_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ecokit.doctor import check_disk
     from ecokit.stack import Stack
+    from ecokit.status import stack_status
     from ecokit.testing import write_project
 
     project = write_project(tmp_path)
     stack = Stack.load(project)
     monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: Usage(100 * GiB, 99 * GiB, 512 << 20))
-    status = stack.status()
+    status = stack_status(stack)
     assert any(n.startswith("disk is full") for n in status.notes)
     assert status.to_dict()["disk"][0]["level"] == "full"
     assert "influxdb" in status.to_dict()["disk"][0]["uses"]
@@ -61,4 +62,4 @@ def test_status_and_doctor_report_a_nearly_full_disk(tmp_path: Path, monkeypatch
     assert (check.area, check.level) == ("disk", "fail")
     monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: Usage(100 * GiB, 50 * GiB, 50 * GiB))
     assert [c.level for c in check_disk(stack, "local")] == ["ok"]
-    assert not [n for n in stack.status().notes if n.startswith("disk")]
+    assert not [n for n in stack_status(stack).notes if n.startswith("disk")]

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from ecokit.errors import RenderError
+from ecokit.runtime.docker.runtime import DockerSettings
 from ecokit.runtime.docker.service import ContainerFile, StackNames, container_files, file_owner
 from ecokit.services.spec import ServiceSpec, ordered
-
-if TYPE_CHECKING:
-    from ecokit.stack import Stack
 
 # What Compose cannot do that `ecokit up` does after a service is ready.
 POST_START_NOTES = {
@@ -57,9 +55,9 @@ def _port(bind: str, host: int, container: int) -> str:
     return f"{shown}:{host}:{container}"
 
 
-def compose_document(stack: Stack, plan: Sequence[ServiceSpec]) -> dict[str, Any]:
-    names = StackNames(stack.config.stack)
-    certs_required = stack.config.tls.enabled
+def compose_document(settings: DockerSettings, plan: Sequence[ServiceSpec]) -> dict[str, Any]:
+    names = StackNames(settings.stack)
+    certs_required = settings.tls
     services: dict[str, Any] = {}
     volumes: dict[str, Any] = {}
     configs: dict[str, Any] = {}
@@ -84,7 +82,7 @@ def compose_document(stack: Stack, plan: Sequence[ServiceSpec]) -> dict[str, Any
         if c.user:
             entry["user"] = c.user
         if spec.ports:
-            entry["ports"] = [_port(p.host_ip or stack.config.bind, p.host, p.container) for p in spec.ports]
+            entry["ports"] = [_port(p.host_ip or settings.bind, p.host, p.container) for p in spec.ports]
         if spec.volumes:
             entry["volumes"] = []
             for volume in spec.volumes:
@@ -95,7 +93,7 @@ def compose_document(stack: Stack, plan: Sequence[ServiceSpec]) -> dict[str, Any
         deps = [d for d in spec.depends_on if d in in_plan]
         if deps:
             entry["depends_on"] = deps
-        files: list[ContainerFile] = container_files(spec, stack.cert_paths, certs_required=certs_required)
+        files: list[ContainerFile] = container_files(spec, settings.cert_paths, certs_required=certs_required)
         uid, gid = file_owner(spec)
         if files:
             entry["configs"] = []
@@ -130,10 +128,10 @@ def compose_notes(plan: Sequence[ServiceSpec]) -> list[str]:
     return notes
 
 
-def render_compose(stack: Stack, plan: Sequence[ServiceSpec]) -> str:
-    header = [f"# docker-compose.yml for ecokit stack {stack.config.stack!r}, written by `ecokit compose`.",
+def render_compose(settings: DockerSettings, plan: Sequence[ServiceSpec]) -> str:
+    header = [f"# docker-compose.yml for ecokit stack {settings.stack!r}, written by `ecokit compose`.",
               "# Equivalent to `ecokit up --runtime docker`: same containers, labels, network and volumes.",
               *(f"# - {note}" for note in compose_notes(plan))]
-    body = yaml.dump(compose_document(stack, plan), Dumper=_Dumper, sort_keys=False, width=1000,
+    body = yaml.dump(compose_document(settings, plan), Dumper=_Dumper, sort_keys=False, width=1000,
                      default_flow_style=False, allow_unicode=True)
     return "\n".join(header) + "\n" + body

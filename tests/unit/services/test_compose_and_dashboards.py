@@ -23,7 +23,7 @@ FULL = {"broker": {"kind": "emqx"}, "grafana": {"enabled": True}, "prometheus": 
 def test_compose_describes_the_same_containers_as_the_runtime(make_project: Callable[..., Path]) -> None:
     stack = Stack.load(make_project(extra=FULL), env={})
     plan = stack.plan("docker")
-    doc = compose_document(stack, plan)
+    doc = compose_document(stack.docker_settings(), plan)
     names = StackNames(stack.config.stack)
     assert list(doc["services"]) == [s.name for s in plan]
     assert doc["networks"]["ecokit"]["name"] == names.network
@@ -53,8 +53,9 @@ def test_compose_file_parses_back_and_is_written_0600(make_project: Callable[...
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     doc = yaml.safe_load(path.read_text())
     stack = Stack.load(config, env={})
-    assert doc == compose_document(stack, stack.plan("docker"))
-    assert render_compose(stack, stack.plan("docker")).startswith("# docker-compose.yml for ecokit stack")
+    assert doc == compose_document(stack.docker_settings(), stack.plan("docker"))
+    rendered = render_compose(stack.docker_settings(), stack.plan("docker"))
+    assert rendered.startswith("# docker-compose.yml for ecokit stack")
 
 
 def test_committed_dashboards_are_what_the_code_builds() -> None:

@@ -13,8 +13,8 @@ import pytest
 from ecokit.bridge.contract import BridgeServiceConfig
 from ecokit.contract import ServiceConfig, load_service_config
 from ecokit.errors import ConfigError
+from ecokit.paths import Target
 from ecokit.processor.contract import ProcessorServiceConfig
-from ecokit.services.spec import Target
 from ecokit.shadow.contract import ShadowServiceConfig
 from ecokit.stack import Stack
 from ecokit.testing import write_project
