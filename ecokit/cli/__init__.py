@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import typer
 
-from ecokit.cli import bench, certs, compose, devices, pipeline, shadow, simulate, stack
+from ecokit.cli import bench, certs, compose, conformance, devices, pipeline, shadow, simulate, stack
 from ecokit.cli.common import err
 from ecokit.errors import EcokitError, UsageError
 
@@ -47,7 +47,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 # Each module holds its own commands (its own Typer); joined here, in this order.
-for _module in (bench, certs, compose, devices, pipeline, shadow, simulate, stack):
+for _module in (bench, certs, compose, conformance, devices, pipeline, shadow, simulate, stack):
     app.add_typer(_module.app)
 
 
