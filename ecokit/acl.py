@@ -49,6 +49,20 @@ DEVICE_GRANTS: tuple[Grant, ...] = (
 )
 
 
+def _shadow_answers() -> tuple[str, ...]:
+    found: list[str] = []
+    for prefix in ("things/+/shadow", "things/+/shadow/name/+"):
+        found += [f"{prefix}/+/accepted", f"{prefix}/+/rejected", f"{prefix}/update/delta",
+                  f"{prefix}/update/documents"]
+    return tuple(found)
+
+
+# Topics only ecokit's own services publish, which other clients trust: dead letters and
+# the shadow service's answers. On an open broker (auth.open) anonymous clients may neither
+# publish nor subscribe to them (Mosquitto's `deny` covers both).
+SERVICE_TOPICS: tuple[str, ...] = ("ecokit/#", *_shadow_answers())
+
+
 @dataclass(frozen=True)
 class ServiceRole:
     """One of ecokit's own services, with the rights it needs and nothing more."""
@@ -111,6 +125,8 @@ class AccessPolicy:
     principals: tuple[Principal, ...]
     device_grants: tuple[Grant, ...] = DEVICE_GRANTS
     anonymous: bool = False
+    # The test sandbox: anonymous clients reach every topic but $SYS writes and SERVICE_TOPICS.
+    open: bool = False
 
     @property
     def superusers(self) -> tuple[Principal, ...]:
@@ -132,6 +148,12 @@ class AccessPolicy:
         principal's topics.
         """
         if not username:
+            if self.anonymous and self.open:
+                if any(topic_matches(f, topic) for f in SERVICE_TOPICS):
+                    return False
+                if topic.startswith("$"):
+                    return access == "subscribe" and topic_matches("$SYS/#", topic)
+                return True
             # Anonymous clients exist only with `auth.anonymous: true`; like in both
             # brokers they get the pattern grants that do not name a username.
             return self.anonymous and any(

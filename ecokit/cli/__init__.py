@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import Annotated
 
 import typer
 
 from ecokit.cli import bench, certs, compose, conformance, devices, pipeline, shadow, simulate, stack
-from ecokit.cli.common import err
+from ecokit.cli.common import err, out
 from ecokit.errors import EcokitError, UsageError
 
 
@@ -42,10 +43,26 @@ app = typer.Typer(
     name="ecokit",
     help="An MQTT test ecosystem: broker, InfluxDB, Grafana, fleet simulator, shadows, replay.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion (bash, zsh, fish, PowerShell): typer's own.
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ecokit import __version__
+
+        out.print(f"ecokit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
+                                                help="print ecokit's version and exit")] = False) -> None:
+    """An MQTT test ecosystem: broker, InfluxDB, Grafana, fleet simulator, shadows, replay."""
+
 # Each module holds its own commands (its own Typer); joined here, in this order.
 for _module in (bench, certs, compose, conformance, devices, pipeline, shadow, simulate, stack):
     app.add_typer(_module.app)

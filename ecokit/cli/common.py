@@ -15,6 +15,7 @@ from rich.console import Console, ConsoleDimensions
 from rich.live import Live
 from rich.text import Text
 
+from ecokit.machine import StackIndex, state_dir
 from ecokit.report import to_json, write_json
 from ecokit.stack import Stack
 
@@ -95,6 +96,11 @@ def human(as_json: bool) -> Console:
 def load_stack(config: Path | None, profile: str | None, overrides: dict[str, Any] | None = None) -> Stack:
     """The one place the CLI reads the environment and hands it to the library."""
     return Stack.load(config, profile=profile, env=dict(os.environ), overrides=overrides)
+
+
+def machine_index() -> StackIndex:
+    """Where this machine's stacks are recorded (ECOKIT_STATE_DIR, XDG_STATE_HOME, ~/.local/state)."""
+    return StackIndex(state_dir(dict(os.environ)))
 
 
 class LiveLine:

@@ -82,6 +82,16 @@ class CertsConfig(Section):
 
 class AuthConfig(Section):
     anonymous: bool = Field(False, description="allow clients without credentials (never implied)")
+    open: bool = Field(False, description="a test sandbox (profile `open`): clients without credentials may "
+                                          "publish and subscribe to any topic except $SYS writes and ecokit's "
+                                          "own service topics; needs anonymous: true")
+
+    @model_validator(mode="after")
+    def _open_needs_anonymous(self) -> AuthConfig:
+        if self.open and not self.anonymous:
+            raise KeyedValueError("open: true needs anonymous: true (an open broker takes clients without "
+                                  "credentials; say so explicitly)", "open")
+        return self
 
 
 class InfluxConfig(Section):

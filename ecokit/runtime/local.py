@@ -126,7 +126,7 @@ class LocalRuntime:
                                          hint=spec.local.install_hint if spec.local else None)
             for port in spec.ports:
                 if not process.port_is_free(host, port.host):
-                    raise PortInUse(spec.name, port.host, host)
+                    raise PortInUse(spec.name, port.host, host, holder=process.port_holder(port.host))
 
     def _ensure(self, spec: ServiceSpec, services: dict[str, Any], on_ready: OnReady,
                 progress: Progress) -> Action:
@@ -190,7 +190,7 @@ class LocalRuntime:
         host = self.readiness.host
         for port in spec.ports:
             if not process.port_is_free(host, port.host):
-                raise PortInUse(spec.name, port.host, host)
+                raise PortInUse(spec.name, port.host, host, holder=process.port_holder(port.host))
         for volume in spec.volumes:
             self.paths.service_data(spec.name).joinpath(volume.name).mkdir(parents=True, exist_ok=True)
         log_path = self.paths.log(spec.name)
