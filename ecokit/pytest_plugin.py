@@ -289,11 +289,15 @@ def shadow(ecokit_stack: TestStack) -> Iterator[ShadowClient]:
 def conformance_targets(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Targets]:
     """What the conformance checks run against: ``--broker`` when given, else a Mosquitto
     ecokit starts for the run (profile tls; a second one with profile mtls on demand)."""
-    from ecokit.conformance import bundled_targets, url_targets
+    from ecokit.conformance import bundled_targets, check_reachable, url_targets
     from ecokit.errors import EcokitError
 
     found = _url_target(pytestconfig)
     if found is not None:
+        try:
+            check_reachable(found)
+        except EcokitError as exc:
+            pytest.fail(f"{exc}" + (f"\nhint: {exc.hint}" if exc.hint else ""), pytrace=False)
         yield url_targets(found)
         return
     try:

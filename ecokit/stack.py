@@ -429,6 +429,12 @@ class Stack:
         self.index.forget(self.project_dir, self.config.stack)
         return stopped
 
+    def require_running(self) -> None:
+        """Raise StackNotRunning (with the way out) unless the last `up` left services running."""
+        if self.current_runtime() is None:
+            raise StackNotRunning(f"stack {self.config.stack!r} is not up",
+                                  hint="run `ecokit up` (`ecokit ps` lists the stacks running on this machine)")
+
     def restart(self, services: Sequence[str] = (), *, progress: Progress = no_progress) -> None:
         name = self.current_runtime()
         if name is None:

@@ -88,6 +88,14 @@ def emit(document: Mapping[str, Any], *, as_json: bool, output: Path | None = No
         _Emitted.done = True
 
 
+def emitted() -> bool:
+    return _Emitted.done
+
+
+def reset_emitted() -> None:
+    _Emitted.done = False
+
+
 def human(as_json: bool) -> Console:
     """Where a command's human-readable lines go: stdout, or stderr when stdout carries JSON."""
     return err if as_json else out

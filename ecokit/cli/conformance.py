@@ -115,7 +115,14 @@ def _targets(broker: str | None, username: str | None, password: str | None, ca:
              key: Path | None, insecure: bool, restricted_username: str | None, restricted_password: str | None,
              denied_topic: str | None, bundled: bool, config: Path | None, profile: str | None,
              console: Any) -> Iterator[Any]:
-    from ecokit.conformance import Credentials, Target, bundled_targets, running_stack_targets, url_targets
+    from ecokit.conformance import (
+        Credentials,
+        Target,
+        bundled_targets,
+        check_reachable,
+        running_stack_targets,
+        url_targets,
+    )
 
     if broker:
         for path in (ca, cert, key):
@@ -127,6 +134,7 @@ def _targets(broker: str | None, username: str | None, password: str | None, ca:
                                  key_file=str(key) if key else None, insecure=insecure, restricted=restricted,
                                  denied_topic=denied_topic)
         target.description = f"{target.url} (given by --broker)"
+        check_reachable(target)
         yield url_targets(target)
         return
     if bundled:
@@ -143,7 +151,9 @@ def _targets(broker: str | None, username: str | None, password: str | None, ca:
             raise ConfigError(str(exc), hint="give --broker URL, run it in a project whose stack is up, or "
                                              "--bundled to let ecokit start a broker for the run") from None
         raise
-    yield running_stack_targets(stack)
+    targets = running_stack_targets(stack)
+    check_reachable(targets.main)
+    yield targets
 
 
 def _run(targets: Any, chosen: list[Any], timeout: float) -> Any:

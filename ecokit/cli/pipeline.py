@@ -73,6 +73,7 @@ def replay(
     from ecokit.store.influx import InfluxV1
 
     stack = load_stack(config, profile)
+    stack.require_running()
     now = dt.datetime.now(dt.UTC)
     start, end = parse_time(since, now=now), parse_time(until, now=now)
     if start >= end:
@@ -188,6 +189,7 @@ def query(
     if influxql is not None:
         _check_statement(influxql)
     stack = load_stack(config, profile)
+    stack.require_running()
     document: dict[str, Any] = {}
     with InfluxV1(stack.influx_endpoint("reader")) as client:
         if influxql:

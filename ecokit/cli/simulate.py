@@ -300,7 +300,7 @@ def send(
     """Send a command (as ecokit-admin on the running stack, or to --broker) and show the acks."""
     from ecokit.clients import stack_connection
     from ecokit.sim.commands import CommandError, new_command
-    from ecokit.sim.control import Ack, send_command
+    from ecokit.sim.control import Ack, check_vehicle_id, send_command
 
     if all_vehicles:
         vehicle, rest = None, words
@@ -308,6 +308,7 @@ def send(
         if len(words) < 2:
             raise UsageError("give VEHICLE NAME (or --all NAME)")
         vehicle, rest = words[0], words[1:]
+        check_vehicle_id(vehicle)
     if not rest:
         raise UsageError("give the command NAME")
     try:

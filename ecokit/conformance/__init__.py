@@ -14,7 +14,14 @@ ecokit.conformance`` through ecokit's pytest plugin. docs/conformance.md has the
 from ecokit.conformance.checks import AREAS, CHECKS, Check
 from ecokit.conformance.outcomes import CannotRun, Outcome, Unsupported
 from ecokit.conformance.runner import BUNDLED_XFAILS, CheckResult, ConformanceReport, run_checks, run_one, select
-from ecokit.conformance.stacks import Targets, bundled_targets, running_stack_targets, stack_target, url_targets
+from ecokit.conformance.stacks import (
+    Targets,
+    bundled_targets,
+    check_reachable,
+    running_stack_targets,
+    stack_target,
+    url_targets,
+)
 from ecokit.conformance.target import Credentials, Target
 
 __all__ = [
@@ -31,6 +38,7 @@ __all__ = [
     "Targets",
     "Unsupported",
     "bundled_targets",
+    "check_reachable",
     "run_checks",
     "run_one",
     "running_stack_targets",

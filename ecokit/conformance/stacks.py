@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import ssl
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from pathlib import Path
 from ecokit.acl import ADMIN_USER
 from ecokit.conformance.outcomes import CannotRun
 from ecokit.conformance.target import Credentials, Target
-from ecokit.errors import StackNotRunning
+from ecokit.errors import BrokerError, StackNotRunning
 from ecokit.stack import Stack
 
 
@@ -72,6 +73,23 @@ def running_stack_targets(stack: Stack) -> Targets:
         return Targets(main, lambda: tls)
     return Targets(main, no_mtls_reason="the stack's TLS listener does not require client certificates "
                                          "(profile mtls does)")
+
+
+def check_reachable(target: Target) -> None:
+    """One CONNECT before the run: an unreachable broker or refused credentials is one clear
+    error, not one failure per check."""
+    try:
+        with target.connected(timeout=10.0):
+            pass
+    except ssl.SSLError as exc:
+        raise BrokerError(f"TLS handshake with {target.url} failed: {exc.reason or exc}",
+                          hint="give the CA that signed the broker's certificate (--ca), or --insecure") from None
+    except (OSError, TimeoutError) as exc:
+        raise BrokerError(f"cannot reach the broker at {target.url}: {exc}",
+                          hint="is it running, and is the URL's host and port right?") from None
+    except AssertionError as exc:
+        raise BrokerError(str(exc), hint="check the credentials (user:password@ in the URL, or --username/--password)"
+                          ) from None
 
 
 def url_targets(target: Target) -> Targets:

@@ -280,7 +280,8 @@ class LocalRuntime:
     def logs(self, service: str, *, follow: bool = False, tail: int = 50) -> Iterator[str]:
         path = self.paths.log(service)
         if not path.exists():
-            raise ServiceError(service, f"has no log yet ({path})")
+            raise ServiceError(service, f"has no log yet ({path})",
+                               hint="it has not run since the last `ecokit down --purge`: `ecokit up` starts it")
         if follow:
             yield from process.follow(path, tail_lines=tail)
         else:
