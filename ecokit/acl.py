@@ -80,6 +80,7 @@ BRIDGE_USER = "ecokit-bridge"
 PROCESSOR_USER = "ecokit-processor"
 SHADOW_USER = "ecokit-shadow"
 REPLAY_USER = "ecokit-replay"
+BROKERSTATS_USER = "ecokit-brokerstats"
 
 SERVICE_ROLES: tuple[ServiceRole, ...] = (
     ServiceRole(ADMIN_USER, "operators, the simulator as admin, command sending, tests",
@@ -95,6 +96,8 @@ SERVICE_ROLES: tuple[ServiceRole, ...] = (
                         Grant("publish", "things/+/shadow/#"))),
     ServiceRole(REPLAY_USER, "replay: republishes archived messages to any topic",
                 grants=(Grant("publish", "#"),)),
+    ServiceRole(BROKERSTATS_USER, "broker metrics: reads Mosquitto's $SYS tree, nothing else",
+                grants=(Grant("subscribe", "$SYS/#"),)),
 )
 
 SERVICE_USERNAMES = tuple(role.username for role in SERVICE_ROLES)

@@ -53,7 +53,7 @@ STACK_SECRETS: dict[str, Callable[[], str]] = {
 }
 
 DOCKER_HOSTNAMES = ("broker", "emqx", "mosquitto", "influxdb", "grafana", "prometheus",
-                    "bridge", "processor", "shadow")
+                    "bridge", "processor", "shadow", "brokerstats")
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,7 @@ class EcokitServicePorts(Section):
     bridge: Port = 9101
     processor: Port = 9102
     shadow: Port = 9103
+    brokerstats: Port = Field(9104, description="Mosquitto's $SYS as Prometheus metrics")
 
 
 class ImagesConfig(Section):

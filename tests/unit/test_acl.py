@@ -358,7 +358,8 @@ def open_stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
 
 def test_an_open_broker_lets_anonymous_clients_reach_any_topic_but_service_ones(open_stack: Stack) -> None:
     policy = open_stack.access_policy()
-    assert policy.anonymous and policy.open
+    assert policy.anonymous
+    assert policy.open
     for topic in ("TopicA", "TopicA/B", "/TopicA", "fleet/v1/telemetry", "fleet/v1/commands", "a/b/c"):
         assert policy.allows(None, "publish", topic)
         assert policy.allows(None, "subscribe", topic)

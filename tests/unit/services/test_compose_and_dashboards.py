@@ -63,7 +63,8 @@ def test_committed_dashboards_are_what_the_code_builds() -> None:
 
 def test_dashboards_cover_fleet_vehicles_pipeline_and_broker() -> None:
     loaded = {p.name: json.loads(p.read_text()) for p in dashboards_dir().glob("*.json")}
-    assert set(loaded) == {"fleet-overview.json", "vehicle-telemetry.json", "pipeline-health.json", "broker.json"}
+    assert set(loaded) == {"fleet-overview.json", "vehicle-telemetry.json", "pipeline-health.json", "broker.json",
+                           "services.json"}
     for name, dashboard in loaded.items():
         assert dashboard["uid"].startswith("ecokit-"), name
         ids = [p["id"] for p in dashboard["panels"]]
@@ -77,8 +78,13 @@ def test_dashboards_cover_fleet_vehicles_pipeline_and_broker() -> None:
     for metric in (dashboards.BRIDGE_RECEIVED, dashboards.BRIDGE_WRITTEN, dashboards.BRIDGE_REJECTED,
                    dashboards.BRIDGE_BUFFERED, dashboards.BRIDGE_DROPPED, dashboards.BRIDGE_LATENCY + "_bucket"):
         assert metric in text["pipeline-health.json"], metric
-    for metric in ("emqx_connections_count", "emqx_messages_received", "emqx_messages_dropped"):
+    for metric in ("emqx_connections_count", "emqx_messages_received", "emqx_messages_dropped",
+                   "mosquitto_clients_connected", "mosquitto_publish_messages_received_total",
+                   "mosquitto_publish_messages_dropped_total"):
         assert metric in text["broker.json"], metric
+    for metric in (dashboards.SHADOW_REQUESTS, dashboards.SHADOW_REJECTIONS, dashboards.SHADOW_LATENCY + "_bucket",
+                   dashboards.PROCESSOR_RECEIVED, dashboards.PROCESSOR_PUBLISHED):
+        assert metric in text["services.json"], metric
     vehicle = loaded["vehicle-telemetry.json"]
     assert [v["name"] for v in vehicle["templating"]["list"]] == ["vehicle"]
     assert all("$vehicle" in t["query"] for p in vehicle["panels"] for t in p["targets"])
