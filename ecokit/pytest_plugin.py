@@ -102,9 +102,15 @@ class StackFactory:
         self.runtime = runtime
 
     def get(self, *, owner: str = "session", **settings: Any) -> TestStack:
+        from ecokit.errors import EcokitError
         from ecokit.testing.pool import StackSettings
 
-        return _started(self.pool, StackSettings.from_mapping(settings, runtime=self.runtime), owner)
+        try:
+            wanted = StackSettings.from_mapping(settings, runtime=self.runtime)
+        except (EcokitError, ValueError, TypeError) as exc:
+            hint = f"; {exc.hint}" if isinstance(exc, EcokitError) and exc.hint else ""
+            pytest.fail(f"ecokit stack settings {settings!r}: {exc}{hint}", pytrace=False)
+        return _started(self.pool, wanted, owner)
 
 
 def _started(pool: StackPool, settings: StackSettings, owner: str) -> TestStack:

@@ -80,7 +80,7 @@ def _default(value: Any) -> Any:
 
 def to_json(document: Mapping[str, Any] | list[Any], *, indent: bool = True) -> str:
     """The document as JSON text (UTF-8, sorted as given, ends in a newline)."""
-    option = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+    option = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_DATETIME
     if indent:
         option |= orjson.OPT_INDENT_2
     return orjson.dumps(document, default=_default, option=option).decode()

@@ -12,6 +12,9 @@ import pytest
 from ecokit.stack import Stack
 from ecokit.testing import running_stack, write_project
 
+# pytester: the tests of ecokit's own pytest plugin (tests/integration/test_pytest_plugin.py).
+pytest_plugins = ("pytester",)
+
 REQUIRED_BINARIES = {"mosquitto": "/usr/sbin/mosquitto", "influxd": "/usr/bin/influxd"}
 
 
