@@ -55,6 +55,8 @@ class BrokerConfig(Section):
     password_iterations: int = Field(1000, ge=1, le=1_000_000,
                                      description="PBKDF2-SHA512 rounds in the Mosquitto password file")
     log_verbose: bool = False
+    sys_interval: int = Field(10, ge=1, le=3600,
+                              description="seconds between Mosquitto's $SYS updates (what broker metrics show)")
 
 
 class TlsConfig(Section):

@@ -59,7 +59,7 @@ MOSQUITTO_GLOBAL = {
     "per_listener_settings", "user", "allow_anonymous", "password_file", "acl_file", "persistence",
     "persistence_location", "autosave_interval", "max_queued_messages", "max_inflight_messages",
     "max_packet_size", "max_keepalive", "set_tcp_nodelay", "log_dest", "log_type", "connection_messages",
-    "log_timestamp", "log_timestamp_format",
+    "log_timestamp", "log_timestamp_format", "sys_interval",
 }
 MOSQUITTO_LISTENER = {"protocol", "cafile", "certfile", "keyfile", "tls_version", "require_certificate",
                       "use_identity_as_username"}
