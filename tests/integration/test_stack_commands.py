@@ -30,7 +30,7 @@ def test_profile_json_ps_and_logs_across_down_and_up(make_project: Callable[...,
         assert up["state"] == "running"
         assert up["actions"]["broker"] == "started"
         assert up["started_at"].endswith("Z")
-        assert "started" in captured.err, "progress goes to stderr under --json"
+        assert "ready  broker" in captured.err, "progress goes to stderr under --json"
         assert main(["ps", "--json"]) == 0
         (row,) = json.loads(capsys.readouterr().out)["stacks"]
         assert (row["stack"], row["state"], row["runtime"], row["profile"]) == ("lifecycle", "running", "local", "tls")
@@ -72,7 +72,7 @@ def test_a_busy_port_names_its_key_where_it_came_from_and_who_holds_it(
             main(["down", "-c", str(config), "--purge"])
     err = capsys.readouterr().err
     assert code == 1
-    assert f"port 127.0.0.1:{port} (broker.ports.mqtt, from {config.name}) is already in use by pid" in err
+    assert f"port 127.0.0.1:{port} (broker.ports.mqtt, from {config}) is already in use by pid" in err
     assert "hint: stop pid" in err
     assert "ECOKIT_BROKER__PORTS__MQTT=<port>" in err
     assert "Traceback" not in err
