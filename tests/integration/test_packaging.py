@@ -57,6 +57,7 @@ def test_the_wheel_ships_plugin_conformance_and_data_but_no_dev_tools(wheel: Pat
                    "ecokit/_data/profiles/open.yaml", "ecokit/brokerstats/service.py"):
         assert wanted in names, wanted
     assert "ecokit/dashboards.py" not in names, "the dashboard generator is a development tool"
+    assert not [n for n in names if n.startswith("ecokit/schemacheck/")], "so is the schema checker"
     assert not [n for n in names if n.startswith("tests/")]
 
 
