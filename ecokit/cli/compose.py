@@ -40,6 +40,6 @@ def compose(
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
     out.print(f"[green]wrote[/green] {path} ({len(plan)} services, mode 600)")
-    for note in compose_notes(plan, stack):
+    for note in compose_notes(plan):
         out.print(f"[yellow]note:[/yellow] {note}")
     out.print(f"start it with: docker compose -f {path} up -d; stop it with `ecokit down` or docker compose down")

@@ -74,7 +74,7 @@ def compose_document(stack: Stack, plan: Sequence[ServiceSpec]) -> dict[str, Any
     volumes: dict[str, Any] = {}
     configs: dict[str, Any] = {}
     in_plan = {s.name for s in plan}
-    healthy = {s.name for s in plan if s.container is not None and healthcheck(s, stack) is not None}
+    healthy = {s.name for s in plan if s.container is not None and healthcheck(s) is not None}
     for spec in ordered(plan):
         if spec.container is None:
             continue
@@ -103,7 +103,7 @@ def compose_document(stack: Stack, plan: Sequence[ServiceSpec]) -> dict[str, Any
                 volumes[key] = {"name": names.volume(spec.name, volume.name),
                                 "labels": names.labels(spec.name, **{"ecokit.volume": volume.name})}
                 entry["volumes"].append(f"{key}:{volume.container_path}")
-        check = healthcheck(spec, stack)
+        check = healthcheck(spec)
         if check is not None:
             entry["healthcheck"] = check
         deps = [d for d in spec.depends_on if d in in_plan]
@@ -136,7 +136,13 @@ def compose_document(stack: Stack, plan: Sequence[ServiceSpec]) -> dict[str, Any
     return document
 
 
-def _check_command(spec: ServiceSpec, stack: Stack) -> list[str] | None:
+def _requires_client_cert(spec: ServiceSpec) -> bool:
+    """Whether the broker's rendered configuration asks TLS clients for a certificate."""
+    return any(b"require_certificate true" in f.content or b'verify = verify_peer' in f.content
+               for f in spec.files)
+
+
+def _check_command(spec: ServiceSpec) -> list[str] | None:
     """The command that tells, inside the container, that the service is ready (None: none fits)."""
     probe = spec.probe
     if probe is None or spec.container is None:
@@ -146,9 +152,9 @@ def _check_command(spec: ServiceSpec, stack: Stack) -> list[str] | None:
         return None
     url = f"http://127.0.0.1:{port.container}{probe.path}"
     if probe.kind == "mqtt":
-        if stack.config.broker.kind == "emqx":
+        if spec.local is not None and spec.local.binary == "emqx":
             return ["/opt/emqx/bin/emqx", "ctl", "status"]
-        if port.scheme == "mqtts" and stack.config.tls.mtls:
+        if port.scheme == "mqtts" and _requires_client_cert(spec):
             return None  # the health user's client certificate is not placed in the broker's container
         command = ["mosquitto_sub", "-h", "localhost" if port.scheme == "mqtts" else "127.0.0.1",
                    "-p", str(port.container), "-t", "ecokit/healthcheck", "-E", "-i", f"{spec.name}-healthcheck",
@@ -168,24 +174,23 @@ def _check_command(spec: ServiceSpec, stack: Stack) -> list[str] | None:
     return ["wget", "-q", "-O", "/dev/null", url]
 
 
-def healthcheck(spec: ServiceSpec, stack: Stack) -> dict[str, Any] | None:
+def healthcheck(spec: ServiceSpec) -> dict[str, Any] | None:
     """Compose's ``healthcheck`` for a service; it may take as long as its probe allows."""
-    command = _check_command(spec, stack)
+    command = _check_command(spec)
     if command is None or spec.probe is None:
         return None
     return {"test": ["CMD", *(_escape(a) for a in command)], "interval": f"{HEALTH_INTERVAL_S}s",
             "timeout": f"{HEALTH_TIMEOUT_S}s", "retries": 3, "start_period": f"{int(spec.probe.timeout)}s"}
 
 
-def compose_notes(plan: Sequence[ServiceSpec], stack: Stack | None = None) -> list[str]:
+def compose_notes(plan: Sequence[ServiceSpec]) -> list[str]:
     notes = ["holds credentials (passwords, tokens, keys): keep it 0600 and out of version control",
              "needs Docker Compose 2.23+ (configs with inline content, copied with uid/gid/mode)",
              "each service has a healthcheck and starts once the services it depends on are healthy"]
-    if stack is not None:
-        unchecked = [s.name for s in plan if s.container is not None and healthcheck(s, stack) is None]
-        if unchecked:
-            notes.append(f"no healthcheck for {', '.join(unchecked)} (no tool in the image fits the probe): "
-                         "what depends on them waits for them to start only")
+    unchecked = [s.name for s in plan if s.container is not None and healthcheck(s) is None]
+    if unchecked:
+        notes.append(f"no healthcheck for {', '.join(unchecked)} (no tool in the image fits the probe): "
+                     "what depends on them waits for them to start only")
     for spec in plan:
         notes += [f"{spec.name}: {POST_START_NOTES[step]}" for step in spec.post_start if step in POST_START_NOTES]
     return notes
@@ -194,7 +199,7 @@ def compose_notes(plan: Sequence[ServiceSpec], stack: Stack | None = None) -> li
 def render_compose(stack: Stack, plan: Sequence[ServiceSpec]) -> str:
     header = [f"# docker-compose.yml for ecokit stack {stack.config.stack!r}, written by `ecokit compose`.",
               "# Equivalent to `ecokit up --runtime docker`: same containers, labels, network and volumes.",
-              *(f"# - {note}" for note in compose_notes(plan, stack))]
+              *(f"# - {note}" for note in compose_notes(plan))]
     body = yaml.dump(compose_document(stack, plan), Dumper=_Dumper, sort_keys=False, width=1000,
                      default_flow_style=False, allow_unicode=True)
     return "\n".join(header) + "\n" + body
