@@ -256,9 +256,12 @@ def test_commands_are_executed_and_acked(stack5: Stack, tmp_path: Path, capsys: 
             assert bad[0].result == "error"
             assert "between" in bad[0].detail
             code = main(["command", "send", "-c", str(stack5.project_dir / "ecokit.yaml"), "vehicle-0003",
-                         "engine_stop"])
+                         "engine_stop", "--json"])
             assert code == 0
-            assert "vehicle-0003" in capsys.readouterr().out
+            sent = json.loads(capsys.readouterr().out)
+            assert (sent["name"], sent["vehicle"], sent["broadcast"]) == ("engine_stop", "vehicle-0003", False)
+            assert sent["sent_at"].endswith("Z")
+            assert [(a["vehicle"], a["ok"]) for a in sent["acks"]] == [("vehicle-0003", True)]
             time.sleep(3.0)
             summary = bg.join(30)
         got = telemetry_by_vehicle(sub.drain(0.5))["vehicle-0001"]
