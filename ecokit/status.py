@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from ecokit.acl import SERVICE_ROLES
 from ecokit.paths import Target
+from ecokit.report import stamped
 from ecokit.runtime.base import ServiceStatus
 from ecokit.stack import Stack
 
@@ -23,10 +24,15 @@ class StackStatus:
     credentials: dict[str, Any]
     project_dir: str = ""
     notes: list[str] = field(default_factory=list)
+    profile: str | None = None
+    # Anonymous clients may publish and subscribe almost anywhere (the `open` sandbox).
+    open_broker: bool = False
+    started: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "stack": self.stack, "runtime": self.runtime, "state": self.state,
+            "stack": self.stack, "runtime": self.runtime, "state": self.state, "profile": self.profile,
+            "open_broker": self.open_broker, **stamped("started_at", self.started if self.runtime else None),
             "project_dir": self.project_dir,
             "services": {s.name: {k: v for k, v in {
                 "state": s.state, "description": s.description, "pid": s.pid, "container": s.container,
@@ -80,5 +86,7 @@ def stack_status(stack: Stack, *, show_secrets: bool = False) -> StackStatus:
     if show_secrets:
         credentials["service_passwords"] = {r.username: stack.service_credentials(r.username)[1]
                                             for r in SERVICE_ROLES}
+    recorded = stack.index.get(stack.project_dir, stack.config.stack)
     return StackStatus(stack.config.stack, name, state, services, broker, influx, web, credentials,
-                       project_dir=str(stack.project_dir), notes=list(stack.notes))
+                       project_dir=str(stack.project_dir), notes=list(stack.notes), profile=stack.active_profile,
+                       open_broker=stack.config.auth.open, started=recorded.started if recorded else None)

@@ -14,7 +14,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, LiveLine, ProfileOption, err, load_stack, out
+from ecokit.cli.common import (
+    ConfigOption,
+    DebugOption,
+    JsonOption,
+    LiveLine,
+    OutputOption,
+    ProfileOption,
+    emit,
+    err,
+    load_stack,
+    out,
+)
 from ecokit.durations import duration_seconds
 from ecokit.errors import BrokerError, ConfigError, UsageError
 
@@ -128,10 +139,13 @@ def simulate(
     client_id_prefix: Annotated[str, typer.Option("--client-id-prefix", help="prefix of every client id")] = "",
     drain: Annotated[str, typer.Option("--drain", help="at the end, wait this long for acks and queues")] = "15s",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no status line")] = False,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
     config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False,
 ) -> None:
     """Simulate a fleet of vehicles publishing telemetry and answering commands.
+
+    Ctrl-C (or SIGTERM) stops it: vehicles drain and disconnect, the summary says it was
+    interrupted, and the exit code is 130.
 
     Defaults come from the `simulator:` section of ecokit.yaml (flags override it)."""
     from ecokit.config.loader import load_config
@@ -180,24 +194,34 @@ def simulate(
     _raise_nofile(len(fleet) * 2 + 256)
     status = _StatusLine(quiet or as_json)
     sim = Simulator(fleet, connection.target, connection.auth, settings, progress=status)
+    interrupted: list[str] = []
     with status:
-        summary = asyncio.run(_run(sim))
+        summary = asyncio.run(_run(sim, interrupted))
     if sim.discarded and not as_json:
         out.print(f"[yellow]note:[/yellow] discarded {sim.discarded} message(s) an earlier run left queued "
                   "(--keep-queue sends them)")
-    if as_json:
-        out.print_json(json.dumps(summary.to_dict()))
-    else:
+    emit({**summary.to_dict(), "interrupted": bool(interrupted), "stopped_by": interrupted[0] if interrupted else None},
+         as_json=as_json, output=output)
+    if not as_json:
         _print_summary(summary)
     if summary.ever_connected == 0:
         last = summary.last_errors[-1] if summary.last_errors else "no answer"
         raise BrokerError(f"no vehicle could connect to {connection.target.url} ({last})")
+    if interrupted:
+        err.print(f"[yellow]interrupted ({interrupted[0]}): the summary covers the part that ran[/yellow]")
+        raise typer.Exit(130)
 
 
-async def _run(sim: Any) -> Any:
+async def _run(sim: Any, interrupted: list[str]) -> Any:
+    """Run the fleet; SIGINT/SIGTERM stop it cleanly (drained, summarised) and are noted."""
     loop = asyncio.get_running_loop()
+
+    def stop(name: str) -> None:
+        interrupted.append(name)
+        sim.request_stop()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, sim.request_stop)
+        loop.add_signal_handler(sig, stop, sig.name)
     try:
         return await sim.run()
     finally:
@@ -266,13 +290,14 @@ def send(
                                                show_default=False)] = None,
     broker: BrokerOption = None, username: UsernameOption = None, password: PasswordOption = None,
     ca: CaOption = None, cert: CertOption = None, key: KeyOption = None, insecure: InsecureOption = False,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
     config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False,
 ) -> None:
     """Send a command (as ecokit-admin on the running stack, or to --broker) and show the acks."""
     from ecokit.clients import stack_connection
+    from ecokit.report import stamped
     from ecokit.sim.commands import CommandError, new_command
-    from ecokit.sim.control import Ack, send_command
+    from ecokit.sim.control import Ack, check_vehicle_id, send_command
 
     if all_vehicles:
         vehicle, rest = None, words
@@ -280,6 +305,7 @@ def send(
         if len(words) < 2:
             raise UsageError("give VEHICLE NAME (or --all NAME)")
         vehicle, rest = words[0], words[1:]
+        check_vehicle_id(vehicle)
     if not rest:
         raise UsageError("give the command NAME")
     try:
@@ -306,9 +332,11 @@ def send(
         out.print(f"{command.name} {json.dumps(dict(command.args)) if command.args else ''} -> "
                   f"{vehicle or 'all vehicles'} [dim](id {command.id})[/dim]")
     acks = send_command(connection.target, auth, command, vehicle, timeout=timeout, expect=expect, on_ack=shown)
-    if as_json:
-        out.print_json(json.dumps({"id": command.id, "name": command.name, "acks": [a.__dict__ for a in acks]}))
-    elif all_vehicles:
+    sent_at = command.ts / 1000 if command.ts is not None else None
+    emit({"id": command.id, "name": command.name, "args": dict(command.args), "vehicle": vehicle,
+          "broadcast": vehicle is None, **stamped("sent_at", sent_at), "timeout_s": timeout,
+          "acks": [{**a.__dict__, "ok": a.result == "ok"} for a in acks]}, as_json=as_json, output=output)
+    if all_vehicles and not as_json:
         out.print(f"{len(acks)} ack(s) within {timeout:g}s")
     if vehicle is not None and not acks:
         raise BrokerError(f"no ack from {vehicle} within {timeout:g}s",

@@ -55,6 +55,8 @@ class BrokerConfig(Section):
     password_iterations: int = Field(1000, ge=1, le=1_000_000,
                                      description="PBKDF2-SHA512 rounds in the Mosquitto password file")
     log_verbose: bool = False
+    sys_interval: int = Field(10, ge=1, le=3600,
+                              description="seconds between Mosquitto's $SYS updates (what broker metrics show)")
 
 
 class TlsConfig(Section):
@@ -83,6 +85,16 @@ class CertsConfig(Section):
 
 class AuthConfig(Section):
     anonymous: bool = Field(False, description="allow clients without credentials (never implied)")
+    open: bool = Field(False, description="a test sandbox (profile `open`): clients without credentials may "
+                                          "publish and subscribe to any topic except $SYS writes and ecokit's "
+                                          "own service topics; needs anonymous: true")
+
+    @model_validator(mode="after")
+    def _open_needs_anonymous(self) -> AuthConfig:
+        if self.open and not self.anonymous:
+            raise KeyedValueError("open: true needs anonymous: true (an open broker takes clients without "
+                                  "credentials; say so explicitly)", "open")
+        return self
 
 
 class InfluxConfig(Section):
@@ -125,6 +137,7 @@ class EcokitServicePorts(Section):
     bridge: Port = 9101
     processor: Port = 9102
     shadow: Port = 9103
+    brokerstats: Port = Field(9104, description="Mosquitto's $SYS as Prometheus metrics")
 
 
 class ImagesConfig(Section):

@@ -261,9 +261,12 @@ def test_commands_are_executed_and_acked(stack5: Stack, tmp_path: Path, capsys: 
             assert bad[0].result == "error"
             assert "between" in bad[0].detail
             code = main(["command", "send", "-c", str(stack5.project_dir / "ecokit.yaml"), "vehicle-0003",
-                         "engine_stop"])
+                         "engine_stop", "--json"])
             assert code == 0
-            assert "vehicle-0003" in capsys.readouterr().out
+            sent = json.loads(capsys.readouterr().out)
+            assert (sent["name"], sent["vehicle"], sent["broadcast"]) == ("engine_stop", "vehicle-0003", False)
+            assert sent["sent_at"].endswith("Z")
+            assert [(a["vehicle"], a["ok"]) for a in sent["acks"]] == [("vehicle-0003", True)]
             summary = bg.join(30)  # the rest of the 8 s at the new interval
         got = telemetry_by_vehicle(sub.drain(0.5))["vehicle-0001"]
     after = sorted(m["ts"] for m in got if m["ts"] > changed + 600)
@@ -435,3 +438,29 @@ def test_defaults_come_from_the_simulator_section_and_flags_win(make_project: Pr
     assert all(m.qos == 1 for m in from_env_and_flags)
     assert all(REGIONS["paris"].contains(json.loads(m.payload)["lat"], json.loads(m.payload)["lng"])
                for m in from_env_and_flags)
+
+
+def test_an_interrupted_run_exits_130_and_its_summary_says_so(stack5: Stack, tmp_path: Path) -> None:
+    config = stack5.project_dir / "ecokit.yaml"
+    with admin_client(stack5) as sub:
+        sub.connect()
+        sub.subscribe("fleet/vehicle-0001/telemetry", qos=1)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        proc = subprocess.Popen([sys.executable, "-m", "ecokit", "simulate", "-c", str(config), "--vehicles", "1",
+                                 "--rate", "200ms", "--duration", "60s", "--json", "--drain", "2s", "--queue",
+                                 str(tmp_path / "q.sqlite")],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            sub.expect(2, timeout=30)  # running: telemetry arrives
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 130, err
+    summary = json.loads(out)
+    assert summary["interrupted"] is True
+    assert summary["stopped_by"] == "SIGINT"
+    assert summary["produced"] >= 2
+    assert "interrupted (SIGINT)" in err
