@@ -8,6 +8,8 @@ SYSTEM_PACKAGES=(python3 python3-venv python3-pip mosquitto mosquitto-clients in
                  ca-certificates curl git)
 # The docker runtime's test lane: a private dockerd and images built from debootstrap.
 SYSTEM_PACKAGES+=(docker.io debootstrap)
+# The console's browser tests and page benchmark: headless Chromium driven by Selenium.
+SYSTEM_PACKAGES+=(chromium chromium-driver)
 
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
