@@ -71,6 +71,15 @@ SERVICE_ROLES: tuple[ServiceRole, ...] = (
     ServiceRole("ecokit-shadow", "shadow service: answers shadow requests",
                 grants=(Grant("subscribe", "things/+/shadow/#"),
                         Grant("publish", "things/+/shadow/#"))),
+    ServiceRole("ecokit-console", "fleet console: reads fleet state and acks, sends commands, asks shadows",
+                grants=(Grant("subscribe", "fleet/+/telemetry"), Grant("subscribe", "fleet/+/status"),
+                        Grant("subscribe", "fleet/+/commands/ack"), Grant("publish", "fleet/+/commands"),
+                        Grant("publish", "ecokit/deadletter/console"),
+                        *(Grant("publish", f"{prefix}/{op}") for prefix in ("things/+/shadow", "things/+/shadow/name/+")
+                          for op in ("get", "update")),
+                        *(Grant("subscribe", f"{prefix}/{op}/{result}")
+                          for prefix in ("things/+/shadow", "things/+/shadow/name/+")
+                          for op in ("get", "update") for result in ("accepted", "rejected")))),
     ServiceRole("ecokit-replay", "replay: republishes archived messages to any topic",
                 grants=(Grant("publish", "#"),)),
 )

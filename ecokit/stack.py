@@ -52,6 +52,7 @@ class StackStatus:
     credentials: dict[str, Any]
     project_dir: str = ""
     notes: list[str] = field(default_factory=list)
+    console: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,7 +63,7 @@ class StackStatus:
                 "ports": s.ports, "log": s.log, "detail": s.detail or None}.items() if v is not None}
                 for s in self.services},
             "broker": self.broker, "influxdb": self.influxdb, "web": self.web,
-            "credentials": self.credentials, "notes": self.notes,
+            "credentials": self.credentials, "notes": self.notes, "console": self.console,
         }
 
 
@@ -151,7 +152,7 @@ class Stack:
             names.INFLUX_READER: generate_password, names.INFLUX_TOKEN: generate_token,
             names.GRAFANA_ADMIN: generate_password, names.GRAFANA_SECRET_KEY: generate_token,
             names.EMQX_COOKIE: generate_password, names.EMQX_DASHBOARD: generate_password,
-            names.EMQX_API_SECRET: generate_password,
+            names.EMQX_API_SECRET: generate_password, names.CONSOLE_TOKEN: generate_token,
         }
         for role in SERVICE_ROLES:
             wanted[f"service/{role.username}"] = generate_password
@@ -439,7 +440,20 @@ class Stack:
             credentials["service_passwords"] = {r.username: self.service_credentials(r.username)[1]
                                                 for r in SERVICE_ROLES}
         return StackStatus(self.config.stack, name, state, services, broker, influx, web, credentials,
-                           project_dir=str(self.project_dir), notes=list(self.notes))
+                           project_dir=str(self.project_dir), notes=list(self.notes),
+                           console=self.console_status(show_secrets=show_secrets))
+
+    def console_status(self, *, show_secrets: bool = False) -> dict[str, Any] | None:
+        """The console's URL (and, when asked, its token and the URL that carries it)."""
+        from ecokit.console.client import ConsoleEndpoint
+
+        endpoint = ConsoleEndpoint.for_stack(self)
+        if endpoint is None:
+            return None
+        out: dict[str, Any] = {"url": f"{endpoint.url}/", "docs": f"{endpoint.url}/docs"}
+        if show_secrets:
+            out.update(token=endpoint.token, page=endpoint.page)
+        return out
 
 
 def _write_file(path: Path, content: bytes, mode: int) -> None:

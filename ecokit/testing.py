@@ -87,6 +87,7 @@ def project_config(*, stack: str = "test", extra: Mapping[str, Any] | None = Non
         "grafana": {"enabled": False, "port": free_port()},
         "prometheus": {"enabled": False, "port": free_port()},
         "service_ports": {k: free_port() for k in ("bridge", "processor", "shadow")},
+        "console": {"port": free_port()},
     }
     for key, value in (extra or {}).items():
         if isinstance(value, Mapping) and isinstance(cfg.get(key), dict):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from ecokit.cli import app, out
+from ecokit.cli import app, err, out
 from ecokit.cli.common import (
     ConfigOption,
     DebugOption,
@@ -21,6 +21,9 @@ from ecokit.cli.common import (
 )
 from ecokit.errors import EcokitError
 from ecokit.runtime.base import ServiceEvent
+
+if TYPE_CHECKING:
+    from ecokit.stack import Stack, StackStatus
 
 STATE_STYLE = {"running": "green", "stopped": "dim", "exited": "red", "unavailable": "yellow",
                "unhealthy": "red"}
@@ -158,7 +161,20 @@ def _print_endpoints(stack: object) -> None:
         svc = next((s for s in status.services if s.name == name), None)
         if svc and svc.state == "running":
             out.print(f"  {name:<10} {url}")
+    _print_console(stack, status)
     out.print("[dim]credentials: `ecokit status --json --show-secrets`, devices: `ecokit devices list`[/dim]")
+
+
+def _print_console(stack: Stack, status: StackStatus) -> None:
+    """The console's URL with its token, like Jupyter prints its own (this terminal only)."""
+    svc = next((s for s in status.services if s.name == "console"), None)
+    console = stack.console_status(show_secrets=True)
+    if svc is None or console is None:
+        return
+    if svc.state == "running":
+        out.print(f"  {'console':<10} [bold]{console['page']}[/bold]")
+    else:
+        out.print(f"  {'console':<10} {console['url']} [dim]({svc.state})[/dim]")
 
 
 @app.command()
@@ -185,6 +201,7 @@ def status(config: ConfigOption = None, profile: ProfileOption = None, as_json: 
     for name, url in st.broker["endpoints"].items():
         out.print(f"  {name:<10} {url}")
     out.print(f"  {'influxdb':<10} {st.influxdb['url']} db={st.influxdb['database']}")
+    _print_console(stack, st)
     if st.broker.get("ca"):
         out.print(f"  {'ca':<10} {st.broker['ca']}")
     out.print(f"  {'secrets':<10} {st.credentials['secrets_file']}")
@@ -232,3 +249,45 @@ def down(purge: Annotated[bool, typer.Option("--purge", help="also delete data a
         out.print(f"stack {stack.config.stack} was not running")
     if purge:
         out.print(f"[yellow]purged[/yellow] data and logs under {stack.paths.root}")
+
+
+@app.command("open")
+def open_console(
+    token_only: Annotated[bool, typer.Option("--token", help="print only the console token (for scripts)")] = False,
+    print_only: Annotated[bool, typer.Option("--print", help="print the URL; do not open a browser")] = False,
+    config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False,
+) -> None:
+    """Open the fleet console in the default browser (prints its URL with the token)."""
+    from ecokit.console.client import ConsoleEndpoint
+    from ecokit.errors import ConfigError
+
+    stack = load_stack(config, profile)
+    endpoint = ConsoleEndpoint.for_stack(stack)
+    if endpoint is None:
+        raise ConfigError("this stack has no console", key="console.enabled", hint="set console.enabled: true")
+    if token_only:
+        out.print(endpoint.token, markup=False, highlight=False)
+        return
+    out.print(endpoint.page, markup=False, highlight=False)
+    if stack.current_runtime() is None:
+        err.print("[yellow]note:[/yellow] the stack is not up; run `ecokit up` first")
+        return
+    if not print_only and not _open_browser(endpoint.page):
+        err.print("[dim]no browser here: open the URL above in one[/dim]")
+
+
+def _open_browser(url: str) -> bool:
+    """Open ``url`` in a graphical browser; False where there is none (a server, SSH, CI).
+
+    Text browsers are never used: they would take over this terminal."""
+    import os
+    import sys
+    import webbrowser
+
+    if sys.platform.startswith("linux") or "bsd" in sys.platform:
+        if not (os.environ.get("BROWSER") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            return False
+    try:
+        return webbrowser.open(url, new=2)
+    except webbrowser.Error:
+        return False

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ecokit.config.bench import BenchConfig
+from ecokit.config.console import ConsoleConfig
 from ecokit.config.rules import (
     BridgeConfig,
     ProcessorConfig,
@@ -212,6 +213,7 @@ class StackConfig(Section):
     processor: ProcessorConfig = ProcessorConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     bench: BenchConfig = BenchConfig()
+    console: ConsoleConfig = ConsoleConfig()
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="user profiles: overlays applied with --profile NAME"
     )
@@ -271,6 +273,8 @@ class StackConfig(Section):
         ports["grafana.port"] = self.grafana.port
         ports["prometheus.port"] = self.prometheus.port
         ports.update({f"service_ports.{k}": v for k, v in self.service_ports.model_dump().items()})
+        if self.console.enabled:
+            ports["console.port"] = self.console.port
         return ports
 
     @property

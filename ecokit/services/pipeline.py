@@ -42,10 +42,15 @@ def emqx_rules_pipeline(ctx: PlanContext) -> EmqxPipeline:
                          authorization=authorization)
 
 
+def bridge_enabled(ctx: PlanContext) -> bool:
+    """Whether the stack runs the bridge: for every broker but EMQX (whose rules do its work)."""
+    return ctx.config.broker.kind != "emqx" and ctx.config.bridge.enabled
+
+
 def bridge(ctx: PlanContext) -> ServiceSpec | None:
     """The ecokit bridge, for every broker but EMQX (whose rules do the same work)."""
     cfg = ctx.config
-    if cfg.broker.kind == "emqx" or not cfg.bridge.enabled:
+    if not bridge_enabled(ctx):
         return None
     config = {
         "service": BRIDGE,
