@@ -59,6 +59,8 @@ def downsample(points: Sequence[Point], max_points: int) -> list[Point]:
         raise ValueError("max_points must be at least 2")
     if n <= max_points:
         return list(points)
+    if max_points == 2:
+        return [points[0], points[-1]]
     out = [points[0]]
     every = (n - 2) / (max_points - 2)
     a = 0
