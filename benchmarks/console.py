@@ -6,7 +6,7 @@ console): a fleet of --vehicles at 1 msg/s each, QoS 1, published by paced proce
 Figures (goals from issue 12): the console's CPU (% of one core) and RSS over the measured
 window, and publish → WebSocket frame latency: every telemetry message carries its publish
 time (``ts``, epoch ms, set just before the publish), and a WebSocket client timestamps each
-diff frame as it arrives; the latency of a vehicle in a frame is arrival − ts (p50, p99,
+diff frame as it arrives; the latency of a vehicle in a frame is arrival - ts (p50, p99,
 max). The page's own frame time is benchmarks/console_page.py's.
 
 Side by side, on the same traffic in the same run: the bridge's and the fleet processor's
@@ -34,7 +34,7 @@ import websockets
 from _common import machine, stack
 
 from ecokit.console.client import ConsoleEndpoint
-from ecokit.fastmqtt import FastMqtt
+from ecokit.mqtt.fast import FastMqtt
 from ecokit.stack import Stack
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from ecokit.cli import app, err, out
 from ecokit.cli.common import (
     ConfigOption,
     DebugOption,
@@ -17,13 +16,18 @@ from ecokit.cli.common import (
     ProfileOption,
     RuntimeChoice,
     RuntimeOption,
+    err,
     load_stack,
+    out,
 )
 from ecokit.errors import EcokitError
 from ecokit.runtime.base import ServiceEvent
 
 if TYPE_CHECKING:
     from ecokit.stack import Stack, StackStatus
+
+# This module's commands; ecokit.cli joins them into the `ecokit` command.
+app = typer.Typer()
 
 STATE_STYLE = {"running": "green", "stopped": "dim", "exited": "red", "unavailable": "yellow",
                "unhealthy": "red"}

@@ -6,15 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import requests
 
 from ecokit.console.lifecycle import FINAL
 from ecokit.errors import EcokitError
-
-if TYPE_CHECKING:
-    from ecokit.stack import Stack
 
 
 class ConsoleError(EcokitError):
@@ -39,18 +36,13 @@ class ConsoleEndpoint:
         return f"{self.url}/?token={self.token}"
 
     @classmethod
-    def for_stack(cls, stack: Stack) -> ConsoleEndpoint | None:
-        """The stack's console, or None when it has none."""
-        cfg = stack.config.console
-        if not cfg.enabled:
-            return None
-        host = cfg.bind or stack.config.bind
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1"
-        shown = f"[{host}]" if ":" in host else host
-        from ecokit.services.context import CONSOLE_TOKEN
+    def for_stack(cls, stack: HasConsole) -> ConsoleEndpoint | None:
+        """The stack's console, or None when it has none (``Stack.console_endpoint``)."""
+        return stack.console_endpoint()
 
-        return cls(f"http://{shown}:{cfg.port}", stack.secret_values()[CONSOLE_TOKEN])
+
+class HasConsole(Protocol):
+    def console_endpoint(self) -> ConsoleEndpoint | None: ...
 
 
 class ConsoleClient:

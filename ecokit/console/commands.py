@@ -34,7 +34,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CollectorRegistry, Counter
 
 from ecokit.console.lifecycle import FINAL, STATES, CommandRecord
-from ecokit.daemon import OncePerKind, mqtt_tls
+from ecokit.contract import MqttSettings
+from ecokit.daemon import OncePerKind
 from ecokit.errors import EcokitError
 from ecokit.sim.commands import Command
 from ecokit.sim.fleet import commands_topic
@@ -169,14 +170,14 @@ class CommandChannel:
     """The console's paho connection for commands: publish at QoS 1, PUBACK reason codes,
     acks on ``fleet/+/commands/ack``. Callbacks only enqueue events for the engine."""
 
-    def __init__(self, mqtt_target: dict[str, Any], *, client_id: str, events: queue.Queue[tuple[str, Any]],
+    def __init__(self, settings: MqttSettings, *, client_id: str, events: queue.Queue[tuple[str, Any]],
                  log: logging.Logger) -> None:
         self.events = events
         self.log = log
         self.once = OncePerKind(log)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(mqtt_target["username"], mqtt_target["password"])
-        tls = mqtt_tls(mqtt_target)
+        self.client.username_pw_set(settings.username, settings.password)
+        tls = settings.tls_context()
         if tls is not None:
             self.client.tls_set_context(tls)
         self.client.reconnect_delay_set(1, 10)
@@ -187,7 +188,7 @@ class CommandChannel:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
-        self.host, self.port = mqtt_target["host"], int(mqtt_target["port"])
+        self.host, self.port = settings.host, settings.port
         self.subscribed = threading.Event()
 
     def start(self) -> None:

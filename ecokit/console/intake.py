@@ -15,15 +15,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ecokit.console.state import FleetStore, Rejected
 from ecokit.console.stats import LatencyWindow, RateMeter
-from ecokit.daemon import OncePerKind, mqtt_tls
+from ecokit.contract import MqttSettings
+from ecokit.daemon import OncePerKind
 from ecokit.errors import BrokerError
-from ecokit.fastmqtt import FastMqtt, Received, Subscription
+from ecokit.mqtt.fast import FastMqtt, Received, Subscription
 from ecokit.rules.engine import Message, Rejection, decode_json
 
 TELEMETRY = "fleet/+/telemetry"
@@ -45,7 +45,7 @@ class IntakeMetrics:
 
 
 class Intake:
-    def __init__(self, mqtt_target: dict[str, Any], *, client_id: str, store: FleetStore, rate: RateMeter,
+    def __init__(self, mqtt: MqttSettings, *, client_id: str, store: FleetStore, rate: RateMeter,
                  latency: LatencyWindow, on_online: Callable[[list[str]], None], metrics: IntakeMetrics,
                  log: logging.Logger) -> None:
         self.store = store
@@ -56,9 +56,9 @@ class Intake:
         self.log = log
         self.once = OncePerKind(log)
         self.errors: dict[str, int] = {}
-        self.mqtt = FastMqtt(mqtt_target["host"], int(mqtt_target["port"]), client_id=client_id,
-                             username=mqtt_target["username"], password=mqtt_target["password"],
-                             tls=mqtt_tls(mqtt_target), clean_start=True, session_expiry=0, keepalive=30)
+        self.mqtt = FastMqtt(mqtt.host, mqtt.port, client_id=client_id, username=mqtt.username,
+                             password=mqtt.password, tls=mqtt.tls_context(), clean_start=True, session_expiry=0,
+                             keepalive=30)
         self.ready = threading.Event()
         self.thread: threading.Thread | None = None
         self.failure: str | None = None

@@ -15,7 +15,6 @@ import hmac
 import json
 import logging
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -26,16 +25,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge
 
 from ecokit.console.commands import CommandChannel, CommandEngine, CommandMetrics, CommandStore
-from ecokit.console.config import ConsoleServiceConfig, load_console_config
+from ecokit.console.contract import ConsoleServiceConfig
 from ecokit.console.hub import Hub, StreamMetrics
 from ecokit.console.intake import Intake, IntakeMetrics
 from ecokit.console.lifecycle import CommandRecord
 from ecokit.console.state import FleetStore
 from ecokit.console.stats import BridgeProbe, LatencyWindow, RateMeter
-from ecokit.daemon import mqtt_tls, setup_logging
-from ecokit.errors import EcokitError
 from ecokit.shadow.client import ShadowClient
-from ecokit.store.influx import InfluxEndpoint, InfluxV1
+from ecokit.store.influx import InfluxV1
 
 COOKIE = "ecokit_console"
 REGISTRY_CHECK = 2.0  # seconds between checks of the device registry file
@@ -93,7 +90,7 @@ class ConsoleService:
         self.engine = CommandEngine(CommandStore(config.database), is_online=self._is_online,
                                     on_change=self._commands_changed, metrics=CommandMetrics(self.registry),
                                     log=log, keep_days=self.settings.commands.keep_days)
-        mqtt = config.mqtt_dict()
+        mqtt = config.mqtt
         self.channel = CommandChannel(mqtt, client_id=f"ecokit-console-{config.stack}", events=self.engine.events,
                                       log=log)
         self.intake = Intake(mqtt, client_id=f"ecokit-console-{config.stack}-intake-{uuid.uuid4().hex[:6]}",
@@ -121,9 +118,7 @@ class ConsoleService:
         return value is not None and hmac.compare_digest(value.encode(), self.cookie_value.encode())
 
     def influx(self) -> InfluxV1:
-        t = self.config.influx
-        return InfluxV1(InfluxEndpoint(t.url, t.database, username=t.username, password=t.password, token=t.token,
-                                       version=t.version), timeout=10.0)
+        return InfluxV1(self.config.influx.endpoint(), timeout=10.0)
 
     def shadow_client(self) -> ShadowClient:
         """The console's shadow client, connected on first use (and again after a failure)."""
@@ -131,7 +126,7 @@ class ConsoleService:
             if self._shadow is None:
                 m = self.config.mqtt
                 client = ShadowClient(m.host, m.port, username=m.username, password=m.password,
-                                      tls=mqtt_tls(self.config.mqtt_dict()),
+                                      tls=m.tls_context(),
                                       client_id=f"ecokit-console-{self.config.stack}-shadow-{uuid.uuid4().hex[:6]}")
                 self._shadow = client.connect()
             return self._shadow
@@ -208,37 +203,3 @@ class ConsoleService:
         self.engine.store.close()
         self.drop_shadow_client()
         self.bridge.close()
-
-
-def _plain_text(record: logging.LogRecord) -> bool:
-    """uvicorn adds a terminal-coloured copy of some messages; JSON logs want the plain one."""
-    record.__dict__.pop("color_message", None)
-    return True
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m ecokit.console <console.json>``."""
-    import uvicorn
-
-    from ecokit.console.app import create_app
-
-    args = sys.argv[1:] if argv is None else argv
-    log = setup_logging("console")
-    for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).addFilter(_plain_text)
-    if len(args) != 1:
-        log.error("usage: python -m ecokit.console <console.json>")
-        return 2
-    try:
-        config = load_console_config(args[0])
-        service = ConsoleService(config, log)
-    except EcokitError as exc:
-        log.error(f"cannot start: {exc}")
-        return 2
-    app = create_app(service)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=config.http.host, port=config.http.port, log_config=None, access_log=False, ws="websockets",
-        lifespan="on", server_header=False, date_header=True, proxy_headers=False, ws_max_size=65_536,
-        ws_ping_interval=20.0, ws_ping_timeout=20.0, timeout_graceful_shutdown=5, h11_max_incomplete_event_size=65_536))
-    server.run()
-    return 0

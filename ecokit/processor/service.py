@@ -24,8 +24,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ecokit.config.rules import ProcessorConfig
-from ecokit.daemon import OncePerKind, mqtt_tls
+from ecokit.daemon import OncePerKind
+from ecokit.processor.contract import ProcessorServiceConfig
 from ecokit.processor.state import FleetState, StatusUpdate
 
 TELEMETRY = "fleet/+/telemetry"
@@ -33,11 +33,11 @@ STATUS = "fleet/+/status"
 
 
 class Processor:
-    def __init__(self, config: dict[str, Any], *, log: logging.Logger,
+    def __init__(self, config: ProcessorServiceConfig, *, log: logging.Logger,
                  registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.log = log
-        self.settings = ProcessorConfig.model_validate(config.get("processor", {}))
+        self.settings = config.processor
         self.state = FleetState(offline_after=self.settings.offline_after,
                                 status_interval=self.settings.status_interval)
         self.lock = threading.Lock()
@@ -53,13 +53,12 @@ class Processor:
         vehicles = Gauge("ecokit_processor_vehicles", "vehicles by state", ["state"], registry=self.registry)
         for name in ("online", "offline"):
             vehicles.labels(name).set_function(functools.partial(self._count, name))
-        m = config["mqtt"]
-        stack = config.get("stack", "ecokit")
+        m = config.mqtt
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=f"ecokit-processor-{stack}-{uuid.uuid4().hex[:6]}",
+                                  client_id=f"ecokit-processor-{config.stack}-{uuid.uuid4().hex[:6]}",
                                   protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(m.get("username"), m.get("password"))
-        tls = mqtt_tls(m)
+        self.client.username_pw_set(m.username, m.password)
+        tls = m.tls_context()
         if tls is not None:
             self.client.tls_set_context(tls)
         self.client.max_inflight_messages_set(1000)
@@ -67,7 +66,7 @@ class Processor:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.host, self.port = m["host"], int(m["port"])
+        self.host, self.port = m.host, m.port
 
     def _count(self, state: str) -> int:
         with self.lock:

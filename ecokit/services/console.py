@@ -1,18 +1,20 @@
 """The fleet console in the plan: ecokit's own Python process (or the ecokit image) with
 its own broker user (``ecokit-console``), InfluxDB read rights and the console token.
 
-Two rendered files: ``console.json`` (0600: credentials and the token, validated by
-``ecokit.console.config`` at start) and ``devices.json`` (the registry's ids; reloadable, so
-`ecokit devices add` reaches a running console by SIGHUP, without a restart).
+Two rendered files: ``console.json`` (0600: credentials and the token; the contract in
+``ecokit/console/contract.py``, validated by the service at start) and ``devices.json`` (the
+registry's ids; reloadable, so `ecokit devices add` reaches a running console by SIGHUP,
+without a restart).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
 
-from ecokit.console.config import ConsoleServiceConfig
+from ecokit.acl import CONSOLE_USER
+from ecokit.console.contract import ConsoleServiceConfig, HistorySource, Registry
+from ecokit.contract import HttpListen, InfluxSettings
 from ecokit.services.context import CONSOLE_TOKEN, INFLUX_READER, INFLUX_TOKEN, PlanContext
 from ecokit.services.influxdb import INFLUXDB, influx_version
 from ecokit.services.pipeline import BRIDGE, bridge_enabled
@@ -20,60 +22,49 @@ from ecokit.services.python_service import CONTAINER_CONFIG, mqtt_target, python
 from ecokit.services.spec import RenderedFile, ServiceSpec, Volume
 
 CONSOLE = "console"
-CONSOLE_USER = "ecokit-console"
 CONTAINER_DATA = "/ecokit/data"
 DEVICES_FILE = "devices.json"
 TELEMETRY_TOPIC = "fleet/+/telemetry"
 
 
-def influx_read_target(ctx: PlanContext) -> dict[str, Any]:
+def influx_read_target(ctx: PlanContext) -> InfluxSettings:
     """How a service of the stack reads InfluxDB (reader rights; 2.x: the stack token)."""
     cfg = ctx.config
     url = f"http://{ctx.service_host(INFLUXDB)}:{ctx.service_port('influxdb', cfg.influxdb.port)}"
     if influx_version(ctx) == 2:
-        return {"url": url, "database": cfg.influxdb.database, "token": ctx.secret(INFLUX_TOKEN), "version": 2}
-    return {"url": url, "database": cfg.influxdb.database, "username": "ecokit-reader",
-            "password": ctx.secret(INFLUX_READER), "version": 1}
+        return InfluxSettings(url=url, database=cfg.influxdb.database, token=ctx.secret(INFLUX_TOKEN), version=2)
+    return InfluxSettings(url=url, database=cfg.influxdb.database, username="ecokit-reader",
+                          password=ctx.secret(INFLUX_READER), version=1)
 
 
-def history_source(ctx: PlanContext) -> dict[str, Any]:
+def history_source(ctx: PlanContext) -> HistorySource:
     """The measurement and vehicle tag of the rule that stores telemetry (None: no history)."""
     for rule in ctx.config.rules.values():
         if rule.enabled and rule.topic == TELEMETRY_TOPIC:
             tag = next((name for name, spec in rule.tags.items()
                         if spec.from_ == "topic" and spec.segment == 2), "vehicle")
-            return {"measurement": rule.measurement, "tag": tag}
-    return {"measurement": None, "tag": "vehicle"}
+            return HistorySource(measurement=rule.measurement, tag=tag)
+    return HistorySource(measurement=None)
 
 
-def console_listen(ctx: PlanContext) -> dict[str, Any]:
+def console_listen(ctx: PlanContext) -> HttpListen:
     cfg = ctx.config
     host = (cfg.console.bind or cfg.bind) if ctx.target == "local" else "0.0.0.0"
-    return {"host": host, "port": ctx.listen_port(CONSOLE, cfg.console.port)}
+    return HttpListen(host=host, port=ctx.listen_port(CONSOLE, cfg.console.port))
 
 
-def console_config(ctx: PlanContext) -> dict[str, Any]:
+def console_config(ctx: PlanContext) -> ConsoleServiceConfig:
     cfg = ctx.config
     bridge_metrics = None
     if bridge_enabled(ctx):
         port = ctx.listen_port(BRIDGE, cfg.service_ports.bridge)
         bridge_metrics = f"http://{ctx.service_host(BRIDGE)}:{port}/metrics"
-    config = {
-        "service": CONSOLE,
-        "stack": cfg.stack,
-        "mqtt": mqtt_target(ctx, CONSOLE_USER),
-        "influx": influx_read_target(ctx),
-        "token": ctx.secret(CONSOLE_TOKEN),
-        "http": console_listen(ctx),
-        "database": f"{ctx.paths.volume(CONSOLE, 'data', CONTAINER_DATA)}/commands.sqlite3",
-        "devices": {"file": ctx.paths.file(CONSOLE, DEVICES_FILE)},
-        "bridge_metrics": bridge_metrics,
-        "history": history_source(ctx),
-        "settings": cfg.console.model_dump(mode="json"),
-    }
-    # The contract the service validates at start: a plan that breaks it fails here first.
-    ConsoleServiceConfig.model_validate(config)
-    return config
+    return ConsoleServiceConfig(
+        stack=cfg.stack, mqtt=mqtt_target(ctx, CONSOLE_USER), http=console_listen(ctx),
+        influx=influx_read_target(ctx), token=ctx.secret(CONSOLE_TOKEN),
+        database=f"{ctx.paths.volume(CONSOLE, 'data', CONTAINER_DATA)}/commands.sqlite3",
+        devices=Registry(file=ctx.paths.file(CONSOLE, DEVICES_FILE)), bridge_metrics=bridge_metrics,
+        history=history_source(ctx), settings=cfg.console)
 
 
 def devices_document(ctx: PlanContext) -> bytes:

@@ -8,8 +8,11 @@ is its only argument.
 from __future__ import annotations
 
 import base64
-from typing import Any
 
+from ecokit.acl import BRIDGE_USER, PROCESSOR_USER
+from ecokit.bridge.contract import BridgeServiceConfig
+from ecokit.contract import InfluxSettings
+from ecokit.processor.contract import ProcessorServiceConfig
 from ecokit.rules.emqx import EmqxPipeline, emqx_pipeline
 from ecokit.services.context import INFLUX_TOKEN, INFLUX_WRITER, PlanContext
 from ecokit.services.influxdb import INFLUXDB, influx_version
@@ -21,25 +24,24 @@ PROCESSOR = "processor"
 CONTAINER_DATA = "/var/lib/ecokit"
 
 
-def influx_write_target(ctx: PlanContext) -> dict[str, Any]:
+def influx_write_target(ctx: PlanContext) -> InfluxSettings:
     """How a service of the stack writes to InfluxDB (writer rights)."""
     cfg = ctx.config
     url = f"http://{ctx.service_host(INFLUXDB)}:{ctx.service_port('influxdb', cfg.influxdb.port)}"
     if influx_version(ctx) == 2:
-        return {"url": url, "database": cfg.influxdb.database, "token": ctx.secret(INFLUX_TOKEN), "version": 2}
-    return {"url": url, "database": cfg.influxdb.database, "username": "ecokit-writer",
-            "password": ctx.secret(INFLUX_WRITER), "version": 1}
+        return InfluxSettings(url=url, database=cfg.influxdb.database, token=ctx.secret(INFLUX_TOKEN), version=2)
+    return InfluxSettings(url=url, database=cfg.influxdb.database, username="ecokit-writer",
+                          password=ctx.secret(INFLUX_WRITER), version=1)
 
 
 def emqx_rules_pipeline(ctx: PlanContext) -> EmqxPipeline:
     target = influx_write_target(ctx)
-    if target["version"] == 2:
-        authorization = f"Token {target['token']}"
+    if target.version == 2:
+        authorization = f"Token {target.token}"
     else:
-        basic = base64.b64encode(f"{target['username']}:{target['password']}".encode()).decode()
+        basic = base64.b64encode(f"{target.username}:{target.password}".encode()).decode()
         authorization = f"Basic {basic}"
-    return emqx_pipeline(ctx.config.rules, url=target["url"], database=target["database"],
-                         authorization=authorization)
+    return emqx_pipeline(ctx.config.rules, url=target.url, database=target.database, authorization=authorization)
 
 
 def bridge_enabled(ctx: PlanContext) -> bool:
@@ -52,16 +54,10 @@ def bridge(ctx: PlanContext) -> ServiceSpec | None:
     cfg = ctx.config
     if not bridge_enabled(ctx):
         return None
-    config = {
-        "service": BRIDGE,
-        "stack": cfg.stack,
-        "mqtt": mqtt_target(ctx, "ecokit-bridge"),
-        "influx": influx_write_target(ctx),
-        "rules": {name: rule.model_dump(mode="json", by_alias=True) for name, rule in cfg.rules.items()},
-        "bridge": cfg.bridge.model_dump(mode="json"),
-        "spool_dir": ctx.paths.volume(BRIDGE, "spool", f"{CONTAINER_DATA}/spool"),
-        "http": http_listen(ctx, BRIDGE, cfg.service_ports.bridge),
-    }
+    config = BridgeServiceConfig(
+        service=BRIDGE, stack=cfg.stack, mqtt=mqtt_target(ctx, BRIDGE_USER), influx=influx_write_target(ctx),
+        rules=cfg.rules, bridge=cfg.bridge, spool_dir=ctx.paths.volume(BRIDGE, "spool", f"{CONTAINER_DATA}/spool"),
+        http=http_listen(ctx, BRIDGE, cfg.service_ports.bridge))
     return python_service(ctx, BRIDGE, module="ecokit.bridge", port=cfg.service_ports.bridge,
                           description="ecokit bridge: MQTT → InfluxDB by the rules", config=config,
                           volumes=(Volume("spool", f"{CONTAINER_DATA}/spool"),), depends_on=("broker", INFLUXDB))
@@ -72,13 +68,9 @@ def processor(ctx: PlanContext) -> ServiceSpec | None:
     cfg = ctx.config
     if not cfg.processor.enabled:
         return None
-    config = {
-        "service": PROCESSOR,
-        "stack": cfg.stack,
-        "mqtt": mqtt_target(ctx, "ecokit-processor"),
-        "processor": cfg.processor.model_dump(mode="json"),
-        "http": http_listen(ctx, PROCESSOR, cfg.service_ports.processor),
-    }
+    config = ProcessorServiceConfig(
+        service=PROCESSOR, stack=cfg.stack, mqtt=mqtt_target(ctx, PROCESSOR_USER), processor=cfg.processor,
+        http=http_listen(ctx, PROCESSOR, cfg.service_ports.processor))
     return python_service(ctx, PROCESSOR, module="ecokit.processor", port=cfg.service_ports.processor,
                           description="ecokit fleet processor: derived speed, last seen, online/offline",
                           config=config, depends_on=("broker", INFLUXDB))

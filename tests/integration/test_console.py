@@ -20,11 +20,11 @@ import websockets
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ecokit.cli import main
+from ecokit.clients import stack_connection
+from ecokit.config.regions import REGIONS
 from ecokit.console.client import ConsoleEndpoint
 from ecokit.sim.fleet import FleetSpec, build_fleet
-from ecokit.sim.regions import REGIONS
 from ecokit.sim.runner import SimSettings, Simulator
-from ecokit.sim.targets import stack_connection
 from ecokit.stack import Stack
 from ecokit.testing import SyncClient, running_stack, write_project
 

@@ -11,7 +11,7 @@ import pytest
 
 from ecokit.cli import main
 from ecokit.config.loader import load_config
-from ecokit.console.config import load_console_config
+from ecokit.console.contract import load_console_config
 from ecokit.console.service import ConsoleService
 from ecokit.errors import ConfigError
 from ecokit.stack import Stack
@@ -115,7 +115,7 @@ def test_the_service_refuses_a_bad_rendered_file_naming_the_key(tmp_path: Path) 
         load_console_config(path)
     del doc["mqtt"]
     path.write_text(json.dumps(doc))
-    with pytest.raises(ConfigError, match=r"mqtt: Field required"):
+    with pytest.raises(ConfigError, match=r"console\.json: mqtt: required key is missing"):
         load_console_config(path)
 
 
