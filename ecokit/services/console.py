@@ -14,10 +14,10 @@ import json
 
 from ecokit.acl import CONSOLE_USER
 from ecokit.console.contract import ConsoleServiceConfig, HistorySource, Registry
-from ecokit.contract import HttpListen, InfluxSettings
-from ecokit.services.context import CONSOLE_TOKEN, INFLUX_READER, INFLUX_TOKEN, PlanContext
-from ecokit.services.influxdb import INFLUXDB, influx_version
-from ecokit.services.pipeline import BRIDGE, bridge_enabled
+from ecokit.contract import HttpListen
+from ecokit.services.context import CONSOLE_TOKEN, PlanContext
+from ecokit.services.influxdb import INFLUXDB
+from ecokit.services.pipeline import BRIDGE, bridge_enabled, influx_target
 from ecokit.services.python_service import CONTAINER_CONFIG, mqtt_target, python_service
 from ecokit.services.spec import RenderedFile, ServiceSpec, Volume
 
@@ -25,16 +25,6 @@ CONSOLE = "console"
 CONTAINER_DATA = "/ecokit/data"
 DEVICES_FILE = "devices.json"
 TELEMETRY_TOPIC = "fleet/+/telemetry"
-
-
-def influx_read_target(ctx: PlanContext) -> InfluxSettings:
-    """How a service of the stack reads InfluxDB (reader rights; 2.x: the stack token)."""
-    cfg = ctx.config
-    url = f"http://{ctx.service_host(INFLUXDB)}:{ctx.service_port('influxdb', cfg.influxdb.port)}"
-    if influx_version(ctx) == 2:
-        return InfluxSettings(url=url, database=cfg.influxdb.database, token=ctx.secret(INFLUX_TOKEN), version=2)
-    return InfluxSettings(url=url, database=cfg.influxdb.database, username="ecokit-reader",
-                          password=ctx.secret(INFLUX_READER), version=1)
 
 
 def history_source(ctx: PlanContext) -> HistorySource:
@@ -61,7 +51,7 @@ def console_config(ctx: PlanContext) -> ConsoleServiceConfig:
         bridge_metrics = f"http://{ctx.service_host(BRIDGE)}:{port}/metrics"
     return ConsoleServiceConfig(
         stack=cfg.stack, mqtt=mqtt_target(ctx, CONSOLE_USER), http=console_listen(ctx),
-        influx=influx_read_target(ctx), token=ctx.secret(CONSOLE_TOKEN),
+        influx=influx_target(ctx, "reader"), token=ctx.secret(CONSOLE_TOKEN),
         database=f"{ctx.paths.volume(CONSOLE, 'data', CONTAINER_DATA)}/commands.sqlite3",
         devices=Registry(file=ctx.paths.file(CONSOLE, DEVICES_FILE)), bridge_metrics=bridge_metrics,
         history=history_source(ctx), settings=cfg.console)

@@ -9,7 +9,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from ecokit.console.client import ConsoleEndpoint
 from ecokit.sim.fleet import FleetSpec, build_fleet
 from ecokit.sim.runner import SimSettings, Simulator
 from ecokit.stack import Stack
-from ecokit.testing import SyncClient, running_stack, write_project
+from ecokit.testing import SyncClient, running_stack, wait_for, write_project
 
 DEVICES = [f"vehicle-{n:04d}" for n in range(1, 11)]
 
@@ -79,17 +79,6 @@ class Api:
 @pytest.fixture(scope="module")
 def api(stack: Stack) -> Api:
     return Api(stack)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def fix(vehicle: str, ts: int | None = None, **over: Any) -> bytes:

@@ -1,0 +1,72 @@
+"""Fixtures of the console page tests: one real stack (mosquitto, influxd, bridge, processor,
+shadow service, console) with the simulator driving a small fleet, a real tile server, and one
+headless Chromium, shared by the tests of a module to keep the suite lean."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from browser_support import FLEET, ConsolePage, TileServer, chromium, wait_for
+
+from ecokit.console.client import ConsoleEndpoint
+from ecokit.stack import Stack
+from ecokit.testing import running_stack, write_project
+
+
+@pytest.fixture(scope="module")
+def tiles() -> Iterator[TileServer]:
+    server = TileServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def console_stack(tmp_path_factory: pytest.TempPathFactory, tiles: TileServer,
+                  server_binaries: None) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp("console-page")
+    config = write_project(folder, devices=FLEET, extra={
+        "console": {"tiles": {"url": tiles.url, "attribution": "test tiles by ecokit"}}})
+    with running_stack(config) as stack, (folder / "simulate.log").open("wb") as log:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "ecokit", "simulate", "-c", str(config), "--vehicles", str(FLEET),
+             "--rate", "1s", "--region", "paris", "--seed", "12", "--duration", "30m", "--quiet",
+             "--queue", str(folder / "queue.sqlite")],
+            cwd=folder, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            yield stack
+        finally:
+            sim.terminate()
+            try:
+                sim.wait(30)
+            except subprocess.TimeoutExpired:
+                sim.kill()
+                sim.wait(10)
+
+
+@pytest.fixture(scope="module")
+def endpoint(console_stack: Stack) -> ConsoleEndpoint:
+    ep = console_stack.console_endpoint()
+    assert ep is not None, "the test stack has no console"
+    return ep
+
+
+@pytest.fixture(scope="module")
+def page(endpoint: ConsoleEndpoint) -> Iterator[ConsolePage]:
+    with chromium() as driver:
+        console = ConsolePage(driver, endpoint.url, endpoint.token)
+        # Every simulated vehicle reported a position before any test looks at the page.
+        wait_for(lambda: len(console.vehicles()) == FLEET, timeout=60, what=f"{FLEET} vehicles in the console")
+        yield console
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.browser)
