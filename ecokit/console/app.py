@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import Counter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -65,11 +66,12 @@ class ConsoleMiddleware:
     """Bounded request bodies (413), security headers on every response, and one access log
     line per request with the path only (never the query string, so never a token)."""
 
-    def __init__(self, app: ASGIApp, *, tile_origin: str, log: logging.Logger) -> None:
+    def __init__(self, app: ASGIApp, *, tile_origin: str, log: logging.Logger, requests: Counter) -> None:
         self.app = app
         self.headers = security_headers(tile_origin)
         self.docs_headers = security_headers(tile_origin, docs=True)
         self.log = log
+        self.requests = requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,6 +94,10 @@ class ConsoleMiddleware:
             if body_receive is not None:
                 await self.app(scope, body_receive, send_with_headers)
         finally:
+            # The route's template (/api/vehicles/{vehicle_id}), never the raw path: bounded labels.
+            route = getattr(scope.get("route"), "path", None) or ("static" if path.startswith(("/static/",
+                                                                    "/apidocs/")) else "unmatched")
+            self.requests.labels(scope["method"], route, str(status)).inc()
             level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
             if self.log.isEnabledFor(level):
                 self.log.log(level, f"{scope['method']} {path} {status}",
@@ -167,7 +173,10 @@ def create_app(service: ConsoleService) -> FastAPI:
                     "the cookie the page gets from `/?token=`.",
         docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.console = service
-    app.add_middleware(ConsoleMiddleware, tile_origin=service.settings.tiles.origin, log=service.log)
+    requests = Counter("ecokit_console_http_requests", "HTTP requests by route and status",
+                       ["method", "route", "status"], registry=service.registry)
+    app.add_middleware(ConsoleMiddleware, tile_origin=service.settings.tiles.origin, log=service.log,
+                       requests=requests)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from ecokit.config.registry import DEVICE_ID
 from ecokit.console.state import FleetStore, Rejected
 from ecokit.console.stats import LatencyWindow, RateMeter
 from ecokit.contract import MqttSettings
@@ -30,6 +31,7 @@ TELEMETRY = "fleet/+/telemetry"
 STATUS = "fleet/+/status"
 DEADLETTER_RULE = "console"
 DEADLETTER_RATE = 50  # dead letters per second at most; the rest are only counted
+
 
 
 class IntakeMetrics:
@@ -153,6 +155,10 @@ class Intake:
                     if len(levels) != 3:
                         raise Rejected("bad_topic", None, f"unexpected topic {topic}")
                     vehicle, kind = levels[1], levels[2]
+                    # A user with wide publish rights could publish under any topic level;
+                    # only a valid device id becomes a vehicle.
+                    if not DEVICE_ID.match(vehicle):
+                        raise Rejected("bad_topic", None, f"{vehicle[:80]!r} is not a vehicle id")
                     try:
                         doc = decode_json(payload)
                     except ValueError:

@@ -304,6 +304,7 @@ def test_stats_count_messages_and_read_the_bridge(stack: Stack, api: Api) -> Non
     assert stats["latency_ms"]["samples"] >= 1
     metrics = requests.get(api.url + "/metrics", timeout=5).text
     assert 'ecokit_console_messages_rejected_total{reason="not_json"}' in metrics
+    assert 'ecokit_console_http_requests_total{method="GET",route="/api/stats",status="200"}' in metrics
 
 
 def test_history_comes_from_influxdb_downsampled(stack: Stack, api: Api) -> None:

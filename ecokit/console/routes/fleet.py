@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import re
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
+from ecokit.config.registry import DEVICE_ID
 from ecokit.console.errors import ApiError, bad_request, json_response, not_found
 from ecokit.console.history import parse_instant, vehicle_history
 from ecokit.console.routes.auth import console_of
@@ -20,8 +20,8 @@ from ecokit.errors import StoreError
 router = APIRouter(prefix="/api", tags=["fleet"], responses={401: {"model": ErrorResponse},
                                                              400: {"model": ErrorResponse}})
 
-# A vehicle id is a topic level and an MQTT username (ecokit/config/registry.py).
-VEHICLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A vehicle id is a device id: a topic level and an MQTT username.
+VEHICLE_ID = DEVICE_ID
 VehicleId = Annotated[str, Path(description="the vehicle's id (its MQTT username)", max_length=64)]
 
 
