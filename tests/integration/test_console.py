@@ -481,3 +481,18 @@ def test_shadows_are_read_and_their_desired_state_changed(api: Api) -> None:
     assert refused.status_code == 400
     assert refused.json()["error"]["field"] == "state.reported"
     assert api.get("/api/shadows/a+b").status_code == 400
+
+
+def test_a_new_device_reaches_the_running_console_without_a_restart(stack: Stack, api: Api) -> None:
+    import yaml
+
+    pid = next(s.pid for s in stack.status().services if s.name == "console")
+    devices_file = stack.devices_file
+    registry = yaml.safe_load(devices_file.read_text())
+    registry["devices"].append({"id": "truck-17"})
+    devices_file.write_text(yaml.safe_dump(registry))
+    fresh = Stack.load(stack.project_dir / "ecokit.yaml", env={})
+    assert fresh.up()["console"] == "reloaded"
+    wait_for("truck-17 in /api/devices", lambda: "truck-17" in {d["id"] for d in api.ok("/api/devices")["items"]})
+    assert next(s.pid for s in fresh.status().services if s.name == "console") == pid
+    assert api.post("/api/commands", {"vehicle": "truck-17", "command": "ping", "expires_s": 1}).status_code == 202
