@@ -14,20 +14,20 @@ import shutil
 import struct
 import tempfile
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
+
+from ecokit.testing.waiting import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -35,26 +35,8 @@ CHROMIUM_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--window-size=1400,900", "--force-device-scale-factor=1")
 
-T = TypeVar("T")
 
 FLEET = 12  # simulated vehicles in the page tests
-
-
-def wait_for(probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.2) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` and the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = probe()
-        except WebDriverException as exc:  # a page between two loads
-            last = exc
-        else:
-            if last:
-                return last  # type: ignore[no-any-return]
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
 
 
 @contextlib.contextmanager
@@ -214,7 +196,7 @@ class ConsolePage:
         self.wait_live()
 
     def wait_live(self, timeout: float = 30) -> None:
-        wait_for(lambda: self.attr("#conn", "data-state") == "live", timeout=timeout, what="the stream to be live")
+        wait_for("the stream to be live", lambda: self.attr("#conn", "data-state") == "live", timeout=timeout)
 
     # reading the page
     def find(self, css: str) -> WebElement:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from browser_support import FLEET, ConsolePage, TileServer, chromium, wait_for
+from browser_support import FLEET, ConsolePage, TileServer, chromium
 
 from ecokit.console.client import ConsoleEndpoint
 from ecokit.stack import Stack
 from ecokit.testing import running_stack, write_project
+from ecokit.testing.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +60,6 @@ def page(endpoint: ConsoleEndpoint) -> Iterator[ConsolePage]:
     with chromium() as driver:
         console = ConsolePage(driver, endpoint.url, endpoint.token)
         # Every simulated vehicle reported a position before any test looks at the page.
-        wait_for(lambda: len(console.vehicles()) == FLEET, timeout=60, what=f"{FLEET} vehicles in the console")
+        wait_for(f"{FLEET} vehicles in the console", lambda: len(console.vehicles()) == FLEET, timeout=60)
         yield console
 
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.integration)
-            item.add_marker(pytest.mark.browser)

@@ -72,6 +72,17 @@ export class Sidebar {
 
   renderResults() {
     const ids = this.fleet.search(this.search.value);
+    const key = `${this.search.value.trim()}\n${ids.join('\n')}`;
+    if (key === this.lastResults) {
+      // Same matches: only their status dots change. Rebuilding the list twice a second would
+      // swap the buttons under the pointer and lose the click.
+      for (const dot of this.results.querySelectorAll('button.result')) {
+        const v = this.fleet.get(dot.dataset.id);
+        if (v) dot.firstElementChild.className = `dot s-${v.status}`;
+      }
+      return;
+    }
+    this.lastResults = key;
     const items = ids.map((id) => {
       const v = this.fleet.get(id);
       return el('li', {},
