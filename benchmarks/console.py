@@ -146,6 +146,7 @@ async def watch(endpoint: ConsoleEndpoint, seconds: float, warmup: float, slow: 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    before = machine()
     settings = {"bridge": {"flush_ms": 50}, "console": {"max_vehicles": max(20_000, args.vehicles)}}
     with stack(settings) as st:
         endpoint = ConsoleEndpoint.for_stack(st)
@@ -187,15 +188,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         stats = requests.get(endpoint.url + "/api/stats", headers={"Authorization": f"Bearer {endpoint.token}"},
                              timeout=5).json()
+        metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in requests.get(
+            endpoint.url + "/metrics", timeout=5).text.splitlines() if line.startswith("ecokit_console_stream_")}
     cpu = {name: round(100 * (cpu1[name] - cpu0[name]) / elapsed, 1) for name in pids}
     return {
-        "machine": machine(),
+        "machine": before,
         "vehicles": args.vehicles, "rate_per_vehicle": 1, "qos": 1, "seconds": args.seconds, "warmup": args.warmup,
         "published": sent, "slow_clients": args.slow_clients,
         "console": {"cpu_pct_of_core": cpu["console"], "rss_mb": round(rss, 1), "rss_peak_mb": round(hwm, 1),
                     "vehicles_held": stats["vehicles"]["total"], "msg_rate": stats["messages"]["rate"],
                     "device_to_console_ms": stats["latency_ms"]},
-        "stream": stream,
+        "stream": {**stream, "coalesced_for_slow_clients": metrics.get("ecokit_console_stream_coalesced_total", 0.0),
+                   "closed_slow": metrics.get("ecokit_console_stream_closed_slow_total", 0.0)},
         "side_by_side_cpu_pct_of_core": cpu,
         "goals": {"cpu_lt_25": cpu["console"] < 25, "rss_lt_300mb": hwm < 300,
                   "p99_lt_400ms": stream["latency_ms"]["p99"] < 400},

@@ -182,8 +182,15 @@ class Hub:
         self._wake_all()
 
     async def _diffs(self) -> None:
+        # A fixed rate, not a fixed pause: the time a batch takes does not stretch the interval.
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(self.batch_interval)
+            due += self.batch_interval
+            now = loop.time()
+            if due < now:  # fell behind (a stalled machine): start again from now
+                due = now
+            await asyncio.sleep(due - now)
             try:
                 self.batch()
             except Exception:
