@@ -160,3 +160,12 @@ def test_open_on_a_stack_without_console_says_which_key(tmp_path: Path, capsys: 
     project = write_project(tmp_path / "p", extra={"console": {"enabled": False}})
     assert main(["open", "-c", str(project)]) == 1
     assert "console.enabled" in capsys.readouterr().err
+
+
+def test_prometheus_scrapes_the_console(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "p", extra={"prometheus": {"enabled": True}})
+    stack = Stack.load(project, env={})
+    spec = next(s for s in stack.plan("local") if s.name == "prometheus")
+    conf = spec.files[0].content.decode()
+    assert "ecokit-console" in conf
+    assert f"127.0.0.1:{stack.config.console.port}" in conf
