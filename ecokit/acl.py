@@ -83,7 +83,6 @@ SERVICE_ROLES: tuple[ServiceRole, ...] = (
     ServiceRole(CONSOLE_USER, "fleet console: reads fleet state and acks, sends commands, asks shadows",
                 grants=(Grant("subscribe", "fleet/+/telemetry"), Grant("subscribe", "fleet/+/status"),
                         Grant("subscribe", "fleet/+/commands/ack"), Grant("publish", "fleet/+/commands"),
-                        Grant("publish", "ecokit/deadletter/console"),
                         *(Grant("publish", f"{prefix}/{op}") for prefix in ("things/+/shadow", "things/+/shadow/name/+")
                           for op in ("get", "update")),
                         *(Grant("subscribe", f"{prefix}/{op}/{result}")

@@ -2,11 +2,12 @@
 own with ecokit's fast MQTT client (the bridge's intake: paho alone would cost about a
 quarter of a core at 5,000 messages/s, benchmarks/README.md "paho receive rate").
 
-Every message is handled on its own: one the console cannot use is counted by reason,
-logged once per kind and dead-lettered to ``ecokit/deadletter/console`` (at most
-``DEADLETTER_RATE`` per second, so a hostile device cannot make the console flood the
-broker); the next message is handled as if nothing happened. The intake never waits for
-a browser: it only takes the store's lock, which readers hold for microseconds.
+Every message is handled on its own: one the console cannot use is counted by reason and
+logged once per kind, and the next message is handled as if nothing happened. The console
+does not dead-letter: the pipeline's rules (the bridge, or EMQX) already republish every
+invalid telemetry and status message once to ``ecokit/deadletter/<rule>``, and a second copy
+would double what people watching that topic count. The intake never waits for a browser: it
+only takes the store's lock, which readers hold for microseconds.
 """
 
 from __future__ import annotations
@@ -25,12 +26,10 @@ from ecokit.contract import MqttSettings
 from ecokit.daemon import OncePerKind
 from ecokit.errors import BrokerError
 from ecokit.mqtt.fast import FastMqtt, Received, Subscription
-from ecokit.rules.engine import Message, Rejection, decode_json
+from ecokit.rules.engine import decode_json
 
 TELEMETRY = "fleet/+/telemetry"
 STATUS = "fleet/+/status"
-DEADLETTER_RULE = "console"
-DEADLETTER_RATE = 50  # dead letters per second at most; the rest are only counted
 
 
 
@@ -40,8 +39,6 @@ class IntakeMetrics:
                                 registry=registry)
         self.rejected = Counter("ecokit_console_messages_rejected", "messages the console could not use",
                                 ["reason"], registry=registry)
-        self.deadletters = Counter("ecokit_console_deadletters_published", "dead letters republished",
-                                   registry=registry)
         self.connected = Gauge("ecokit_console_mqtt_connected", "1 while the intake is subscribed",
                                registry=registry)
 
@@ -64,8 +61,6 @@ class Intake:
         self.ready = threading.Event()
         self.thread: threading.Thread | None = None
         self.failure: str | None = None
-        self._dl_second = 0
-        self._dl_count = 0
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -185,23 +180,13 @@ class Intake:
         if latencies:
             self.latency.add(latencies, now)
         for msg, reason, field, detail in rejected:
-            self._reject(msg, reason, field, detail, now)
+            self._reject(msg, reason, field, detail)
         if online:
             self.on_online(online)
         return acks
 
-    def _reject(self, msg: Received, reason: str, field: str | None, detail: str, now: float) -> None:
-        topic, payload, qos, retain, _ = msg
+    def _reject(self, msg: Received, reason: str, field: str | None, detail: str) -> None:
         self.metrics.rejected.labels(reason).inc()
         self.errors[reason] = self.errors.get(reason, 0) + 1
         self.once(("reject", reason, field or ""), f"cannot use a message: {detail}", reason=reason,
-                  field=field, topic=topic)
-        second = int(now)
-        if second != self._dl_second:
-            self._dl_second, self._dl_count = second, 0
-        if self._dl_count >= DEADLETTER_RATE or self.mqtt.sock is None:
-            return
-        self._dl_count += 1
-        rejection = Rejection(DEADLETTER_RULE, reason, field or "", detail)
-        self.mqtt.publish(rejection.topic, rejection.deadletter(Message(topic, payload, qos, retain)), qos=0)
-        self.metrics.deadletters.inc()
+                  field=field, topic=msg[0])

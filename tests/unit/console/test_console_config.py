@@ -93,12 +93,11 @@ def test_the_console_user_may_read_fleet_state_and_send_commands_and_nothing_mor
     assert can("publish", "fleet/vehicle-0001/commands")
     assert can("publish", "things/vehicle-0001/shadow/update")
     assert can("subscribe", "things/vehicle-0001/shadow/name/cfg/get/accepted")
-    assert can("publish", "ecokit/deadletter/console")
     assert not can("publish", "fleet/vehicle-0001/telemetry"), "it must not forge telemetry"
     assert not can("publish", "fleet/vehicle-0001/status")
     assert not can("subscribe", "fleet/vehicle-0001/commands"), "it reads acks, not other senders' commands"
     assert not can("publish", "things/vehicle-0001/shadow/update/accepted"), "only the shadow service answers"
-    assert not can("publish", "ecokit/deadletter/telemetry")
+    assert not can("publish", "ecokit/deadletter/telemetry"), "the pipeline's rules dead-letter, not the console"
     assert not can("subscribe", "#")
 
 
