@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
+import socket
 import statistics
 import sys
 import time
@@ -111,9 +113,16 @@ def pid_of(st: Stack, service: str) -> int:
 async def watch(endpoint: ConsoleEndpoint, seconds: float, warmup: float, slow: int) -> dict[str, Any]:
     url = endpoint.url.replace("http://", "ws://") + "/stream"
     headers = {"Authorization": f"Bearer {endpoint.token}"}
-    # Slow clients: connected, never reading (a tiny receive queue, then TCP backpressure).
-    sleepers = [await websockets.connect(url, additional_headers=headers, max_queue=1, max_size=None)
-                for _ in range(slow)]
+    # Slow clients: connected, never reading: a tiny receive queue and a 4 KiB socket receive
+    # buffer, so TCP pushes back on the console within a frame or two.
+    sleepers = []
+    host, port = endpoint.url.removeprefix("http://").rsplit(":", 1)
+    for _ in range(slow):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        sleepers.append(await websockets.connect(url, additional_headers=headers, max_queue=1, max_size=None,
+                                                 sock=sock, compression=None))
     latencies: list[float] = []
     frames = vehicles = 0
     sizes: list[int] = []
@@ -133,7 +142,8 @@ async def watch(endpoint: ConsoleEndpoint, seconds: float, warmup: float, slow: 
                 if v["ts"] is not None:
                     latencies.append(arrived - v["ts"])
     for sleeper in sleepers:
-        await sleeper.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sleeper.close(), timeout=2)
     latencies.sort()
 
     def q(p: float) -> float:

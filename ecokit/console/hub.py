@@ -122,8 +122,8 @@ class StreamMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.clients = Gauge("ecokit_console_stream_clients", "WebSocket clients connected", registry=registry)
         self.frames = Counter("ecokit_console_stream_frames", "frames sent", ["type"], registry=registry)
-        self.coalesced = Counter("ecokit_console_stream_coalesced", "diffs rebuilt from the latest state for a "
-                                 "client that fell behind", registry=registry)
+        self.coalesced = Counter("ecokit_console_stream_coalesced", "diff frames merged into one for clients "
+                                 "that fell behind", registry=registry)
         self.closed_slow = Counter("ecokit_console_stream_closed_slow", "clients closed for taking nothing for "
                                    f"{SEND_TIMEOUT:g}s", registry=registry)
 
@@ -177,8 +177,13 @@ class Hub:
             return
         frame = dumps({"type": "diff", "ts": now_ms(), "vehicles": vehicles, "removed": removed})
         ids = [v["id"] for v in vehicles]
+        merged = 0
         for client in self.clients:
+            before = client.feed.coalesced
             client.feed.offer_diff(frame, ids, removed)
+            merged += client.feed.coalesced - before
+        if merged:
+            self.metrics.coalesced.inc(merged)
         self._wake_all()
 
     async def _diffs(self) -> None:
@@ -284,7 +289,6 @@ class Hub:
             client.wake.clear()
             while (item := client.feed.next()) is not None:
                 if isinstance(item, Coalesced):
-                    self.metrics.coalesced.inc()
                     kind, data = "diff", self._coalesced_frame(item)
                 else:
                     kind, data = _frame_type(item), item
