@@ -32,6 +32,7 @@ MAX_EVENTS = 1000
 SEND_TIMEOUT = 30.0  # a client that takes nothing for this long is closed (4408)
 PING_INTERVAL = 20.0
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_SLOW = 4408
 
 

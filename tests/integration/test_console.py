@@ -18,6 +18,7 @@ import pytest
 import requests
 import websockets
 from paho.mqtt.enums import CallbackAPIVersion
+from websockets.typing import Origin
 
 from ecokit.cli import main
 from ecokit.clients import stack_connection
@@ -176,6 +177,16 @@ def test_the_api_needs_the_token_and_the_probes_do_not(stack: Stack, api: Api) -
             return closed.value.rcvd.code
 
     assert asyncio.run(stream_without_token()) == 4401
+
+    async def stream_from_another_site() -> int:
+        async with websockets.connect(api.url.replace("http://", "ws://") + "/stream", origin=Origin("http://evil.example"),
+                                      additional_headers=api.auth) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None
+            return closed.value.rcvd.code
+
+    assert asyncio.run(stream_from_another_site()) == 4403
     log = (stack.paths.logs_dir / "console.log").read_text()
     assert api.endpoint.token not in log, "the token must never reach the logs"
     assert '"path": "/"' in log
