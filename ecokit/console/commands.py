@@ -205,11 +205,16 @@ class CommandChannel:
     def ready(self) -> bool:
         return self.subscribed.is_set() and self.client.is_connected()
 
-    def publish(self, topic: str, payload: bytes) -> int | None:
-        """The packet id of a QoS 1 publish, or None when it could not be handed to the socket."""
+    def publish(self, topic: str, payload: bytes, expiry_s: int) -> int | None:
+        """The packet id of a QoS 1 publish, or None when it could not be handed to the socket.
+
+        ``expiry_s`` is the MQTT 5 Message Expiry Interval: a broker holding the command for a
+        device that went away drops it when the command expires, so it never runs late."""
         if not self.ready:
             return None
-        info = self.client.publish(topic, payload, qos=1)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.MessageExpiryInterval = max(1, expiry_s)
+        info = self.client.publish(topic, payload, qos=1, properties=props)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return None
         return int(info.mid)
@@ -282,7 +287,7 @@ class CommandMetrics:
                             "foreign (another vehicle's command), bad", ["kind"], registry=registry)
 
 
-Publisher = Callable[[str, bytes], "int | None"]
+Publisher = Callable[[str, bytes, int], "int | None"]
 
 
 class CommandEngine:
@@ -305,7 +310,7 @@ class CommandEngine:
         self.queued: dict[str, list[str]] = {}  # vehicle → ids of its queued commands, oldest first
         self.by_mid: dict[int, str] = {}
         self.deadlines: list[tuple[int, str]] = []
-        self.publish: Publisher = lambda topic, payload: None
+        self.publish: Publisher = lambda topic, payload, expiry_s: None
         self.connected = False
         self.thread: threading.Thread | None = None
         self.failure: str | None = None
@@ -349,7 +354,8 @@ class CommandEngine:
         """Publish a queued command; False when it must stay queued."""
         payload = Command(r.id, r.command, r.args, now).payload()
         with self.lock:
-            mid = self.publish(commands_topic(r.vehicle), payload) if self.connected else None
+            expiry_s = -(-(r.expires - now) // 1000)  # whole seconds, rounded up
+            mid = self.publish(commands_topic(r.vehicle), payload, expiry_s) if self.connected else None
             if mid is None:
                 return False
             self._unqueue(r)

@@ -105,6 +105,7 @@ class PahoDevice:
         self.vehicle = vehicle
         self.result = result
         self.received: list[dict[str, Any]] = []
+        self.expiries: list[int | None] = []
         self.subscribed = threading.Event()
         user, password = stack.device_credentials(vehicle)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{vehicle}-{uuid.uuid4().hex[:6]}",
@@ -120,6 +121,7 @@ class PahoDevice:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         command = json.loads(msg.payload)
         self.received.append(command)
+        self.expiries.append(getattr(msg.properties, "MessageExpiryInterval", None))
         if self.result is not None:
             ack = {"id": command["id"], "vehicle": self.vehicle, "result": self.result,
                    "detail": "done" if self.result == "ok" else "cannot do that now", "latency_ms": 0.5,
@@ -411,6 +413,8 @@ def test_an_offline_vehicle_gets_its_command_when_it_comes_online_or_never(stack
         late.telemetry()  # it comes online: the queued command goes out, with the same id
         done = api.wait_command(waiting["id"], {"succeeded"})
         assert [c["id"] for c in late.received] == [waiting["id"]], "an expired command is never sent"
+        assert late.expiries[0] is not None
+        assert 0 < late.expiries[0] <= 60, "the broker drops it when the command expires"
         assert [h["state"] for h in done["history"]][:2] == ["queued", "sent"]
     finally:
         late.close()

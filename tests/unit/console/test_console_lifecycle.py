@@ -128,6 +128,7 @@ class Engine:
         self.now = T0
         self.online = online
         self.published: list[tuple[str, bytes]] = []
+        self.expiries: list[int] = []
         self.changes: list[tuple[str, str]] = []
         self.engine = self.make(path)
 
@@ -140,8 +141,9 @@ class Engine:
         engine.connected = True
         return engine
 
-    def publish(self, topic: str, payload: bytes) -> int:
+    def publish(self, topic: str, payload: bytes, expiry_s: int) -> int:
         self.published.append((topic, payload))
+        self.expiries.append(expiry_s)
         return len(self.published)
 
 
@@ -150,6 +152,7 @@ def test_the_engine_sends_to_online_vehicles_and_queues_for_offline_ones(tmp_pat
     batch, records = e.engine.submit(["v1", "v2"], "set_interval", {"seconds": 2}, timeout_s=5, expires_s=60)
     assert [r.state for r in records] == ["sent", "queued"]
     assert [t for t, _ in e.published] == ["fleet/v1/commands"]
+    assert e.expiries == [60], "the broker drops it when the command expires"
     assert b'"name":"set_interval"' in e.published[0][1]
     assert records[0].id.encode() in e.published[0][1]
     e.engine.handle("puback", (1, 0, "Success"))
