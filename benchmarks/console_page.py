@@ -16,6 +16,7 @@ deltas = frame times, and the long-task observer):
     .venv/bin/python benchmarks/console_page.py                  # both parts, 5,000 vehicles
     .venv/bin/python benchmarks/console_page.py --part renderers --vehicles 5000 --seconds 15
     .venv/bin/python benchmarks/console_page.py --part console --vehicles 5000
+    .venv/bin/python benchmarks/console_page.py --screenshots docs/img --vehicles 2000 --warmup 120
 
 Prints one line per case: frames, p50/p95/p99/max frame time, long tasks, and the layer's own
 average draw time where the page reports it.
@@ -28,6 +29,7 @@ import contextlib
 import http.server
 import json
 import math
+import os
 import shutil
 import statistics
 import subprocess
@@ -35,24 +37,32 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.select import Select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks._common import machine  # noqa: E402
+from ecokit.console.client import ConsoleEndpoint  # noqa: E402
+from ecokit.stack import Stack  # noqa: E402
+from ecokit.testing import running_stack, write_project  # noqa: E402
 
 STATIC = ROOT / "ecokit" / "console" / "static"
 HARNESS = Path(__file__).resolve().parent / "console_page"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 GOAL_P95_MS = 50.0
+LOAD_NICENESS = 10  # the stack and the simulator, in the console part
 
 # Injected through WebDriver (not subject to the page's CSP): frame times from
 # requestAnimationFrame and long tasks (> 50 ms on the main thread) from PerformanceObserver.
@@ -201,56 +211,143 @@ def renderers(vehicles: int, seconds: float) -> list[FrameStats]:
 
 # -- part 2: the real console ----------------------------------------------------------------
 
-def console(vehicles: int, seconds: float) -> list[FrameStats]:
-    from ecokit.testing import free_port, running_stack, write_project
-
-    results = []
+@contextlib.contextmanager
+def live_console(vehicles: int, *, warmup: float) -> Iterator[tuple[Stack, ConsoleEndpoint]]:
+    """A throwaway stack with a console, and the simulator driving ``vehicles`` in Paris at 1 msg/s."""
     with tempfile.TemporaryDirectory(prefix="ecokit-bench-console-") as folder:
-        config = write_project(Path(folder), devices=vehicles,
-                               extra={"service_ports": {"console": free_port()}})
-        with running_stack(config) as stack:
+        config = write_project(Path(folder), devices=vehicles, stack="page-bench")
+        with running_stack(config) as stack, (Path(folder) / "simulate.log").open("wb") as log:
             endpoint = stack.console_endpoint()
-            assert endpoint is not None
-            url = endpoint.page
+            assert endpoint is not None, "the stack has no console"
             sim = subprocess.Popen(
-                [sys.executable, "-m", "ecokit", "--config", str(config), "simulate", "--vehicles", str(vehicles),
-                 "--rate", "1s", "--region", "paris", "--seed", "7", "--duration", "30m"],
-                cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            driver = chromium()
+                [sys.executable, "-m", "ecokit", "simulate", "-c", str(config), "--vehicles", str(vehicles),
+                 "--rate", "1s", "--region", "paris", "--seed", "7", "--duration", "120m", "--quiet",
+                 "--queue", str(Path(folder) / "queue.sqlite")],
+                cwd=folder, stdout=subprocess.DEVNULL, stderr=log)
             try:
-                time.sleep(20)  # every vehicle connected and reporting
-                driver.get(url)
-                _wait_for(driver, "return Number(document.querySelector('#known-count').textContent"
-                                  ".replace(/,/g, ''))", lambda n: n >= vehicles * 0.95, 90)
-                time.sleep(3)
-                cases = [("fleet view (clustered)", None), ("street view, zoom 16 (gliding)", 16)]
-                for name, zoom in cases:
-                    if zoom is not None:
-                        driver.execute_script(f"location.hash = '#{zoom}/48.8566/2.3522'")
-                        time.sleep(3)
-                    result = measure(driver, f"console {vehicles} vehicles: {name}", seconds)
-                    print(result.line(), flush=True)
-                    results.append(result)
-                first = driver.execute_script("return document.querySelector('#known-count') && "
-                                              "document.querySelector('#search') && 'vehicle-0001'")
-                search = driver.find_element("id", "search")
-                search.send_keys(first)
-                search.send_keys("\n")
-                time.sleep(4)
-                result = measure(driver, f"console {vehicles} vehicles: details + live chart", seconds)
-                print(result.line(), flush=True)
-                results.append(result)
+                # The browser is the thing measured; on a user's machine it does not share two
+                # cores with the stack and 5,000 simulated devices. Those run at nice 10 here,
+                # so they take what the browser leaves (the figures say so).
+                for pid in [sim.pid, *(s.pid for s in stack.status().services if s.pid)]:
+                    deprioritise(pid)
+                deadline = time.monotonic() + 300
+                while api(endpoint, "/api/stats")["vehicles"]["total"] < vehicles * 0.98:
+                    if time.monotonic() > deadline or sim.poll() is not None:
+                        raise RuntimeError(f"the simulator did not bring {vehicles} vehicles up "
+                                           f"(see {folder}/simulate.log)")
+                    time.sleep(2)
+                time.sleep(warmup)
+                yield stack, endpoint
             finally:
-                close(driver)
                 sim.terminate()
                 try:
-                    sim.wait(30)
+                    sim.wait(60)
                 except subprocess.TimeoutExpired:
                     sim.kill()
+                    sim.wait(10)
+
+
+def deprioritise(pid: int) -> None:
+    """Nice every thread of ``pid`` (Linux nice values are per thread)."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError):
+            os.setpriority(os.PRIO_PROCESS, int(task.name), LOAD_NICENESS)
+
+
+def api(endpoint: ConsoleEndpoint, path: str, **params: Any) -> Any:
+    response = requests.get(f"{endpoint.url}{path}", params=params, timeout=10,
+                            headers={"Authorization": f"Bearer {endpoint.token}"})
+    response.raise_for_status()
+    return response.json()
+
+
+def open_page(driver: WebDriver, endpoint: ConsoleEndpoint, vehicles: int) -> None:
+    driver.get(endpoint.page)
+    _wait_for(driver, "return document.getElementById('conn').dataset.state", lambda s: s == "live", 60)
+    _wait_for(driver, "return Number(document.getElementById('known-count').textContent.replace(/,/g, ''))",
+              lambda n: n >= vehicles * 0.95, 60)
+
+
+def set_view(driver: WebDriver, view: str, *, cluster: bool = True, trails: str = "selected") -> None:
+    driver.execute_script("location.hash = arguments[0]", view)
+    box = driver.find_element(By.ID, "opt-cluster")
+    if box.is_selected() != cluster:
+        box.click()
+    Select(driver.find_element(By.ID, "opt-trails")).select_by_value(trails)
+    time.sleep(3)
+
+
+def select_vehicle(driver: WebDriver, vehicle: str) -> None:
+    search = driver.find_element(By.ID, "search")
+    search.clear()
+    search.send_keys(vehicle, Keys.ENTER)
+    _wait_for(driver, "return document.getElementById('details').dataset.vehicle", lambda v: v == vehicle, 10)
+
+
+def console(vehicles: int, seconds: float, warmup: float) -> list[FrameStats]:
+    results = []
+    with live_console(vehicles, warmup=warmup) as (_stack, endpoint):
+        driver = chromium()
+        try:
+            open_page(driver, endpoint, vehicles)
+            time.sleep(3)
+            cases: list[tuple[str, str | None, bool, str]] = [
+                ("fleet view, clustered", None, True, "selected"),
+                ("zoom 13, clusters off", "#13/48.8566/2.3522", False, "selected"),
+                ("zoom 15, gliding", "#15/48.8566/2.3522", True, "selected"),
+                ("zoom 15, trails of all", "#15/48.8566/2.3522", True, "all"),
+            ]
+            for name, view, cluster, trails in cases:
+                if view is not None:
+                    set_view(driver, view, cluster=cluster, trails=trails)
+                result = measure(driver, f"console {vehicles}: {name}", seconds)
+                print(result.line(), flush=True)
+                results.append(result)
+            select_vehicle(driver, "vehicle-0001")
+            time.sleep(4)
+            result = measure(driver, f"console {vehicles}: details + live chart", seconds)
+            print(result.line(), flush=True)
+            results.append(result)
+        finally:
+            close(driver)
     return results
 
 
-def _wait_for(driver: WebDriver, script: str, ok: Any, timeout: float) -> Any:
+# -- screenshots for docs/ ----------------------------------------------------------------------
+
+def screenshots(vehicles: int, out: Path, warmup: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with live_console(vehicles, warmup=warmup) as (stack, endpoint):
+        driver = chromium(1440, 900)
+        try:
+            open_page(driver, endpoint, vehicles)
+            time.sleep(4)
+            driver.save_screenshot(str(out / "console-fleet.png"))
+            print(f"wrote {out / 'console-fleet.png'}")
+
+            near = api(endpoint, "/api/vehicles", bbox="2.33,48.85,2.37,48.87", status="moving", limit=20)["items"]
+            vehicle = near[0]["id"] if near else "vehicle-0001"
+            set_view(driver, "#15/48.86/2.35", cluster=True, trails="all")
+            select_vehicle(driver, vehicle)
+            driver.find_element(By.CSS_SELECTOR, 'button[data-command="ping"]').click()
+            _wait_for(driver, "return document.querySelector('#d-cmd-list li[data-state=\"succeeded\"]') !== null",
+                      bool, 20)
+            time.sleep(3)
+            driver.save_screenshot(str(out / "console-details.png"))
+            print(f"wrote {out / 'console-details.png'}")
+
+            restart = threading.Thread(target=stack.restart, args=(["console"],))
+            restart.start()
+            _wait_for(driver, "return document.body.dataset.connection", lambda s: s == "reconnecting", 30)
+            time.sleep(1.2)
+            driver.save_screenshot(str(out / "console-reconnecting.png"))
+            print(f"wrote {out / 'console-reconnecting.png'}")
+            restart.join()
+        finally:
+            close(driver)
+
+
+def _wait_for(driver: WebDriver, script: str, ok: Callable[[Any], bool], timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     value = None
     while time.monotonic() < deadline:
@@ -265,17 +362,24 @@ def _wait_for(driver: WebDriver, script: str, ok: Any, timeout: float) -> Any:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("all", "renderers", "console"), default="all")
+    parser.add_argument("--screenshots", type=Path, metavar="DIR",
+                        help="instead of measuring: run --vehicles (e.g. 2000) and save the docs' screenshots into DIR")
     parser.add_argument("--vehicles", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=15.0, help="measurement window per case")
+    parser.add_argument("--warmup", type=float, default=10.0,
+                        help="seconds the simulator runs before the page opens (history for the chart)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON at the end")
     args = parser.parse_args()
     print(machine())
+    if args.screenshots:
+        screenshots(args.vehicles, args.screenshots, args.warmup)
+        return 0
     print(f"Chromium: {subprocess.run([CHROMIUM, '--version'], capture_output=True, text=True).stdout.strip()}")
     results: list[FrameStats] = []
     if args.part in ("all", "renderers"):
         results += renderers(args.vehicles, args.seconds)
     if args.part in ("all", "console"):
-        results += console(args.vehicles, args.seconds)
+        results += console(args.vehicles, args.seconds, args.warmup)
     if args.json:
         print(json.dumps([r.__dict__ for r in results], indent=2))
     worst = max((r.p95 for r in results if r.case.startswith(("canvas", "console"))), default=math.nan)

@@ -1,7 +1,8 @@
 // Renderer comparison for benchmarks/console_page.py: the same synthetic fleet (N vehicles in
 // Paris, each reporting once a second, delivered in 250 ms batches like the console's diffs)
 // drawn either by the page's canvas layer or by Leaflet.markercluster with one DOM marker per
-// vehicle (the usual Leaflet way; ThingsBoard's map). ?renderer=canvas|markercluster&n=5000&zoom=12
+// vehicle (the usual Leaflet way; ThingsBoard's map).
+// ?renderer=canvas|markercluster&n=5000&zoom=12[&cluster=0][&trails=all|none] (the last two: canvas only)
 
 import {Fleet} from '/static/js/fleet.js';
 import {VehicleLayer} from '/static/js/vehicle-layer.js';
@@ -11,6 +12,8 @@ const params = new URLSearchParams(location.search);
 const renderer = params.get('renderer') || 'canvas';
 const n = Number(params.get('n') || 5000);
 const zoom = Number(params.get('zoom') || 12);
+const cluster = params.get('cluster') !== '0';
+const trailMode = params.get('trails') || 'selected';
 const BOX = {south: 48.815, west: 2.225, north: 48.902, east: 2.470};
 
 // A deterministic generator (mulberry32), so both renderers see the same fleet.
@@ -70,7 +73,7 @@ if (renderer === 'markercluster') {
   };
 } else {
   const fleet = new Fleet({trailPoints: 20});
-  new VehicleLayer(map, fleet, {});
+  new VehicleLayer(map, fleet, {cluster, trailMode});
   fleet.applySnapshot(vehicles.map((v) => ({...v})));
   apply = (batch) => fleet.applyDiff(batch, []);
 }

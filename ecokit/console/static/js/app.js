@@ -74,9 +74,9 @@ async function main() {
     zoomSnap: 0.5,
   });
   const commands = new CommandsPanel(api, byId('d-cmd-buttons'), byId('d-cmd-list'));
-  let layer;
+  // The panel's close button and the layer's selection refer to each other (called later only).
   const panel = new VehiclePanel(api, fleet, commands, {onClose: () => layer.select(null)});
-  layer = new VehicleLayer(map, fleet, {
+  const layer = new VehicleLayer(map, fleet, {
     onSelect: (id) => {
       if (id) panel.open(id);
       else panel.close();

@@ -35,8 +35,13 @@ export class SpeedFuelChart {
           value: (u, v) => (v === null ? '—' : `${v.toFixed(1)} %`)},
       ],
       axes: [
-        {...axis, values: (u, ticks) => ticks.map((t) => new Date(t * 1000)
-          .toLocaleTimeString('en-GB', {hour: '2-digit', minute: '2-digit', hour12: false}))},
+        {...axis, space: 80, values: (u, ticks) => {
+          // Seconds on the axis only when the ticks are less than a minute apart.
+          const seconds = ticks.length > 1 && ticks[1] - ticks[0] < 60;
+          const format = seconds ? {hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false}
+            : {hour: '2-digit', minute: '2-digit', hour12: false};
+          return ticks.map((t) => new Date(t * 1000).toLocaleTimeString('en-GB', format));
+        }},
         {...axis, scale: 'kmh', size: 40, values: (u, ticks) => ticks.map((t) => `${t}`)},
         {...axis, scale: 'pct', side: 1, size: 36, grid: {show: false}, values: (u, ticks) => ticks.map((t) => `${t}%`)},
       ],

@@ -3,6 +3,15 @@
 // page can say what is happening.
 
 const UNAUTHORIZED = 4401;
+// Why a connection ended, in words (close codes of RFC 6455 and of the console).
+const CLOSE_REASONS = {
+  1001: 'the console is stopping',
+  1006: 'connection dropped',
+  1011: 'console error',
+  1012: 'the console is restarting',
+  4000: 'no data for too long',
+  4408: 'this tab fell behind',
+};
 
 export class Stream {
   /**
@@ -103,7 +112,7 @@ export class Stream {
           return;
         }
       }
-      this.scheduleRetry(event.reason || `closed (${event.code})`);
+      this.scheduleRetry(event.reason || CLOSE_REASONS[event.code] || `closed (${event.code})`);
     });
   }
 

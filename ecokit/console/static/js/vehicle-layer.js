@@ -17,7 +17,10 @@ const TAU = Math.PI * 2;
 const CELL_PX = 64; // cluster grid cell, in screen pixels at the current zoom
 const MIN_CLUSTER = 4; // fewer vehicles than this in a cell are drawn one by one
 const MARKER_R = 6;
+const DENSE_MARKERS = 1500; // more vehicles than this in view: small squares (drawDense)
+const DENSE_MARKER_PX = 6;
 const ARROW_SPREAD = 0.75; // radians either side of the heading where the point leaves the disc
+const HEADING_STEP = 5; // degrees: marker sprites are drawn for 72 headings
 const GLIDE_MAX_PX = 300; // a longer jump (e.g. after a reconnect) is not animated
 const MAX_GLIDE_MS = 2500;
 const GLIDE_STEP_PX = 0.5; // redraw a glide when it has moved this far (anti-aliased: still smooth)
@@ -67,10 +70,57 @@ function markerPath(ctx, x, y, v, r) {
     return;
   }
   const a = ((v.heading - 90) * Math.PI) / 180; // canvas angle: 0 = east, clockwise
-  const tip = r + 6;
+  const tip = r * 2;
   ctx.moveTo(x + Math.cos(a) * tip, y + Math.sin(a) * tip);
   ctx.arc(x, y, r, a + ARROW_SPREAD, a - ARROW_SPREAD + TAU);
   ctx.closePath();
+}
+
+/**
+ * Pre-drawn markers, one small bitmap per status (and per 5° of heading for moving vehicles),
+ * copied onto the map with drawImage. Filling one path of a thousand discs costs the software
+ * rasteriser four times as much as the same number of small copies (benchmarks/README.md).
+ */
+class MarkerSprites {
+  constructor(colors, dpr, radius) {
+    this.colors = colors;
+    this.dpr = dpr;
+    this.radius = radius;
+    this.half = Math.ceil((radius * 2 + 2) * dpr);
+    this.cache = new Map();
+  }
+
+  get(status, heading) {
+    const moving = status === 'moving' && heading !== null;
+    const step = moving ? Math.round((((heading % 360) + 360) % 360) / HEADING_STEP) % (360 / HEADING_STEP) : -1;
+    const key = `${status}:${step}`;
+    let sprite = this.cache.get(key);
+    if (!sprite) {
+      sprite = this.draw(status, moving, step);
+      this.cache.set(key, sprite);
+      // An ImageBitmap is immutable: copying it needs no snapshot of a source canvas, the
+      // cheapest drawImage there is. It replaces the canvas as soon as it is ready.
+      if (window.createImageBitmap) {
+        createImageBitmap(sprite).then((bitmap) => this.cache.set(key, bitmap), () => {});
+      }
+    }
+    return sprite;
+  }
+
+  draw(status, moving, step) {
+    const sprite = document.createElement('canvas');
+    sprite.width = sprite.height = this.half * 2;
+    const ctx = sprite.getContext('2d');
+    ctx.setTransform(this.dpr, 0, 0, this.dpr, this.half, this.half);
+    ctx.beginPath();
+    markerPath(ctx, 0, 0, {status, heading: moving ? step * HEADING_STEP : null}, this.radius);
+    ctx.fillStyle = this.colors[status];
+    ctx.fill();
+    ctx.lineWidth = 1.5;
+    ctx.strokeStyle = '#ffffff';
+    ctx.stroke();
+    return sprite;
+  }
 }
 
 export class VehicleLayer {
@@ -86,6 +136,7 @@ export class VehicleLayer {
     this.graticule = false;
     this.selected = null;
     this.colors = statusColors();
+    this.sprites = null;
     this.scheduled = false;
     this.zooming = false;
     this.hits = {x: new Float32Array(1024), y: new Float32Array(1024), r: new Float32Array(1024), ref: [], n: 0};
@@ -93,6 +144,11 @@ export class VehicleLayer {
     this.lastStatsWrite = 0;
 
     const pane = map.createPane('vehicles');
+    // Two canvases: the grid and every vehicle's trail below (redrawn when fixes arrive or the
+    // view changes), the markers above (redrawn also while they glide, up to every frame).
+    this.under = L.DomUtil.create('canvas', 'vehicle-canvas-under leaflet-zoom-animated', pane);
+    this.underCtx = this.under.getContext('2d');
+    this.underDirty = true;
     this.canvas = L.DomUtil.create('canvas', 'vehicle-canvas leaflet-zoom-animated', pane);
     this.canvas.setAttribute('data-testid', 'vehicle-canvas');
     this.ctx = this.canvas.getContext('2d');
@@ -132,9 +188,10 @@ export class VehicleLayer {
   /** A new fix: glide from where the marker is drawn now, or jump when a glide makes no sense. */
   retarget(v, now, scale) {
     if (!v.hasPos) return;
-    let r = v.render;
+    const r = v.render;
     if (!r) {
-      v.render = {fx: v.x, fy: v.y, tx: v.x, ty: v.y, t0: now, dur: 0, lastAt: now, interval: 1000};
+      v.render = {fx: v.x, fy: v.y, tx: v.x, ty: v.y, cx: v.x, cy: v.y, sx: 0, sy: 0, v, t0: now, dur: 0,
+        lastAt: now, interval: 1000};
       return;
     }
     if (r.tx === v.x && r.ty === v.y) return;
@@ -192,7 +249,9 @@ export class VehicleLayer {
 
   // -- the frame loop ----------------------------------------------------------------------
 
-  request() {
+  /** Redraw at the next animation frame; `everything` false: only the markers moved (a glide). */
+  request(everything = true) {
+    if (everything) this.underDirty = true;
     if (this.scheduled) return;
     this.scheduled = true;
     requestAnimationFrame(this.frame);
@@ -213,8 +272,8 @@ export class VehicleLayer {
       // in on fast vehicles, a few times a second for a city-wide view (same smoothness, far
       // less work than 60 full redraws a second).
       const wait = Math.min(MAX_GLIDE_WAIT_MS, GLIDE_STEP_PX / glidePxPerMs);
-      if (wait < 20) this.request();
-      else this.glideTimer = setTimeout(() => this.request(), wait);
+      if (wait < 20) this.request(false);
+      else this.glideTimer = setTimeout(() => this.request(false), wait);
     }
     if (now - this.lastStatsWrite > 500) {
       // Visible to tests and to anyone inspecting the page; written twice a second at most.
@@ -232,19 +291,24 @@ export class VehicleLayer {
     const scale = this.map.getZoomScale(e.zoom, this.drawnZoom);
     const offset = this.map._latLngToNewLayerPoint(this.drawnTopLeft, e.zoom, e.center);
     L.DomUtil.setTransform(this.canvas, offset, scale);
+    L.DomUtil.setTransform(this.under, offset, scale);
   }
 
   resize(size) {
     const dpr = window.devicePixelRatio || 1;
     const w = Math.round(size.x * dpr);
     const h = Math.round(size.y * dpr);
-    if (this.canvas.width !== w || this.canvas.height !== h) {
-      this.canvas.width = w;
-      this.canvas.height = h;
-      this.canvas.style.width = `${size.x}px`;
-      this.canvas.style.height = `${size.y}px`;
+    for (const canvas of [this.canvas, this.under]) {
+      if (canvas.width !== w || canvas.height !== h) {
+        canvas.width = w;
+        canvas.height = h;
+        canvas.style.width = `${size.x}px`;
+        canvas.style.height = `${size.y}px`;
+        this.underDirty = true;
+      }
     }
     this.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    this.underCtx.setTransform(dpr, 0, 0, dpr, 0, 0);
   }
 
   /** Draw one frame; returns the speed (px/ms) of the fastest visible glide, 0 when none. */
@@ -254,6 +318,7 @@ export class VehicleLayer {
     this.resize(size);
     const topLeft = map.containerPointToLayerPoint([0, 0]);
     L.DomUtil.setPosition(this.canvas, topLeft);
+    L.DomUtil.setPosition(this.under, topLeft);
     const zoom = map.getZoom();
     this.drawnZoom = zoom;
     this.drawnTopLeft = map.containerPointToLatLng([0, 0]);
@@ -263,7 +328,6 @@ export class VehicleLayer {
     const oy = origin.y + topLeft.y;
     const ctx = this.ctx;
     ctx.clearRect(0, 0, size.x, size.y);
-    if (this.graticule) this.drawGraticule(ctx, size, scale, ox, oy);
 
     // 1. Project and cull: the vehicles that pass the filters and fall in the view.
     // The screen position is kept on the vehicle's render state (v.render.sx/sy) and the
@@ -287,7 +351,6 @@ export class VehicleLayer {
       }
       r.sx = sx;
       r.sy = sy;
-      r.v = v;
       if (v.id === this.selected) selectedPt = r;
       else pts.push(r);
     }
@@ -323,7 +386,14 @@ export class VehicleLayer {
 
     // 3. Paint: trails, markers by colour, arrows, clusters, the selected vehicle, labels.
     this.hits.n = 0;
-    this.drawTrails(ctx, singles, selectedPt, scale, ox, oy);
+    if (this.underDirty) {
+      this.underDirty = false;
+      const under = this.underCtx;
+      under.clearRect(0, 0, size.x, size.y);
+      if (this.graticule) this.drawGraticule(under, size, scale);
+      if (this.trailMode === 'all' && singles.length <= DENSE_MARKERS) this.drawAllTrails(under, singles, scale, ox, oy);
+    }
+    if (selectedPt && this.trailMode !== 'none') this.drawSelectedTrail(ctx, selectedPt, scale, ox, oy);
     this.drawMarkers(ctx, singles);
     this.drawClusters(ctx, clusters);
     if (selectedPt) this.drawSelected(ctx, selectedPt);
@@ -349,50 +419,75 @@ export class VehicleLayer {
     h.n += 1;
   }
 
-  drawTrails(ctx, singles, selectedPt, scale, ox, oy) {
-    if (this.trailMode === 'none') return;
-    const path = (pt) => {
+  /** Every vehicle's trail up to its latest fix (the marker glides along its last segment). */
+  drawAllTrails(ctx, singles, scale, ox, oy) {
+    // One-pixel lines with plain joins: the rasteriser's fast path (hundreds of trails).
+    ctx.lineJoin = 'miter';
+    ctx.lineCap = 'butt';
+    ctx.lineWidth = 1;
+    ctx.strokeStyle = 'rgba(30, 60, 110, 0.5)';
+    ctx.beginPath();
+    for (const pt of singles) {
       const trail = pt.v.trail;
-      if (trail.length < 4) return;
+      if (trail.length < 4) continue;
       ctx.moveTo(trail[0] * scale - ox, trail[1] * scale - oy);
-      // Up to the fix before the last, then to where the marker is drawn (it is gliding there).
-      for (let i = 2; i < trail.length - 2; i += 2) ctx.lineTo(trail[i] * scale - ox, trail[i + 1] * scale - oy);
-      ctx.lineTo(pt.sx, pt.sy);
-    };
+      for (let i = 2; i < trail.length; i += 2) ctx.lineTo(trail[i] * scale - ox, trail[i + 1] * scale - oy);
+    }
+    ctx.stroke();
+  }
+
+  /** The selected vehicle's trail, every frame: up to the fix before the last, then to the marker. */
+  drawSelectedTrail(ctx, pt, scale, ox, oy) {
+    const trail = pt.v.trail;
+    if (trail.length < 4) return;
     ctx.lineJoin = 'round';
     ctx.lineCap = 'round';
-    if (this.trailMode === 'all' && singles.length) {
-      ctx.beginPath();
-      for (const pt of singles) path(pt);
-      ctx.lineWidth = 2;
-      ctx.strokeStyle = 'rgba(30, 60, 110, 0.35)';
-      ctx.stroke();
-    }
-    if (selectedPt) {
-      ctx.beginPath();
-      path(selectedPt);
-      ctx.lineWidth = 3.5;
-      ctx.strokeStyle = 'rgba(12, 90, 200, 0.75)';
-      ctx.stroke();
-    }
+    ctx.beginPath();
+    ctx.moveTo(trail[0] * scale - ox, trail[1] * scale - oy);
+    for (let i = 2; i < trail.length - 2; i += 2) ctx.lineTo(trail[i] * scale - ox, trail[i + 1] * scale - oy);
+    ctx.lineTo(pt.sx, pt.sy);
+    ctx.lineWidth = 3.5;
+    ctx.strokeStyle = 'rgba(12, 90, 200, 0.75)';
+    ctx.stroke();
   }
 
   drawMarkers(ctx, singles) {
     if (!singles.length) return;
+    if (singles.length > DENSE_MARKERS) {
+      this.drawDense(ctx, singles);
+      return;
+    }
+    const dpr = window.devicePixelRatio || 1;
+    if (!this.sprites || this.sprites.dpr !== dpr) this.sprites = new MarkerSprites(this.colors, dpr, MARKER_R);
+    const sprites = this.sprites;
+    const half = sprites.half;
+    // Device pixels, whole: a sprite is copied 1:1 (no resampling).
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    for (const pt of singles) {
+      const v = pt.v;
+      ctx.drawImage(sprites.get(v.status, v.heading), Math.round(pt.sx * dpr) - half, Math.round(pt.sy * dpr) - half);
+    }
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    for (const pt of singles) this.addHit(pt.sx, pt.sy, MARKER_R + 3, pt.v);
+  }
+
+  /**
+   * Thousands of vehicles in view (clustering off, zoomed out): they overlap anyway, and a
+   * small square per vehicle, batched by colour, costs a fifth of a sprite copy — the frame
+   * stays short. Headings are not drawn at that density; zoom in (or cluster) to see them.
+   */
+  drawDense(ctx, singles) {
+    const size = DENSE_MARKER_PX;
+    const half = size / 2;
     const byStatus = this.byStatus || (this.byStatus = new Map(STATUSES.map((s) => [s, []])));
     for (const group of byStatus.values()) group.length = 0;
     for (const pt of singles) byStatus.get(pt.v.status).push(pt);
-    ctx.lineWidth = 1.5;
-    ctx.strokeStyle = '#ffffff';
     for (const [status, group] of byStatus) {
       if (!group.length) continue;
-      ctx.beginPath();
-      for (const pt of group) markerPath(ctx, pt.sx, pt.sy, pt.v, MARKER_R);
       ctx.fillStyle = this.colors[status];
-      ctx.fill();
-      ctx.stroke();
+      for (const pt of group) ctx.fillRect(Math.round(pt.sx - half), Math.round(pt.sy - half), size, size);
     }
-    for (const pt of singles) this.addHit(pt.sx, pt.sy, MARKER_R + 3, pt.v);
+    for (const pt of singles) this.addHit(pt.sx, pt.sy, half + 3, pt.v);
   }
 
   drawClusters(ctx, clusters) {
@@ -460,7 +555,7 @@ export class VehicleLayer {
   }
 
   /** Latitude/longitude lines, so a map without tiles still shows where and how far. */
-  drawGraticule(ctx, size, scale, ox, oy) {
+  drawGraticule(ctx, size, scale) {
     const map = this.map;
     const nw = map.containerPointToLatLng([0, 0]);
     const se = map.containerPointToLatLng([size.x, size.y]);

@@ -182,7 +182,7 @@ export class VehiclePanel {
       ['odometer', fixed(x.odometer, 1, 'km')],
       ['engine', x.engine === true ? 'on' : x.engine === false ? 'off' : DASH],
       ['last fix', v.ts ? `${clock(v.ts)} (${age(v.ts)})` : DASH],
-      ['last seen', x.last_seen ? age(x.last_seen) : DASH],
+      ['last seen', x.last_seen || v.ts ? age(Math.max(x.last_seen || 0, v.ts || 0)) : DASH],
       ['sequence', int(x.seq)],
     ];
     if (typeof x.derived_speed === 'number') rows.splice(2, 0, ['derived speed', fixed(x.derived_speed, 0, 'km/h')]);
