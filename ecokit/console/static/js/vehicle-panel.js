@@ -177,6 +177,7 @@ export class VehiclePanel {
     const rows = [
       ['position', v.lat !== undefined ? `${coord(v.lat)}, ${coord(v.lng)}` : DASH],
       ['speed', fixed(v.speed, 0, 'km/h')],
+      ['derived speed', fixed(x.derived_speed, 0, 'km/h')],
       ['heading', fixed(v.heading, 0, '°')],
       ['fuel', fixed(v.fuel, 1, '%')],
       ['odometer', fixed(x.odometer, 1, 'km')],
@@ -185,9 +186,17 @@ export class VehiclePanel {
       ['last seen', x.last_seen || v.ts ? age(Math.max(x.last_seen || 0, v.ts || 0)) : DASH],
       ['sequence', int(x.seq)],
     ];
-    if (typeof x.derived_speed === 'number') rows.splice(2, 0, ['derived speed', fixed(x.derived_speed, 0, 'km/h')]);
-    const nodes = [];
-    for (const [key, value] of rows) nodes.push(el('dt', {}, key), el('dd', {dataset: {field: key}}, value));
-    this.fields.replaceChildren(...nodes);
+    // Built once, then only the texts that changed: a fix a second must not re-lay-out the panel.
+    if (!this.cells) {
+      this.cells = new Map();
+      const nodes = [];
+      for (const [key] of rows) {
+        const cell = el('dd', {dataset: {field: key}});
+        this.cells.set(key, cell);
+        nodes.push(el('dt', {}, key), cell);
+      }
+      this.fields.replaceChildren(...nodes);
+    }
+    for (const [key, value] of rows) setText(this.cells.get(key), value);
   }
 }
