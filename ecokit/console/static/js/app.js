@@ -48,7 +48,7 @@ async function main() {
   api.onUnauthorized = () => {
     if (unauthorized) return;
     unauthorized = true;
-    connection.show({state: 'unauthorized', attempt: 0});
+    connection.show({state: 'unauthorized', attempt: 0, reason: 'the console token was refused'});
     if (stream) stream.stop();
   };
 

@@ -48,8 +48,8 @@ export class ConnectionView {
       }
       case 'unauthorized':
         setText(this.badge, 'token needed');
-        setText(this.banner, 'The console token was refused. Open the URL that `ecokit up` printed '
-          + '(or run `ecokit open`) to sign in again.');
+        setText(this.banner, `${s.reason ? `${s.reason[0].toUpperCase()}${s.reason.slice(1)}. ` : ''}`
+          + 'Open the URL that `ecokit up` printed (or run `ecokit open`) to sign in again.');
         this.banner.hidden = false;
         break;
       default:

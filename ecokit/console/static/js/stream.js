@@ -3,6 +3,7 @@
 // page can say what is happening.
 
 const UNAUTHORIZED = 4401;
+const FORBIDDEN_ORIGIN = 4403;
 // Why a connection ended, in words (close codes of RFC 6455 and of the console).
 const CLOSE_REASONS = {
   1001: 'the console is stopping',
@@ -98,6 +99,10 @@ export class Stream {
       this.ws = null;
       if (event.code === UNAUTHORIZED) {
         this.setState('unauthorized', {reason: 'the console token was refused'});
+        return;
+      }
+      if (event.code === FORBIDDEN_ORIGIN) {
+        this.setState('unauthorized', {reason: 'the console refused this page\'s origin (open the console\'s own URL)'});
         return;
       }
       if (!opened) {
