@@ -23,6 +23,12 @@ export function measure(value, unit) {
   return fixed(value, digits, unit);
 }
 
+/** A duration in ms: "12.3 ms", "412 ms", "2.2 s" (fits a sidebar counter). */
+export function millis(value) {
+  if (!isNum(value)) return DASH;
+  return Math.abs(value) >= 1000 ? fixed(value / 1000, 1, 's') : measure(value, 'ms');
+}
+
 export function coord(value) {
   return isNum(value) ? value.toFixed(5) : DASH;
 }

@@ -2,7 +2,7 @@
 // clustering and trail options, and the search by vehicle id.
 
 import {byId, el, setText, throttle} from './dom.js';
-import {int, measure} from './format.js';
+import {int, measure, millis} from './format.js';
 
 export class Sidebar {
   constructor(fleet, {onFilter, onCluster, onTrails, onPick}) {
@@ -66,8 +66,8 @@ export class Sidebar {
     const m = (stats && stats.messages) || {};
     setText(c.rate, measure(m.rate, ''));
     const lat = (stats && stats.latency_ms) || {};
-    setText(c.latency, measure(lat.avg, 'ms'));
-    setText(c.latencyP95, measure(lat.p95, 'ms'));
+    setText(c.latency, millis(lat.avg));
+    setText(c.latencyP95, millis(lat.p95));
   }
 
   renderResults() {
