@@ -60,6 +60,7 @@ from benchmarks._common import machine  # noqa: E402
 from ecokit.console.client import ConsoleEndpoint  # noqa: E402
 from ecokit.stack import Stack  # noqa: E402
 from ecokit.testing import running_stack, write_project  # noqa: E402
+from ecokit.testing.simulation import simulating  # noqa: E402
 
 STATIC = ROOT / "ecokit" / "console" / "static"
 HARNESS = Path(__file__).resolve().parent / "console_page"
@@ -235,35 +236,22 @@ def live_console(vehicles: int, *, warmup: float, nice: bool) -> Iterator[tuple[
     (``nice``: the stack and the simulator at nice 10, below the browser)."""
     with tempfile.TemporaryDirectory(prefix="ecokit-bench-console-") as folder:
         config = write_project(Path(folder), devices=vehicles, stack="page-bench")
-        with running_stack(config) as stack, (Path(folder) / "simulate.log").open("wb") as log:
+        with running_stack(config) as stack, simulating(Path(config), vehicles, seed=7, duration="120m") as sim:
             endpoint = stack.console_endpoint()
             assert endpoint is not None, "the stack has no console"
-            sim = subprocess.Popen(
-                [sys.executable, "-m", "ecokit", "simulate", "-c", str(config), "--vehicles", str(vehicles),
-                 "--rate", "1s", "--region", "paris", "--seed", "7", "--duration", "120m", "--quiet",
-                 "--queue", str(Path(folder) / "queue.sqlite")],
-                cwd=folder, stdout=subprocess.DEVNULL, stderr=log)
-            try:
-                # The browser is the thing measured; on a user's machine it does not share two
-                # cores with the stack and 5,000 simulated devices. Those run at nice 10 here,
-                # so they take what the browser leaves (the figures say so).
-                for pid in [sim.pid, *(s.pid for s in stack.status().services if s.pid)] if nice else []:
-                    deprioritise(pid)
-                deadline = time.monotonic() + 300
-                while api(endpoint, "/api/stats")["vehicles"]["total"] < vehicles * 0.98:
-                    if time.monotonic() > deadline or sim.poll() is not None:
-                        raise RuntimeError(f"the simulator did not bring {vehicles} vehicles up "
-                                           f"(see {folder}/simulate.log)")
-                    time.sleep(2)
-                time.sleep(warmup)
-                yield stack, endpoint
-            finally:
-                sim.terminate()
-                try:
-                    sim.wait(60)
-                except subprocess.TimeoutExpired:
-                    sim.kill()
-                    sim.wait(10)
+            # The browser is the thing measured; on a user's machine it does not share two
+            # cores with the stack and 5,000 simulated devices. Those run at nice 10 here,
+            # so they take what the browser leaves (the figures say so).
+            for pid in [sim.pid, *(s.pid for s in stack.status().services if s.pid)] if nice else []:
+                deprioritise(pid)
+            deadline = time.monotonic() + 300
+            while api(endpoint, "/api/stats")["vehicles"]["total"] < vehicles * 0.98:
+                if time.monotonic() > deadline or sim.poll() is not None:
+                    raise RuntimeError(f"the simulator did not bring {vehicles} vehicles up "
+                                       f"(see {folder}/simulate.log)")
+                time.sleep(2)
+            time.sleep(warmup)
+            yield stack, endpoint
 
 
 def deprioritise(pid: int) -> None:

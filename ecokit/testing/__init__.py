@@ -2,6 +2,7 @@
 
 ``stack`` (free ports, throwaway projects, :func:`running_stack` that always tears down),
 ``mqtt`` (:class:`SyncClient`: paho with deadlines), ``waiting`` (:func:`wait_for`),
+``simulation`` (:func:`~ecokit.testing.simulation.simulating`: ``ecokit simulate`` beside a test),
 ``docker_lane`` (a private dockerd and the images the docker tests need; imported on its own,
 it is heavy).
 

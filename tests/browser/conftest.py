@@ -4,8 +4,6 @@ headless Chromium, shared by the tests of a module to keep the suite lean."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +12,7 @@ from browser_support import FLEET, ConsolePage, TileServer, chromium
 from ecokit.console.client import ConsoleEndpoint
 from ecokit.stack import Stack
 from ecokit.testing import running_stack, write_project
+from ecokit.testing.simulation import simulating
 from ecokit.testing.waiting import wait_for
 
 
@@ -31,21 +30,8 @@ def console_stack(tmp_path_factory: pytest.TempPathFactory, tiles: TileServer,
     folder = tmp_path_factory.mktemp("console-page")
     config = write_project(folder, devices=FLEET, extra={
         "console": {"tiles": {"url": tiles.url, "attribution": "test tiles by ecokit"}}})
-    with running_stack(config) as stack, (folder / "simulate.log").open("wb") as log:
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "ecokit", "simulate", "-c", str(config), "--vehicles", str(FLEET),
-             "--rate", "1s", "--region", "paris", "--seed", "12", "--duration", "30m", "--quiet",
-             "--queue", str(folder / "queue.sqlite")],
-            cwd=folder, stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            yield stack
-        finally:
-            sim.terminate()
-            try:
-                sim.wait(30)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-                sim.wait(10)
+    with running_stack(config) as stack, simulating(config, FLEET, seed=12, duration="30m"):
+        yield stack
 
 
 @pytest.fixture(scope="module")
