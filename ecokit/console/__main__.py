@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = create_app(service)
     server = uvicorn.Server(uvicorn.Config(
-        app, host=config.http.host, port=config.http.port, log_config=None, access_log=False, ws="websockets",
+        app, host=config.http.host, port=config.http.port, log_config=None, access_log=False, ws="websockets-sansio",
         lifespan="on", server_header=False, date_header=True, proxy_headers=False, ws_max_size=65_536,
         ws_ping_interval=20.0, ws_ping_timeout=20.0, timeout_graceful_shutdown=5, h11_max_incomplete_event_size=65_536))
     server.run()

@@ -80,6 +80,8 @@ class ConsoleMiddleware:
         started = time.perf_counter()
         path: str = scope["path"]
         extra = self.docs_headers if path == "/docs" else self.headers
+        if path.startswith("/api/"):
+            extra = [*extra, (b"cache-control", b"no-store")]  # fleet data: never kept by a cache
         status = 0
 
         async def send_with_headers(message: Message) -> None:
