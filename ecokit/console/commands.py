@@ -388,7 +388,8 @@ class CommandEngine:
         return self.store.get(command_id)
 
     def vehicles_online(self, vehicles: Iterable[str]) -> None:
-        """Called by the intake when vehicles come online (thread-safe, cheap)."""
+        """Called by the intake with the vehicles it heard from online (thread-safe, and
+        cheap when nothing is queued, which is the common case)."""
         if self.queued:
             wanted = [v for v in vehicles if v in self.queued]
             if wanted:

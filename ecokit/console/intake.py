@@ -135,7 +135,7 @@ class Intake:
         now = time.time()
         now_ms = int(now * 1000)
         acks: list[int] = []
-        online: list[str] = []
+        online: set[str] = set()
         latencies: list[float] = []
         rejected: list[tuple[Received, str, str | None, str]] = []
         telemetry = status = 0
@@ -166,8 +166,11 @@ class Intake:
                     else:
                         status += 1
                         came_online = store.on_status(vehicle, doc)
-                    if came_online:
-                        online.append(vehicle)
+                    # Every vehicle heard from while online, not only those that just came
+                    # online: a command queued while the console had not heard from it yet
+                    # goes out with its next message.
+                    if came_online or store.is_online(vehicle):
+                        online.add(vehicle)
                 except Rejected as exc:
                     rejected.append((msg, exc.reason, exc.field, str(exc)))
                 except Exception as exc:  # a bug must cost one message, never the intake
@@ -182,7 +185,7 @@ class Intake:
         for msg, reason, field, detail in rejected:
             self._reject(msg, reason, field, detail)
         if online:
-            self.on_online(online)
+            self.on_online(sorted(online))
         return acks
 
     def _reject(self, msg: Received, reason: str, field: str | None, detail: str) -> None:
