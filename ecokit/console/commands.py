@@ -39,6 +39,7 @@ from ecokit.daemon import OncePerKind
 from ecokit.errors import EcokitError
 from ecokit.sim.commands import Command
 from ecokit.sim.fleet import commands_topic
+from ecokit.store.sqlite import open_database
 
 ACKS = "fleet/+/commands/ack"
 SESSION_EXPIRY = 86_400  # the broker keeps acks for the console for a day while it is away
@@ -90,13 +91,8 @@ class CommandStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         try:
-            if str(path) != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
+            self._db = open_database(path, SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
             raise CommandStoreError(f"cannot open the command database {path}: {exc}") from exc
         self._lock = threading.Lock()
 
