@@ -18,7 +18,9 @@ from ecokit.config.loader import LoadedConfig, find_config_file, load_config
 from ecokit.config.model import StackConfig
 from ecokit.config.registry import Device, User, load_devices, load_users
 from ecokit.config.rules import retention_policies, retention_policy
-from ecokit.errors import ConfigError, RuntimeUnavailable, StackNotRunning
+from ecokit.console.client import ConsoleEndpoint
+from ecokit.errors import ConfigError, PortInUse, RuntimeUnavailable, StackNotRunning
+from ecokit.machine import StackIndex, new_entry, state_dir
 from ecokit.paths import StackPaths, Target
 from ecokit.render import PathMap
 from ecokit.runtime import RuntimeName, docker_engine_answers, docker_runtime_installed
@@ -48,18 +50,21 @@ STACK_SECRETS: dict[str, Callable[[], str]] = {
     names.GRAFANA_ADMIN: generate_password, names.GRAFANA_SECRET_KEY: generate_token,
     names.EMQX_COOKIE: generate_password, names.EMQX_DASHBOARD: generate_password,
     names.EMQX_API_SECRET: generate_password,
+    names.CONSOLE_TOKEN: generate_token,
     **{f"service/{role.username}": generate_password for role in SERVICE_ROLES},
 }
 
 DOCKER_HOSTNAMES = ("broker", "emqx", "mosquitto", "influxdb", "grafana", "prometheus",
-                    "bridge", "processor", "shadow")
+                    "bridge", "processor", "shadow", "brokerstats")
 
 
 class Stack:
     """Everything about one stack, loaded once and passed down explicitly."""
 
-    def __init__(self, loaded: LoadedConfig) -> None:
+    def __init__(self, loaded: LoadedConfig, *, index: StackIndex | None = None) -> None:
         self.loaded = loaded
+        # The machine-wide list of stacks (`ecokit ps`); `up` records this stack there.
+        self.index = index or StackIndex(state_dir({}))
         self.config: StackConfig = loaded.config
         self.project_dir = loaded.project_dir
         self.paths = StackPaths(self.project_dir, self.config.stack)
@@ -95,7 +100,7 @@ class Stack:
                 if loaded.config.stack != stack_name:
                     raise ConfigError(f"profile {name!r} changes the stack name; profiles cannot",
                                       key="stack")
-        return cls(loaded)
+        return cls(loaded, index=StackIndex(state_dir(env or {})))
 
     # -- registry and credentials -------------------------------------------------------
 
@@ -186,7 +191,7 @@ class Stack:
                            [Grant("subscribe", t) for t in user.subscribe])
             principals.append(Principal(user.username, user.password or values[f"user/{user.username}"],
                                         "user", superuser=user.superuser, grants=grants))
-        return AccessPolicy(tuple(principals), anonymous=self.config.auth.anonymous)
+        return AccessPolicy(tuple(principals), anonymous=self.config.auth.anonymous, open=self.config.auth.open)
 
     # -- certificates ------------------------------------------------------------------
 
@@ -354,13 +359,36 @@ class Stack:
         if self.config.tls.enabled:
             self.generate_certs()
         self.render(name)
-        actions = self.runtime(name).up(self.plan(name), on_ready=self._on_ready, progress=progress)
-        profile_file = self.paths.active_profile_file
+        # The profile stays active (for every later command, across down and up) until
+        # another --profile is given; --profile default goes back to none.
         if self.loaded.profile:
-            profile_file.write_text(self.loaded.profile + "\n")
-        else:
-            profile_file.unlink(missing_ok=True)
-        return actions
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+            self.paths.active_profile_file.write_text(self.loaded.profile + "\n")
+        recorded = self.index.get(self.project_dir, self.config.stack)
+        self.index.record(new_entry(
+            stack=self.config.stack, project_dir=self.project_dir,
+            config_file=self.loaded.config_file or self.project_dir / "ecokit.yaml", runtime=name,
+            profile=self.active_profile, started=recorded.started if recorded and current else None))
+        try:
+            return self.runtime(name).up(self.plan(name), on_ready=self._on_ready, progress=progress)
+        except PortInUse as exc:
+            raise self._port_error(exc) from None
+
+    def _port_error(self, exc: PortInUse) -> PortInUse:
+        """The same error, naming the key that chose the port and where its value came from."""
+        if exc.key is not None:
+            return exc
+        # Ports are distinct across the configuration (checked at load), so one key chose it.
+        key = next((k for k, v in self.config.host_ports().items() if v == exc.port), None)
+        if key is None:
+            return exc
+        return PortInUse(exc.service, exc.port, exc.host, key=key, source=self.loaded.source_of(key),
+                         holder=exc.holder)
+
+    @property
+    def active_profile(self) -> str | None:
+        """The profile this stack was loaded with (given, or recorded by an earlier `up`)."""
+        return self.loaded.profile
 
     def down(self, *, purge: bool = False, progress: Progress = no_progress) -> list[str]:
         name = self.current_runtime()
@@ -377,8 +405,14 @@ class Stack:
                 shutil.rmtree(self.paths.logs_dir, ignore_errors=True)
         if purge and name == "docker":
             shutil.rmtree(self.paths.logs_dir, ignore_errors=True)
-        self.paths.active_profile_file.unlink(missing_ok=True)
+        self.index.forget(self.project_dir, self.config.stack)
         return stopped
+
+    def require_running(self) -> None:
+        """Raise StackNotRunning (with the way out) unless the last `up` left services running."""
+        if self.current_runtime() is None:
+            raise StackNotRunning(f"stack {self.config.stack!r} is not up",
+                                  hint="run `ecokit up` (`ecokit ps` lists the stacks running on this machine)")
 
     def restart(self, services: Sequence[str] = (), *, progress: Progress = no_progress) -> None:
         name = self.current_runtime()
@@ -387,7 +421,20 @@ class Stack:
         self.render(name)
         self.runtime(name).restart(self.plan(name), services, on_ready=self._on_ready, progress=progress)
 
+    def service_names(self) -> list[str]:
+        """The services of this stack's plan, in start order."""
+        from ecokit.services.spec import ordered
+
+        target: Target = self.current_runtime() or self.resolve_runtime(None)
+        return [s.name for s in ordered(self.plan(target))]
+
     def logs(self, service: str, *, follow: bool = False, tail: int = 50) -> Any:
+        from ecokit.errors import UsageError
+
+        known = self.service_names()
+        if service not in known:
+            raise UsageError(f"stack {self.config.stack!r} has no service {service!r}",
+                             hint=f"its services: {', '.join(known)} (or no name for all of them)")
         name = self.current_runtime() or self.resolve_runtime(None)
         return self.runtime(name).logs(service, follow=follow, tail=tail)
 
@@ -429,6 +476,28 @@ class Stack:
         schemes = ("mqtt", "mqtts", "ws", "wss")
         return {p.name: p.url(ctx.client_host) for p in broker_ports(ctx)
                 if p.scheme in schemes and p.name != "internal"}
+
+    def console_endpoint(self) -> ConsoleEndpoint | None:
+        """Where the stack's console is and its token, or None when the stack has none."""
+        cfg = self.config.console
+        if not cfg.enabled:
+            return None
+        host = cfg.bind or self.config.bind
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        shown = f"[{host}]" if ":" in host else host
+        token = self._stack_secrets(names.CONSOLE_TOKEN)[names.CONSOLE_TOKEN]
+        return ConsoleEndpoint(f"http://{shown}:{cfg.port}", token)
+
+    def console_status(self, *, show_secrets: bool = False) -> dict[str, Any] | None:
+        """The console's URL (and, when asked, its token and the URL that carries it)."""
+        endpoint = self.console_endpoint()
+        if endpoint is None:
+            return None
+        out: dict[str, Any] = {"url": f"{endpoint.url}/", "docs": f"{endpoint.url}/docs"}
+        if show_secrets:
+            out.update(token=endpoint.token, page=endpoint.page)
+        return out
 
 
 def _write_file(path: Path, content: bytes, mode: int) -> None:

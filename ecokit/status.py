@@ -8,6 +8,7 @@ from typing import Any, Literal
 from ecokit.acl import SERVICE_ROLES
 from ecokit.disk import disk_spaces, stack_folders
 from ecokit.paths import Target
+from ecokit.report import stamped
 from ecokit.runtime.base import ServiceStatus
 from ecokit.stack import Stack
 
@@ -25,17 +26,23 @@ class StackStatus:
     project_dir: str = ""
     notes: list[str] = field(default_factory=list)
     disk: list[dict[str, Any]] = field(default_factory=list)
+    profile: str | None = None
+    # Anonymous clients may publish and subscribe almost anywhere (the `open` sandbox).
+    open_broker: bool = False
+    started: float | None = None
+    console: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "stack": self.stack, "runtime": self.runtime, "state": self.state,
+            "stack": self.stack, "runtime": self.runtime, "state": self.state, "profile": self.profile,
+            "open_broker": self.open_broker, **stamped("started_at", self.started if self.runtime else None),
             "project_dir": self.project_dir,
             "services": {s.name: {k: v for k, v in {
                 "state": s.state, "description": s.description, "pid": s.pid, "container": s.container,
                 "ports": s.ports, "log": s.log, "detail": s.detail or None}.items() if v is not None}
                 for s in self.services},
             "broker": self.broker, "influxdb": self.influxdb, "web": self.web,
-            "credentials": self.credentials, "notes": self.notes, "disk": self.disk,
+            "credentials": self.credentials, "notes": self.notes, "console": self.console, "disk": self.disk,
         }
 
 
@@ -91,5 +98,8 @@ def stack_status(stack: Stack, *, show_secrets: bool = False) -> StackStatus:
                      "free_bytes": space.free, "level": space.level})
         if (note := space.note()) is not None:
             notes.append(note)
+    recorded = stack.index.get(stack.project_dir, stack.config.stack)
     return StackStatus(stack.config.stack, name, state, services, broker, influx, web, credentials,
-                       project_dir=str(stack.project_dir), notes=notes, disk=disk)
+                       project_dir=str(stack.project_dir), notes=notes, profile=stack.active_profile,
+                       open_broker=stack.config.auth.open, started=recorded.started if recorded else None,
+                       console=stack.console_status(show_secrets=show_secrets), disk=disk)

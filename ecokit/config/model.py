@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ecokit.config.base import KeyedValueError, Port, Section
 from ecokit.config.bench import BenchConfig
+from ecokit.config.console import ConsoleConfig
 from ecokit.config.regions import RegionError, parse_region
 from ecokit.config.rules import (
     RETENTION,
@@ -62,6 +63,8 @@ class BrokerConfig(Section):
     password_iterations: int = Field(1000, ge=1, le=1_000_000,
                                      description="PBKDF2-SHA512 rounds in the Mosquitto password file")
     log_verbose: bool = False
+    sys_interval: int = Field(10, ge=1, le=3600,
+                              description="seconds between Mosquitto's $SYS updates (what broker metrics show)")
 
 
 # TLS 1.2 suites offered by default: forward secrecy and AEAD only (no CBC, no SHA-1 MAC).
@@ -111,6 +114,16 @@ class CertsConfig(Section):
 
 class AuthConfig(Section):
     anonymous: bool = Field(False, description="allow clients without credentials (never implied)")
+    open: bool = Field(False, description="a test sandbox (profile `open`): clients without credentials may "
+                                          "publish and subscribe to any topic except $SYS writes and ecokit's "
+                                          "own service topics; needs anonymous: true")
+
+    @model_validator(mode="after")
+    def _open_needs_anonymous(self) -> AuthConfig:
+        if self.open and not self.anonymous:
+            raise KeyedValueError("open: true needs anonymous: true (an open broker takes clients without "
+                                  "credentials; say so explicitly)", "open")
+        return self
 
 
 class InfluxConfig(Section):
@@ -150,6 +163,7 @@ class EcokitServicePorts(Section):
     bridge: Port = 9101
     processor: Port = 9102
     shadow: Port = 9103
+    brokerstats: Port = Field(9104, description="Mosquitto's $SYS as Prometheus metrics")
 
 
 class ImagesConfig(Section):
@@ -234,6 +248,7 @@ class StackConfig(Section):
     processor: ProcessorConfig = ProcessorConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     bench: BenchConfig = BenchConfig()
+    console: ConsoleConfig = ConsoleConfig()
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="user profiles: overlays applied with --profile NAME"
     )
@@ -293,6 +308,8 @@ class StackConfig(Section):
         ports["grafana.port"] = self.grafana.port
         ports["prometheus.port"] = self.prometheus.port
         ports.update({f"service_ports.{k}": v for k, v in self.service_ports.model_dump().items()})
+        if self.console.enabled:
+            ports["console.port"] = self.console.port
         return ports
 
     @property

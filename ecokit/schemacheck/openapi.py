@@ -131,7 +131,8 @@ class OpenApi:
             if op is None:
                 continue
             for base in self._bases(op):
-                if path == base.rstrip("/") + template or (base == "/" and path == template):
+                if _path_params(base.rstrip("/") + template, path) is not None or \
+                        (base == "/" and _path_params(template, path) is not None):
                     return op, template
         raise KeyError(f"{method.upper()} {path} is not an operation of {self.doc.get('info', {}).get('title')}")
 
@@ -161,13 +162,17 @@ class OpenApi:
         headers = {k.lower(): v for k, v in (headers or {}).items()}
         op, template = self.operation(method, path)
         where = f"{method.upper()} {template}"
+        in_path = next((found for base in self._bases(op)
+                        if (found := _path_params(base.rstrip("/") + template, path)) is not None),
+                       _path_params(template, path) or {})
         problems: list[Problem] = []
         declared: set[tuple[str, str]] = set()
         for raw in op.get("parameters", []):
             param = self._resolve(raw)
             place, name = param["in"], param["name"]
             declared.add((place, name.lower() if place == "header" else name))
-            source = query if place == "query" else headers if place == "header" else {}
+            source = query if place == "query" else headers if place == "header" else \
+                in_path if place == "path" else {}
             key = name.lower() if place == "header" else name
             if key not in source:
                 if param.get("required"):
@@ -269,3 +274,17 @@ def _problem(error: ValidationError, where: str) -> Problem:
     detail = deepest(error)
     path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in detail.absolute_path)
     return Problem(f"{where}{path}".lstrip(".") or "(value)", detail.message)
+
+
+def _path_params(template: str, path: str) -> dict[str, str] | None:
+    """The path parameters when ``path`` matches ``template`` (``/buckets/{bucketID}``), else None."""
+    want, got = template.split("/"), path.split("/")
+    if len(want) != len(got):
+        return None
+    params: dict[str, str] = {}
+    for w, g in zip(want, got, strict=True):
+        if w.startswith("{") and w.endswith("}") and g:
+            params[w[1:-1]] = g
+        elif w != g:
+            return None
+    return params

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
-from ecokit.acl import HEALTH_USER, USERNAME, AccessPolicy, Grant, Principal
+from ecokit.acl import HEALTH_USER, SERVICE_TOPICS, USERNAME, AccessPolicy, Grant, Principal
 from ecokit.config.model import TLS13_CIPHERS
 from ecokit.render import render_template
 from ecokit.services.context import (
@@ -95,11 +95,17 @@ def on_device_listeners(principal: Principal) -> bool:
     return principal.kind != "service" or principal.username == HEALTH_USER
 
 
-def mosquitto_acl_lines(policy: AccessPolicy, who: Callable[[Principal], bool] = lambda p: True
-                        ) -> list[tuple[str, list[str]]]:
-    """(username or '' for patterns, lines) blocks of a Mosquitto acl_file for the principals
-    ``who`` selects (the device patterns apply to everyone)."""
-    blocks: list[tuple[str, list[str]]] = []
+def mosquitto_acl_lines(policy: AccessPolicy, who: Callable[[Principal], bool] = lambda p: True, *,
+                        anonymous: bool = True) -> list[tuple[str | None, list[str]]]:
+    """(username, or None for anonymous clients, or '' for patterns; lines) blocks of a
+    Mosquitto acl_file for the principals ``who`` selects (the device patterns apply to
+    everyone). Anonymous clients' lines come first: before any `user` line; ``anonymous``
+    False leaves them out (the internal listener takes no anonymous clients)."""
+    blocks: list[tuple[str | None, list[str]]] = []
+    if anonymous and policy.anonymous and policy.open:
+        # `deny` is checked before anything else and covers reading as well as writing.
+        blocks.append((None, [*(f"topic deny {t}" for t in SERVICE_TOPICS), "topic read $SYS/#",
+                              "topic readwrite #"]))
     for principal in sorted(filter(who, policy.principals), key=lambda p: p.username):
         if principal.superuser:
             blocks.append((principal.username, ["topic readwrite #", "topic read $SYS/#"]))
@@ -130,7 +136,7 @@ def mosquitto(ctx: PlanContext) -> ServiceSpec:
     acl = render_template("mosquitto/acl.j2", stack=cfg.stack,
                           blocks=mosquitto_acl_lines(ctx.policy, on_device_listeners))
     services_acl = render_template("mosquitto/acl.j2", stack=cfg.stack,
-                                   blocks=mosquitto_acl_lines(ctx.policy, is_service))
+                                   blocks=mosquitto_acl_lines(ctx.policy, is_service, anonymous=False))
     data_dir = ctx.paths.volume(BROKER, "data", "/mosquitto/data")
     passwd_path, passwd_container = _placed(ctx, "passwd", MOSQUITTO_ETC)
     acl_path, acl_container = _placed(ctx, "acl", MOSQUITTO_ETC)
@@ -183,6 +189,14 @@ def emqx_acl_rules(policy: AccessPolicy) -> list[str]:
         rules += [rule(who, g) for g in principal.grants]
     # Device rights follow the username, like Mosquitto's `pattern` lines.
     rules += [rule("all", g) for g in policy.device_grants]
+    if policy.anonymous and policy.open:
+        # The sandbox is for clients without a username: whoever has one stops here. EMQX
+        # checks a subscription when it is made, so an anonymous `#` also receives the
+        # service topics denied below (Mosquitto filters each message).
+        rules.append('{deny, {username, {re, "."}}, all, ["#", "$SYS/#"]}.')
+        rules.append("{deny, all, all, [" + ", ".join(f'"{t}"' for t in SERVICE_TOPICS) + "]}.")
+        rules.append('{allow, all, subscribe, ["$SYS/#"]}.')
+        rules.append('{allow, all, all, ["#"]}.')
     rules.append("{deny, all}.")
     return rules
 

@@ -35,10 +35,13 @@ def metrics_targets(ctx: PlanContext, plan_names: tuple[str, ...]) -> list[dict[
     """Scrape jobs: ecokit's own services and EMQX's Prometheus endpoint."""
     jobs = []
     ports = ctx.config.service_ports.model_dump()
-    for name in ("bridge", "processor", "shadow"):
+    for name in ("bridge", "processor", "shadow", "brokerstats"):
         if name in plan_names:
             jobs.append({"job": f"ecokit-{name}", "path": "/metrics",
                          "target": f"{ctx.service_host(name)}:{ports[name]}"})
+    if "console" in plan_names:
+        jobs.append({"job": "ecokit-console", "path": "/metrics",
+                     "target": f"{ctx.service_host('console')}:{ctx.listen_port('console', ctx.config.console.port)}"})
     if ctx.config.broker.kind == "emqx":
         port = ctx.listen_port("dashboard", ctx.config.broker.ports.dashboard)
         for kind in ("stats", "data_integration"):

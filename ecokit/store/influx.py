@@ -69,8 +69,12 @@ class InfluxV1:
         try:
             return self.session.request(method, url, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
         except requests.RequestException as exc:
-            raise StoreError(f"InfluxDB is not reachable at {self.endpoint.url}: {exc.__class__.__name__}",
-                             url=self.endpoint.url) from exc
+            why = "connection refused" if isinstance(exc, requests.ConnectionError) else \
+                "no answer in time" if isinstance(exc, requests.Timeout) else exc.__class__.__name__
+            error = StoreError(f"InfluxDB is not reachable at {self.endpoint.url} ({why})")
+            error.url = self.endpoint.url
+            error.hint = "`ecokit status` shows whether influxdb runs, `ecokit logs influxdb` why it stopped"
+            raise error from exc
 
     def ping(self) -> str | None:
         """The server version if it answers /ping, else None (never raises)."""
@@ -131,6 +135,14 @@ class InfluxV1:
         resp = self._request("GET", path, params=dict(params))
         if resp.status_code != 200:
             raise StoreError(f"InfluxDB refused GET {path}", url=resp.url.split("?")[0],
+                             status=resp.status_code, body=_error_text(resp))
+        return resp.json()
+
+    def send_json(self, method: str, path: str, body: Mapping[str, Any]) -> Any:
+        """POST/PATCH a JSON document (InfluxDB 2's /api/v2 endpoints); the answer's JSON."""
+        resp = self._request(method, path, json=dict(body))
+        if resp.status_code not in (200, 201):
+            raise StoreError(f"InfluxDB refused {method} {path}", url=resp.url.split("?")[0],
                              status=resp.status_code, body=_error_text(resp))
         return resp.json()
 
@@ -263,23 +275,36 @@ def v2_policy_buckets(database: str, policies: Mapping[str, str]) -> list[tuple[
     return out
 
 
+def v2_bucket_request(org: str, bucket: str) -> tuple[str, dict[str, str]]:
+    """The lookup of one bucket by name (InfluxDB 2: GET /api/v2/buckets)."""
+    return "/api/v2/buckets", {"org": org, "name": bucket}
+
+
+def v2_bucket_body(bucket: str, seconds: int, org_id: str | None = None) -> dict[str, Any]:
+    """POST /api/v2/buckets (with ``org_id``) or PATCH /api/v2/buckets/{id} (without): a bucket
+    whose points expire after ``seconds`` (0 = never)."""
+    rules = [{"type": "expire", "everySeconds": seconds}]
+    if org_id is None:
+        return {"retentionRules": rules}
+    return {"orgID": org_id, "name": bucket, "retentionRules": rules,
+            "description": "ecokit: a rule's own retention (retention policy of the v1 API)"}
+
+
 def setup_v2_policies(admin: InfluxEndpoint, *, org: str, database: str, policies: Mapping[str, str]) -> None:
     """Create (or re-time) the buckets of the rules' own retention policies (InfluxDB 2)."""
     if not policies:
         return
-    from influxdb_client.client.influxdb_client import InfluxDBClient
-    from influxdb_client.domain.bucket_retention_rules import BucketRetentionRules
-
-    with InfluxDBClient(url=admin.url, token=admin.token or "", org=org) as client:
-        api = client.buckets_api()
+    with InfluxV1(admin) as client:
+        orgs = client.get_json("/api/v2/orgs", {"org": org}).get("orgs", [])
+        if not orgs:
+            raise StoreError(f"InfluxDB 2 has no organisation {org!r}", url=admin.url)
         for bucket, seconds in v2_policy_buckets(database, policies):
-            rules = BucketRetentionRules(type="expire", every_seconds=seconds)  # type: ignore[no-untyped-call]
-            found = api.find_bucket_by_name(bucket)
-            if found is None:
-                api.create_bucket(bucket_name=bucket, retention_rules=rules, org=org)
+            path, params = v2_bucket_request(org, bucket)
+            found = client.get_json(path, params).get("buckets", [])
+            if found:
+                client.send_json("PATCH", f"/api/v2/buckets/{found[0]['id']}", v2_bucket_body(bucket, seconds))
             else:
-                found.retention_rules = [rules]
-                api.update_bucket(found)
+                client.send_json("POST", "/api/v2/buckets", v2_bucket_body(bucket, seconds, orgs[0]["id"]))
 
 
 def check_v1_mapping(client: InfluxV1, *, org: str, database: str) -> None:

@@ -4,8 +4,6 @@ and health, InfluxDB counts."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +46,6 @@ def metrics(stack: Stack, service: str) -> dict[str, float]:
 def healthz(stack: Stack, service: str) -> int:
     port = getattr(stack.config.service_ports, service)
     return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def count(stack: Stack, q: str) -> int:

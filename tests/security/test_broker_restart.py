@@ -16,9 +16,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from security_support import count, telemetry, wait_for
+from security_support import count, telemetry
 
 from ecokit.stack import Stack
+from ecokit.testing import wait_for
 
 
 class Publisher:

@@ -16,13 +16,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from security_support import healthz, metrics, wait_for
+from security_support import healthz, metrics
 from test_broker_restart import Publisher, stored_seqs
 
 from ecokit.paths import StackPaths
 from ecokit.stack import Stack
 from ecokit.status import stack_status
-from ecokit.testing import running_stack, write_project
+from ecokit.testing import running_stack, wait_for, write_project
 
 
 def dropped(stack: Stack, reason: str) -> float:

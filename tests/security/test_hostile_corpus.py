@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from security_support import DEVICES, client, count, healthz, metrics, telemetry, wait_for
+from security_support import DEVICES, client, count, healthz, metrics, telemetry
 
 from ecokit.stack import Stack
 from ecokit.store.influx import InfluxV1, quote_string
-from ecokit.testing import running_stack, write_project
+from ecokit.testing import running_stack, wait_for, write_project
 
 DEVICE = "v6"
 TELEMETRY = f"fleet/{DEVICE}/telemetry"

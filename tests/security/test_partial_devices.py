@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import time
 
-from security_support import client, wait_for
+from security_support import client
 
 from ecokit.stack import Stack
 from ecokit.store.influx import InfluxV1
+from ecokit.testing import wait_for
 
 
 def rows(stack: Stack, q: str) -> list[dict[str, object]]:

@@ -20,7 +20,7 @@ import pytest
 import requests
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
-from security_support import client, healthz, metrics, wait_for
+from security_support import client, healthz, metrics
 
 from ecokit.bridge.contract import BridgeServiceConfig
 from ecokit.bridge.service import Bridge
@@ -31,7 +31,7 @@ from ecokit.processor.service import Processor
 from ecokit.rules.engine import Message, Outcome
 from ecokit.stack import Stack
 from ecokit.status import stack_status
-from ecokit.testing import free_port
+from ecokit.testing import free_port, wait_for
 
 DEEP = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import time
 
-from security_support import client, count, metrics, telemetry, wait_for
+from security_support import client, count, metrics, telemetry
 
 from ecokit.stack import Stack
-from ecokit.testing import SyncClient
+from ecokit.testing import SyncClient, wait_for
 
 GROUPS = ["$share/ecokit-bridge/#", "$share/ecokit-bridge/fleet/#", "$share/ecokit-bridge/fleet/+/telemetry",
           "$share/ecokit-processor/fleet/+/telemetry", "$share/ecokit-shadow/things/+/shadow/+"]

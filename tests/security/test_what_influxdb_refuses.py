@@ -11,11 +11,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from security_support import DEVICES, client, count, metrics, telemetry, wait_for
+from security_support import DEVICES, client, count, metrics, telemetry
 
 from ecokit.stack import Stack
 from ecokit.store.influx import InfluxV1
-from ecokit.testing import SyncClient, running_stack, write_project
+from ecokit.testing import SyncClient, running_stack, wait_for, write_project
 
 PROBE_RULE = {"probe": {
     "topic": "lab/+/probe", "measurement": "probe", "tags": {"id": {"from": "topic", "segment": 2}},

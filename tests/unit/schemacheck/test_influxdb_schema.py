@@ -31,6 +31,9 @@ from ecokit.store.influx import (
     check_v1_mapping,
     dbrp_problem,
     dbrp_request,
+    v2_bucket_body,
+    v2_bucket_request,
+    v2_policy_buckets,
 )
 
 # Stricter than the server: the contract puts every operation under its global
@@ -265,3 +268,22 @@ def test_a_flux_task_and_its_creation_request_fit_the_contract(influx_api: OpenA
 def test_flux_task_check_refuses_tasks_influxdb_refuses(flux: str, expected: str) -> None:
     found = report(check_flux_task(flux))
     assert expected in found, found
+
+
+# -- the buckets of rules with their own retention (the archive's 24 h) -------------------------
+
+
+def test_the_retention_buckets_fit_the_contract(influx_api: OpenApi) -> None:
+    auth = {"Authorization": "Token t"}
+    assert influx_api.check_request("GET", "/api/v2/orgs", query={"org": "ecokit"}, headers=auth) == []
+    [(bucket, seconds)] = v2_policy_buckets("fleet", {"ecokit_archive": "24h"})
+    assert (bucket, seconds) == ("fleet/ecokit_archive", 86_400)
+    path, params = v2_bucket_request("ecokit", bucket)
+    assert influx_api.check_request("GET", path, query=params, headers=auth) == []
+    assert influx_api.check_request("POST", "/api/v2/buckets", headers=auth, media_type="application/json",
+                                    body=v2_bucket_body(bucket, seconds, "bea7ea952287f70d")) == []
+    assert influx_api.check_request("PATCH", "/api/v2/buckets/4d4d9d5b61dee751", headers=auth,
+                                    media_type="application/json", body=v2_bucket_body(bucket, 0)) == []
+    # the contract would catch a body without the organisation
+    assert influx_api.check_request("POST", "/api/v2/buckets", headers=auth, media_type="application/json",
+                                    body={"name": bucket})

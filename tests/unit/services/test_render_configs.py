@@ -59,7 +59,7 @@ MOSQUITTO_GLOBAL = {
     "per_listener_settings", "user", "persistence",
     "persistence_location", "autosave_interval", "max_queued_messages", "max_inflight_messages",
     "max_packet_size", "max_keepalive", "set_tcp_nodelay", "log_dest", "log_type", "connection_messages",
-    "log_timestamp", "log_timestamp_format",
+    "log_timestamp", "log_timestamp_format", "sys_interval",
 }
 # With per_listener_settings true, the security options belong to each listener.
 MOSQUITTO_LISTENER = {"protocol", "cafile", "certfile", "keyfile", "tls_version", "require_certificate",
@@ -290,7 +290,8 @@ def test_mosquitto_acl_has_a_block_per_user_with_rights_and_device_patterns(tmp_
     assert re.findall(r"^user (\S+)$", text, re.MULTILINE) == ["dash", "ops"], \
         "grant-less users have no block; ecokit's users are not on the device listeners"
     assert re.findall(r"^user (\S+)$", services, re.MULTILINE) == [
-        "ecokit-admin", "ecokit-bridge", "ecokit-processor", "ecokit-replay", "ecokit-shadow"]
+        "ecokit-admin", "ecokit-bridge", "ecokit-brokerstats", "ecokit-console", "ecokit-processor",
+        "ecokit-replay", "ecokit-shadow"]
     for acl in (text, services):
         assert "pattern write fleet/%u/#" in acl
         assert "pattern read fleet/%u/commands" in acl
