@@ -120,3 +120,18 @@ def running_stack(config_file: Path, *, profile: str | None = None, runtime: str
         yield stack
     finally:
         Stack.load(config_file, profile=profile, env={}).down(purge=purge)
+
+
+def service_metrics(stack: Stack, service: str) -> dict[str, float]:
+    """One of ecokit's services' Prometheus samples (``service_ports.<service>``), by sample name
+    with its labels, e.g. ``ecokit_bridge_dropped_points_by_reason_total{reason="disk_error"}``."""
+    import requests
+
+    port = getattr(stack.config.service_ports, service)
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out

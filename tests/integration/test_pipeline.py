@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from ecokit.cli import main
 from ecokit.runtime import process
 from ecokit.runtime.local import LocalRuntime
 from ecokit.stack import Stack
 from ecokit.store.influx import InfluxV1
-from ecokit.testing import Received, SyncClient, running_stack, wait_for, write_project
+from ecokit.testing import Received, SyncClient, running_stack, service_metrics, wait_for, write_project
 
 VEHICLES = ["veh-0001", "veh-0002", "veh-0003"]
 ARCHIVE = "ecokit_archive.archive"  # the archive rule keeps its own retention policy
@@ -66,13 +65,7 @@ def count(stack: Stack, q: str) -> int:
 
 
 def metrics(stack: Stack) -> dict[str, float]:
-    text = requests.get(f"http://127.0.0.1:{stack.config.service_ports.bridge}/metrics", timeout=5).text
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+    return service_metrics(stack, "bridge")
 
 
 def telemetry(vehicle: str, n: int, ts: int, /, **overrides: Any) -> bytes:

@@ -11,7 +11,7 @@ import requests
 
 from ecokit.stack import Stack
 from ecokit.store.influx import InfluxV1
-from ecokit.testing import SyncClient
+from ecokit.testing import SyncClient, service_metrics
 
 DEVICES = ["v1", "v2", "v3", "v4", "v5", "v6"]
 
@@ -33,14 +33,7 @@ def client(stack: Stack, user: str = "ecokit-admin", *, client_id: str | None = 
 
 
 def metrics(stack: Stack, service: str) -> dict[str, float]:
-    port = getattr(stack.config.service_ports, service)
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+    return service_metrics(stack, service)
 
 
 def healthz(stack: Stack, service: str) -> int:
