@@ -70,6 +70,7 @@ class SubscriberWorker:
         self._next_tick = 1
         self._jitter = random.Random()
         self._tls: dict[Any, ssl.SSLContext] = {}
+        self._asked: dict[int, float] = {}  # subscriber -> when its SUBSCRIBE went out (paho)
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -225,8 +226,10 @@ class SubscriberWorker:
             if not session and not first:
                 self._session_lost(sub)
             if not session:
+                asked = time.perf_counter()
                 codes = await self.loop.run_in_executor(
                     None, fast.subscribe, [Subscription(spec.filter, spec.qos, retain_handling=2)], s.connect_timeout)
+                self.report.subscribe_us.append(int((time.perf_counter() - asked) * 1e6))
                 if any(code >= 0x80 for code in codes):
                     fast.disconnect()
                     text = (f"{spec.client_id}: {target.url} refused the subscription to {spec.filter!r} "
@@ -282,7 +285,8 @@ class SubscriberWorker:
         spec, s, target = sub.spec, self.job.settings, self.job.target
         fut: asyncio.Future[bool] = self.loop.create_future()
         if sub.client is None:
-            client = new_paho_client(spec.client_id, protocol=s.protocol, clean_start=s.protocol != 5)
+            client = new_paho_client(spec.client_id, protocol=s.protocol, clean_start=s.protocol != 5,
+                                     websocket_path=target.websocket_path)
             if spec.auth.username is not None:
                 client.username_pw_set(spec.auth.username, spec.auth.password)
             ctx = self._tls_context(spec)
@@ -337,6 +341,7 @@ class SubscriberWorker:
             client.subscribe(sub.spec.filter, options=SubscribeOptions(qos=sub.spec.qos, retainHandling=2))
         else:
             client.subscribe(sub.spec.filter, sub.spec.qos)
+        self._asked[sub.spec.index] = time.perf_counter()
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         sub, fut = userdata
@@ -349,6 +354,9 @@ class SubscriberWorker:
             if not fut.done():
                 fut.set_result(False)
             return
+        asked = self._asked.pop(sub.spec.index, None)
+        if asked is not None:
+            self.report.subscribe_us.append(int((time.perf_counter() - asked) * 1e6))
         self._connected(sub)
         if not fut.done():
             fut.set_result(True)

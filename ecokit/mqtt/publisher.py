@@ -37,6 +37,16 @@ from ecokit.mqtt.packets import PublishTemplate
 READ_SIZE = 262_144
 
 
+def reason_name(packet_type: int, reason: int) -> str:
+    """An MQTT 5 reason code as paho names it (\"Not authorized\"), as the rest of ecokit reports them."""
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    try:
+        return str(ReasonCode(packet_type, identifier=reason))
+    except Exception:  # an identifier paho does not know for this packet type
+        return f"reason {reason:#x}"
+
+
 class ConnectRefused(BrokerError):
     """The broker answered CONNECT with a refusal (credentials, authorization, ...): retrying will not help."""
 
@@ -251,7 +261,8 @@ class FastPublisher:
         if not connack.accepted:
             self.close()
             who = self.username or "anonymous"
-            raise ConnectRefused(f"{t.url} refused the connection of {who}: {connack.refusal(self.protocol)}",
+            why = reason_name(p.CONNACK, connack.reason) if self.protocol == 5 else connack.refusal(4)
+            raise ConnectRefused(f"{t.url} refused the connection of {who}: {why}",
                                  connack.reason)
         self.session_present = connack.session_present
         self.window = max(1, min(self.max_inflight, connack.receive_maximum))
@@ -557,7 +568,7 @@ class FastPublisher:
     def _refused(self, template: PublishTemplate, reason: int) -> None:
         self.stats.refused += 1
         if len(self.stats.refusals) < 5:
-            name = p.CONNACK_REASONS.get(reason, f"reason {reason:#x}")
+            name = reason_name(p.PUBACK, reason)
             self.stats.refusals.append(f"{self.client_id}: the broker refused a publish to {template.topic!r}: {name}")
 
     # -- the connection's end --------------------------------------------------------------------

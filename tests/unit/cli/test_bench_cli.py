@@ -60,7 +60,7 @@ def test_list_works_without_a_project(capsys: pytest.CaptureFixture[str]) -> Non
     (["bench", "steady", "--duration", "soon"], "--duration 'soon' is not a duration"),
     (["bench", "steady", "--payload", "json", "--payload-size", "50"], "below the 104 bytes"),
     (["bench", "steady", "--as-devices", "--broker", "mqtt://127.0.0.1:9"], "does not go with a broker URL"),
-    (["bench", "steady", "--broker", "ws://127.0.0.1:9"], "scheme must be mqtt:// or mqtts://"),
+    (["bench", "steady", "--broker", "http://127.0.0.1:9"], "scheme must be mqtt://, mqtts://, ws:// or wss://"),
 ])
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], project: Path, args: list[str], message: str) -> None:
     code, _, err = run(capsys, *args, "-c", str(project))

@@ -199,7 +199,7 @@ def test_negative_acknowledgements_count_as_refused() -> None:
         conn.publish(PublishTemplate("secret/x", b"p", qos=1))
         await until(lambda: stats.acked == 1)
         assert stats.refused == 1
-        assert stats.refusals == ["c3: the broker refused a publish to 'secret/x': not authorized"]
+        assert stats.refusals == ["c3: the broker refused a publish to 'secret/x': Not authorized"]
         await conn.disconnect()
 
     run(scenario, Broker(puback_reason=0x87))
@@ -208,7 +208,7 @@ def test_negative_acknowledgements_count_as_refused() -> None:
 def test_a_refused_connect_raises_with_the_reason() -> None:
     async def scenario(broker: Broker, group: PublisherLoop, port: int) -> None:
         conn = FastPublisher(group, Transport("127.0.0.1", port), client_id="c4", username="dev")
-        with pytest.raises(ConnectRefused, match="refused the connection of dev: bad user name or password"):
+        with pytest.raises(ConnectRefused, match="refused the connection of dev: Bad user name or password"):
             await conn.connect()
         assert not conn.online
         assert conn.sock is None
