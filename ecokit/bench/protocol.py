@@ -129,6 +129,7 @@ class ClientsReport:
     disconnects: int = 0
     errors: int = 0
     last_errors: list[str] = field(default_factory=list)
+    cpu_s: float = 0.0  # CPU seconds (user + system) of the worker from the run's start to its report (no setup)
 
 
 @dataclass

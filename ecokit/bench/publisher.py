@@ -32,7 +32,7 @@ from typing import Any
 from ecokit.bench.payload import payload_template
 from ecokit.bench.protocol import ConnectReport, PublisherClient, PublisherJob, PublisherReport, PubTick, Ready
 from ecokit.bench.scenario import CONNECT, DISCONNECT, PhasePlan, due_offset, first_message, stagger
-from ecokit.bench.tracking import encode, new_histogram, record_us
+from ecokit.bench.tracking import encode, new_histogram, process_cpu_s, record_us
 from ecokit.mqtt.loop import backoff_delay, raise_nofile
 from ecokit.mqtt.packets import PublishTemplate
 from ecokit.mqtt.publisher import ConnectRefused, FastPublisher, PublisherLoop, PublishStats, Transport
@@ -105,6 +105,7 @@ class PublisherWorker:
         self._stopping = False
         self._closing = False
         self._t0_ns: int | None = None
+        self._cpu_at_start: float | None = None
         self._next_tick = 1
         self._started: asyncio.Future[bool] | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -162,6 +163,7 @@ class PublisherWorker:
             message = ("abort",)  # the coordinator is gone
         kind = message[0]
         if kind == "start" and self._started is not None and not self._started.done():
+            self._cpu_at_start = process_cpu_s()
             self._t0_ns = int(message[1])
             self._started.set_result(True)
         elif kind in ("stop", "abort"):
@@ -494,6 +496,7 @@ class PublisherWorker:
         for text in self.stats.refusals:
             self._error(text)
         r.unacked = sum(p.conn.unacknowledged for p in self.pubs)
+        r.cpu_s = process_cpu_s() - self._cpu_at_start if self._cpu_at_start is not None else 0.0
         return r
 
 

@@ -240,6 +240,9 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
         "subscribers": _connections(subscribers, subscriber_count),
     }
     connections["publishers"]["acked"] = sum(r.acked for r in publishers)
+    if total.sent:
+        connections["publishers"]["cpu_us_per_message"] = round(connections["publishers"]["cpu_s"] * 1e6 / total.sent,
+                                                                2)
     connections["publishers"]["refused"] = sum(r.refused for r in publishers)
     connections["publishers"]["unacked"] = sum(r.unacked for r in publishers)
     connections["subscribers"]["sessions_lost"] = sum(r.sessions_lost for r in subscribers)
@@ -310,7 +313,7 @@ def _connections(reports: Sequence[Any], clients: int) -> dict[str, Any]:
             "connected_at_end": sum(r.connected_at_end for r in reports),
             "connect_failures": sum(r.connect_failures for r in reports),
             "reconnects": sum(r.reconnects for r in reports), "disconnects": sum(r.disconnects for r in reports),
-            "errors": sum(r.errors for r in reports)}
+            "errors": sum(r.errors for r in reports), "cpu_s": round(sum(r.cpu_s for r in reports), 3)}
 
 
 def _details(f: Figures) -> dict[str, str]:

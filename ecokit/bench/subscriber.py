@@ -22,7 +22,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from ecokit.bench.protocol import Ready, SubscriberClient, SubscriberJob, SubscriberReport, SubTick
-from ecokit.bench.tracking import Receiver, encode
+from ecokit.bench.tracking import Receiver, encode, process_cpu_s
 from ecokit.errors import BrokerError
 from ecokit.mqtt.fast import FastMqtt, Subscription
 from ecokit.mqtt.loop import PahoLoop, backoff_delay, close_socket, new_paho_client, persistent_connect_args
@@ -67,6 +67,7 @@ class SubscriberWorker:
         self._closing = False
         self._closed = False
         self._t0_ns: int | None = None
+        self._cpu_at_start: float | None = None
         self._next_tick = 1
         self._jitter = random.Random()
         self._tls: dict[Any, ssl.SSLContext] = {}
@@ -108,6 +109,7 @@ class SubscriberWorker:
         except (EOFError, OSError):
             message = ("finish",)  # the coordinator is gone: stop
         if message[0] == "start":
+            self._cpu_at_start = process_cpu_s()
             self._t0_ns = int(message[1])
         elif message[0] in ("finish", "abort") and self._finished is not None and not self._finished.done():
             self._finished.set_result(None)
@@ -404,4 +406,5 @@ class SubscriberWorker:
         r.per_subscriber = dict(rec.per_subscriber)
         r.foreign = rec.foreign
         r.clock_anomalies = rec.clock_anomalies
+        r.cpu_s = process_cpu_s() - self._cpu_at_start if self._cpu_at_start is not None else 0.0
         return r

@@ -92,6 +92,14 @@ class SequenceTracker:
         return max(0, sent - self.unique)
 
 
+def process_cpu_s() -> float:
+    """CPU seconds (user + system) this process has used."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def new_histogram() -> HdrHistogram:
     """Microseconds from 1 µs to one hour, 3 significant digits."""
     return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
