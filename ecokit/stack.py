@@ -510,11 +510,13 @@ def _setup_influx_v1(stack: Stack, spec: ServiceSpec) -> None:
 
 def _setup_influx_v2(stack: Stack, spec: ServiceSpec) -> None:
     # The image's entrypoint creates org, bucket and operator token on an empty volume;
-    # buckets map to databases automatically (virtual DBRP, 2.4+). Prove it answers v1.
-    from ecokit.store.influx import InfluxV1
+    # buckets map to databases automatically (virtual DBRP, 2.4+). Prove it answers v1, and
+    # that no explicit DBRP mapping sends the database's writes to another bucket.
+    from ecokit.store.influx import InfluxV1, check_v1_mapping
 
     with InfluxV1(stack.influx_endpoint("admin", target="docker")) as client:
         client.query("SHOW MEASUREMENTS LIMIT 1")
+        check_v1_mapping(client, org=stack.config.influxdb.org, database=stack.config.influxdb.database)
 
 
 POST_START: dict[str, Callable[[Stack, ServiceSpec], None]] = {
