@@ -18,6 +18,8 @@ from ecokit.errors import ConfigError, UsageError
 # This module's commands; ecokit.cli joins them into the `ecokit` command.
 app = typer.Typer()
 
+SLO_VIOLATED = 99  # k6's convention: the run was made, an SLO did not hold (1: the run could not be made)
+
 
 def _duration(text: str | None, option: str) -> float | None:
     if text is None:
@@ -76,8 +78,16 @@ def bench(
     slo: Annotated[list[str] | None, typer.Option("--slo", show_default=False,
                                                   help="[phase.]KEY=LIMIT, repeatable: p99_ms=50, loss=0, "
                                                        "min_rate=5000 (docs/bench.md)")] = None,
-    json_file: Annotated[str | None, typer.Option("--json", help="write the result as JSON to FILE (- for stdout)",
-                                                  show_default=False)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the result as one JSON document on stdout (no "
+                                                          "tables, no status line)")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", dir_okay=False, show_default=False,
+                                                help="write the result as JSON to FILE, and its HTML report next to "
+                                                     "it (FILE with .html)")] = None,
+    report: Annotated[Path | None, typer.Option("--report", dir_okay=False, show_default=False,
+                                                help="write a self-contained HTML report (works offline)")] = None,
+    compare: Annotated[tuple[Path, Path] | None, typer.Option(
+        "--compare", dir_okay=False, show_default=False,
+        help="no run: an HTML report of two saved results A.json B.json (to --report, default compare.html)")] = None,
     as_devices: Annotated[bool, typer.Option("--as-devices", help="publishers connect as the stack's registered "
                                              "devices (topic default fleet/{device}/bench/{run})")] = False,
     register: Annotated[bool, typer.Option("--register", help="with --as-devices: register missing devices")] = False,
@@ -106,8 +116,12 @@ def bench(
 ) -> None:
     """Run a load scenario (publishers → broker → subscribers) and check its SLOs.
 
-    Measures end-to-end latency, throughput, loss, duplicates and reconnects; exits 1 when an SLO is violated.
+    Measures end-to-end latency, throughput, loss, duplicates, connects and reconnects. Exit codes: 0 every SLO
+    holds, 99 an SLO was violated, 1 the run could not be made, 2 usage, 130 interrupted.
     Scenarios: `ecokit bench --list`; their format and the SLO keys: docs/bench.md."""
+    if compare is not None:
+        _compare(compare, report or Path("compare.html"))
+        return
     from ecokit.bench import (
         BenchOptions,
         Overrides,
@@ -181,7 +195,7 @@ def bench(
 
     options = BenchOptions(workers=workers, protocol=5 if mqtt_version == "5" else 4,
                            drain=_duration(drain, "--drain") or 10.0)
-    to_stdout = json_file == "-"
+    to_stdout = json_out
     status = _Status(quiet or to_stdout)
     runner = Bench(scenario, spec, target, slos=slos, options=options, progress=status)
     if not to_stdout:
@@ -206,14 +220,10 @@ def bench(
 
     document = result.to_dict()
     if to_stdout:
-        out.print_json(json.dumps(document))
+        typer.echo(json.dumps(document))
     else:
         _print_result(result)
-        if json_file:
-            path = Path(json_file)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(document, indent=2) + "\n")
-            out.print(f"[dim]result written to {path}[/dim]")
+    _save(document, output, report, quiet=to_stdout)
     for verdict in result.slo:
         if verdict.ok and not to_stdout:
             out.print(Text(verdict.line, style="green"))
@@ -223,7 +233,48 @@ def bench(
         err.print("[yellow]stopped early: the figures cover only the part that ran[/yellow]")
         raise typer.Exit(130)
     if result.violations:
-        raise typer.Exit(1)
+        raise typer.Exit(SLO_VIOLATED)
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def _save(document: dict[str, Any], output: Path | None, report: Path | None, *, quiet: bool) -> None:
+    """The JSON result (``--output``) with its HTML report beside it, and ``--report`` where asked."""
+    from ecokit.bench.report import render_report, write_report
+
+    written = []
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(document, indent=2) + "\n")
+        written.append(output)
+        beside = output.with_suffix(".html")
+        if beside != output and beside != report:
+            write_report(beside, render_report(document))
+            written.append(beside)
+    if report is not None:
+        write_report(report, render_report(document))
+        written.append(report)
+    if written and not quiet:
+        out.print("[dim]written: " + ", ".join(str(p) for p in written) + "[/dim]")
+
+
+def _compare(paths: tuple[Path, Path], report: Path) -> None:
+    from ecokit.bench.report import render_compare, write_report
+
+    documents = []
+    for path in paths:
+        try:
+            document = json.loads(path.read_text())
+        except OSError as exc:
+            raise UsageError(f"--compare {path}: cannot read it ({exc.strerror or exc})") from None
+        except ValueError as exc:
+            raise UsageError(f"--compare {path}: not JSON ({exc})") from None
+        if not isinstance(document, dict) or "total" not in document or "timeline" not in document:
+            raise UsageError(f"--compare {path}: not the JSON result of ecokit bench (--output FILE)")
+        documents.append(document)
+    write_report(report, render_compare(documents[0], documents[1]))
+    out.print(f"comparison of {paths[0]} (A) and {paths[1]} (B) written to {report}")
 
 
 # -- printing ----------------------------------------------------------------------------------
