@@ -50,7 +50,7 @@ function chart(el, title, xs, series, unit) {
   box.appendChild(h);
   el.appendChild(box);
   const opts = {
-    width: Math.max(520, Math.min(1140, box.clientWidth || 560)), height: 240,
+    width: Math.max(300, box.clientWidth || 540), height: 240,
     scales: {x: {time: false}},
     axes: [{label: "seconds"}, {label: unit, size: 60}],
     series: [{label: "t"}].concat(series.map((s, i) => ({label: s.label, stroke: palette[i % palette.length],
@@ -224,8 +224,9 @@ def render_report(doc: Mapping[str, Any]) -> str:
         "<span class='verdict bad'>SLO violated</span>"
     if doc.get("stopped_early"):
         verdict += " <span class='verdict bad'>stopped early</span>"
+    adjusted = " (the built-in or declared scenario, scaled by the run's options)" if settings.get("adjusted") else ""
     body = (f"<h1>ecokit bench {_e(doc.get('scenario'))} {verdict}</h1>"
-            f"<p class='meta'>{_e(doc.get('description'))}</p>"
+            f"<p class='meta'>{_e(doc.get('description'))}{_e(adjusted)}</p>"
             f"<p class='meta'>run <code>{_e(doc.get('run_id'))}</code>, started {_e(doc.get('started_at'))} UTC, "
             f"target {_e(doc.get('target'))}; {_e(settings.get('publishers'))} publishers over "
             f"{_e(settings.get('transport', 'mqtt'))}, {_e(settings.get('subscribers'))} subscriber(s), fan-out "

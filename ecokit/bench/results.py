@@ -417,7 +417,10 @@ class Timeline:
         if p is None:
             return 0.0
         fraction = (t - p.start) / p.duration
-        return (p.rate_start + (p.rate_end - p.rate_start) * fraction) * p.publishers
+        online = p.publishers
+        if p.windows:  # connection-shaped: only the publishers planned online at t send
+            online = sum(1 for on, off in p.windows[:p.publishers] if on <= t < off)
+        return (p.rate_start + (p.rate_end - p.rate_start) * fraction) * online
 
     def latest(self) -> tuple[dict[int, PubTick], dict[int, SubTick]]:
         """The most recent tick report of every worker."""

@@ -269,7 +269,8 @@ class PhasePlan:
 
     def describe_rate(self) -> str:
         a, b = self.total_rate_start, self.total_rate_end
-        return f"{_fmt_rate(a)}/s" if math.isclose(a, b) else f"{_fmt_rate(a)} → {_fmt_rate(b)}/s"
+        rate = f"{_fmt_rate(a)}/s" if math.isclose(a, b) else f"{_fmt_rate(a)} → {_fmt_rate(b)}/s"
+        return f"up to {rate}" if self.windows and a + b > 0 else rate
 
 
 def _fmt_rate(value: float) -> str:

@@ -219,6 +219,7 @@ def bench(
         signal.signal(signal.SIGINT, previous)
 
     document = result.to_dict()
+    document["settings"]["adjusted"] = spec is not original
     if to_stdout:
         typer.echo(json.dumps(document))
     else:
