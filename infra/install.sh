@@ -8,6 +8,8 @@ SYSTEM_PACKAGES=(python3 python3-venv python3-pip mosquitto mosquitto-clients in
                  ca-certificates curl git)
 # The docker runtime's test lane: a private dockerd and images built from debootstrap.
 SYSTEM_PACKAGES+=(docker.io debootstrap)
+# The websocket test lane builds a Mosquitto with websockets (infra/ws-broker.sh).
+SYSTEM_PACKAGES+=(build-essential cmake libssl-dev libcap-dev libcjson-dev)
 
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
@@ -25,6 +27,9 @@ fi
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   systemctl disable --now mosquitto influxdb prometheus >/dev/null 2>&1 || true
 fi
+
+# ws:// and wss:// tests need a Mosquitto with websockets, which Debian's is not (built once, cached).
+bash infra/ws-broker.sh
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

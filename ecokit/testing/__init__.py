@@ -8,6 +8,7 @@ the images the docker tests need; imported on its own, it is heavy).
 """
 
 from ecokit.testing.mqtt import Received, SyncClient
-from ecokit.testing.stack import free_port, project_config, running_stack, write_project
+from ecokit.testing.stack import free_port, project_config, running_stack, write_project, ws_broker_binary
 
-__all__ = ["Received", "SyncClient", "free_port", "project_config", "running_stack", "write_project"]
+__all__ = ["Received", "SyncClient", "free_port", "project_config", "running_stack", "write_project",
+           "ws_broker_binary"]
