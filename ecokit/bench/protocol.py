@@ -130,6 +130,9 @@ class ClientsReport:
     errors: int = 0
     last_errors: list[str] = field(default_factory=list)
     cpu_s: float = 0.0  # CPU seconds (user + system) of the worker from the run's start to its report (no setup)
+    rss_kb_before: int = 0  # the worker's resident memory before its clients connected
+    rss_kb_connected: int = 0  # ... once the clients planned before the run were connected
+    connected_before_run: int = 0  # how many those were
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Any
 from ecokit.bench.payload import payload_template
 from ecokit.bench.protocol import ConnectReport, PublisherClient, PublisherJob, PublisherReport, PubTick, Ready
 from ecokit.bench.scenario import CONNECT, DISCONNECT, PhasePlan, due_offset, first_message, stagger
-from ecokit.bench.tracking import encode, new_histogram, process_cpu_s, record_us
+from ecokit.bench.tracking import encode, new_histogram, process_cpu_s, process_rss_kb, record_us
 from ecokit.mqtt.loop import backoff_delay, raise_nofile
 from ecokit.mqtt.packets import PublishTemplate
 from ecokit.mqtt.publisher import ConnectRefused, FastPublisher, PublisherLoop, PublishStats, Transport
@@ -127,8 +127,13 @@ class PublisherWorker:
         ticker: asyncio.Task[None] | None = None
         plan: asyncio.Task[None] | None = None
         try:
+            gc.collect()
+            self.report.rss_kb_before = process_rss_kb()
             self._build()
             expected = await self._connect_at_start()
+            gc.collect()
+            self.report.rss_kb_connected = process_rss_kb()
+            self.report.connected_before_run = self.connected
             self.conn.send(("ready", Ready(expected, self.connected, self.report.connect_failures,
                                            tuple(self.report.last_errors[-5:]), tuple(self.refused[:5]))))
             if await self._started:

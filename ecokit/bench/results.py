@@ -240,6 +240,11 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
         "subscribers": _connections(subscribers, subscriber_count),
     }
     connections["publishers"]["acked"] = sum(r.acked for r in publishers)
+    grown = sum(r.rss_kb_connected - r.rss_kb_before for r in publishers if r.rss_kb_connected)
+    before = sum(r.connected_before_run for r in publishers)
+    if grown > 0 and before:
+        # Resident memory the publisher processes grew by while their clients connected, per connection.
+        connections["publishers"]["memory_kb_per_connection"] = round(grown / before, 2)
     if total.sent:
         connections["publishers"]["cpu_us_per_message"] = round(connections["publishers"]["cpu_s"] * 1e6 / total.sent,
                                                                 2)
