@@ -116,6 +116,7 @@ class BenchResult:
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     stopped_early: bool = False
+    started_ns: int = 0  # when the first phase began, ns since the epoch (the timeline's t = 0)
 
     @property
     def passed(self) -> bool:
@@ -128,7 +129,8 @@ class BenchResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "scenario": self.scenario, "description": self.description, "run_id": self.run_id,
-            "target": self.target, "started_at": self.started_at, "settings": self.settings,
+            "target": self.target, "started_at": self.started_at, "started_ns": self.started_ns,
+            "settings": self.settings,
             "passed": self.passed, "stopped_early": self.stopped_early,
             "total": self.total.to_dict(), "phases": [p.to_dict() for p in self.phases],
             "connections": self.connections, "broker": self.broker,
@@ -285,7 +287,8 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
     warnings = _warnings(figures, total, publishers, subscribers, broker or {})
     return BenchResult(scenario, description, run_id, target, started_at, settings, total, figures, connections,
                        broker or {}, timeline or [], verdicts, warnings, errors[-20:],
-                       stopped_early=stopped_ns is not None or any(r.stopped_early for r in publishers))
+                       stopped_early=stopped_ns is not None or any(r.stopped_early for r in publishers),
+                       started_ns=t0_ns)
 
 
 def connect_summary(reports: Sequence[ConnectReport]) -> dict[str, Any]:

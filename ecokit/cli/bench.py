@@ -85,6 +85,10 @@ def bench(
                                                      "it (FILE with .html)")] = None,
     report: Annotated[Path | None, typer.Option("--report", dir_okay=False, show_default=False,
                                                 help="write a self-contained HTML report (works offline)")] = None,
+    out_to: Annotated[list[str] | None, typer.Option(
+        "--out", show_default=False,
+        help="also write the timeline and summary to influxdb (the stack's InfluxDB) or "
+             "influxdb=http://[user:password@]host:8086/DATABASE; Grafana dashboard 'ecokit / Bench'")] = None,
     compare: Annotated[tuple[Path, Path] | None, typer.Option(
         "--compare", dir_okay=False, show_default=False,
         help="no run: an HTML report of two saved results A.json B.json (to --report, default compare.html)")] = None,
@@ -193,6 +197,7 @@ def bench(
             out.print(f"[green]registered {len(added)}[/green] device(s) and reloaded the broker's users")
         target = stack_target(stack, devices=count)
 
+    sinks = [_sink(sink, stack) for sink in out_to or []]
     options = BenchOptions(workers=workers, protocol=5 if mqtt_version == "5" else 4,
                            drain=_duration(drain, "--drain") or 10.0)
     to_stdout = json_out
@@ -225,6 +230,8 @@ def bench(
     else:
         _print_result(result)
     _save(document, output, report, quiet=to_stdout)
+    for endpoint in sinks:
+        _export(document, endpoint, quiet=to_stdout)
     for verdict in result.slo:
         if verdict.ok and not to_stdout:
             out.print(Text(verdict.line, style="green"))
@@ -258,6 +265,35 @@ def _save(document: dict[str, Any], output: Path | None, report: Path | None, *,
         written.append(report)
     if written and not quiet:
         out.print("[dim]written: " + ", ".join(str(p) for p in written) + "[/dim]")
+
+
+def _sink(sink: str, stack: Any) -> Any:
+    """The InfluxDB endpoint of ``--out influxdb[=URL]`` (checked before the run starts)."""
+    from ecokit.bench.export import endpoint_from_url
+
+    kind, _, url = sink.partition("=")
+    if kind != "influxdb":
+        raise UsageError(f"--out {sink}: the only output is influxdb[=URL]")
+    if url:
+        return endpoint_from_url(url)
+    if stack is None:
+        raise UsageError("--out influxdb without a URL writes to the stack's InfluxDB: give influxdb=URL")
+    return stack.influx_endpoint("writer")
+
+
+def _export(document: dict[str, Any], endpoint: Any, *, quiet: bool) -> None:
+    """The run into InfluxDB; a failure is reported, the run's result stands."""
+    from ecokit.bench.export import write_result
+    from ecokit.errors import EcokitError
+
+    try:
+        points = write_result(document, endpoint)
+    except EcokitError as exc:
+        err.print(f"[red]--out influxdb: not written: {exc}[/red]")
+        return
+    if not quiet:
+        out.print(f"[dim]{points} points written to InfluxDB {endpoint.url}, database {endpoint.database} "
+                  "(Grafana: ecokit / Bench)[/dim]")
 
 
 def _compare(paths: tuple[Path, Path], report: Path) -> None:

@@ -143,3 +143,30 @@ def test_the_html_report_renders_in_headless_chromium_without_console_errors(tls
     broken.write_text(render_report(doc).replace("draw();", "draw(); throw new Error('on purpose');"))
     _, log = chromium_render(broken, tmp_path)
     assert any("on purpose" in line for line in console_errors(log))
+
+
+def test_out_influxdb_writes_rows_the_bench_dashboard_queries(tls_stack: Stack, capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("ECOKIT_", "BROKER_")):
+            monkeypatch.delenv(name)
+    code = main(["bench", "steady", "-c", str(tls_stack.project_dir / "ecokit.yaml"), "--publishers", "2",
+                 "--duration", "3s", "--rate", "100", "--slo", "loss=0", "--json", "--out", "influxdb"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    run_id = json.loads(captured.out)["run_id"]
+    from ecokit.dashboards import influxql_queries
+    from ecokit.resources import dashboards_dir
+    from ecokit.store.influx import InfluxV1
+
+    with InfluxV1(tls_stack.influx_endpoint("reader")) as reader:
+        timeline = list(reader.rows(f"SELECT * FROM bench_timeline WHERE \"run\" = '{run_id}'"))
+        summary = {r["phase"]: r for r in reader.rows(f"SELECT * FROM bench_summary WHERE \"run\" = '{run_id}'")}
+        assert len(timeline) >= 3
+        assert sum(r["sent"] for r in timeline) == 300
+        assert summary["total"]["sent"] == summary["total"]["received"] == 300
+        assert summary["total"]["passed"] is True
+        bench_queries = [q for q in influxql_queries(dashboards_dir()) if "bench_" in q]
+        assert len(bench_queries) == 14  # 11 series, 2 tables, the run variable
+        answers = {q: list(reader.rows(q)) for q in bench_queries}  # every panel's query runs
+    assert all(answers.values()), [q for q, rows in answers.items() if not rows]
