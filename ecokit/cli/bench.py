@@ -205,6 +205,8 @@ def bench(
     runner = Bench(scenario, spec, target, slos=slos, options=options, progress=status)
     if not to_stdout:
         _print_plan(scenario, spec, runner, target.description, slos, adjusted=spec is not original)
+        if stack is not None and url is None:
+            _print_pipeline(stack, runner.publishers[0].topic)
 
     def stop(signum: int, frame: Any) -> None:
         runner.request_stop()
@@ -362,6 +364,19 @@ def _print_plan(name: str, spec: Any, runner: Any, target: str, slos: list[Any],
     out.print(f"[dim]target {target}; topic {spec.topic}; {subs}; run {runner.run_id}[/dim]")
     if slos:
         out.print("[dim]SLOs: " + ", ".join(str(s) for s in slos) + "[/dim]")
+
+
+def _print_pipeline(stack: Any, topic: str) -> None:
+    """Say whether the stack's pipeline stores the bench traffic (then the bridge and InfluxDB carry it too)."""
+    from ecokit.bench.targets import archived_by
+
+    rules = archived_by(stack, topic)
+    if rules:
+        out.print(f"[dim]pipeline: the stack stores these messages (rule {', '.join(rules)}): the bridge and InfluxDB "
+                  "carry this load too; measure the broker alone with bridge.enabled: false or a narrower archive "
+                  "rule (docs/bench.md)[/dim]")
+    else:
+        out.print("[dim]pipeline: no rule stores the bench topics: the broker alone is measured[/dim]")
 
 
 def _fmt_ms(value: Any) -> str:
