@@ -212,6 +212,10 @@ def raise_nofile(wanted: int) -> int:
     """Raise this process's open-file limit towards ``wanted`` (one socket per client, plus
     files); returns the limit now in effect, which the hard limit may keep below ``wanted``."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < wanted:
+        with contextlib.suppress(ValueError, OSError):  # only a privileged process may raise the hard limit
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, wanted), wanted))
+            hard = wanted
     if soft < wanted:
         soft = min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
