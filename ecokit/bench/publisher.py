@@ -113,6 +113,7 @@ class PublisherWorker:
         self._tls: dict[Any, ssl.SSLContext] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.pubs: list[_Pub] = []
+        self._by_conn: dict[FastPublisher, _Pub] = {}
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -229,7 +230,9 @@ class PublisherWorker:
                                  password=spec.auth.password, protocol=s.protocol, keepalive=s.keepalive,
                                  clean_start=s.protocol != 5, session_expiry=s.session_expiry,
                                  max_inflight=s.max_inflight, stats=self.stats, on_lost=self._on_lost)
-            self.pubs.append(_Pub(local, spec, fast))
+            pub = _Pub(local, spec, fast)
+            self.pubs.append(pub)
+            self._by_conn[fast] = pub
 
     async def _connect_at_start(self) -> int:
         """Connect the publishers planned online before the run; returns how many those are."""
@@ -317,7 +320,7 @@ class PublisherWorker:
             self._spawn(self._connect(pub, self.phase_now))
 
     def _on_lost(self, conn: FastPublisher, why: str) -> None:
-        pub = self.pubs_by_conn[conn]
+        pub = self._by_conn[conn]
         if not pub.online:
             return
         pub.online = False
@@ -327,13 +330,6 @@ class PublisherWorker:
         self.report.disconnects += 1
         self._remember(f"{pub.spec.client_id}: disconnected ({why})")
         self._retry(pub)
-
-    @property
-    def pubs_by_conn(self) -> dict[FastPublisher, _Pub]:
-        found: dict[FastPublisher, _Pub] | None = getattr(self, "_by_conn", None)
-        if found is None:
-            found = self._by_conn = {p.conn: p for p in self.pubs}
-        return found
 
     async def _follow_plan(self) -> None:
         """Connect, disconnect and churn publishers at the times the connection plan says."""
