@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ecokit.cli.common import ConfigOption, DebugOption, LiveLine, ProfileOption, err, load_stack, out
+from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, LiveLine, ProfileOption, emit, err, load_stack, out
 from ecokit.errors import ConfigError, UsageError
 
 # This module's commands; ecokit.cli joins them into the `ecokit` command.
@@ -78,8 +78,7 @@ def bench(
     slo: Annotated[list[str] | None, typer.Option("--slo", show_default=False,
                                                   help="[phase.]KEY=LIMIT, repeatable: p99_ms=50, loss=0, "
                                                        "min_rate=5000 (docs/bench.md)")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print the result as one JSON document on stdout (no "
-                                                          "tables, no status line)")] = False,
+    json_out: JsonOption = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", dir_okay=False, show_default=False,
                                                 help="write the result as JSON to FILE, and its HTML report next to "
                                                      "it (FILE with .html)")] = None,
@@ -126,28 +125,21 @@ def bench(
     if compare is not None:
         _compare(compare, report or Path("compare.html"))
         return
-    from ecokit.bench import (
-        BenchOptions,
-        Overrides,
-        apply_overrides,
-        find_scenario,
-        merge_slos,
-        parse_slo,
-    )
+    from ecokit.bench import BenchOptions, Overrides, apply_overrides, find_scenario
     from ecokit.bench.runner import Bench
     from ecokit.bench.scenario import DEVICE_TOPIC, busiest, compile_phases
-    from ecokit.bench.slo import check_phases
-    from ecokit.bench.targets import broker_from_env, require_devices, stack_target, url_target
+    from ecokit.bench.slo import scenario_slos
+    from ecokit.bench.targets import broker_choice, choose_target
 
-    env_broker = None
-    if broker is None:
-        env_broker = broker_from_env(os.environ)
-    url = broker or (env_broker.url if env_broker else None)
+    if (cert is None) != (key is None):
+        raise UsageError("--cert and --key go together")
+    chosen = broker_choice(broker, os.environ, username=username, password=password, ca_file=ca,
+                           client_cert=(cert, key) if cert and key else None, verify=not insecure)
     stack = None
     try:
         stack = load_stack(config, profile)
     except ConfigError:
-        if url is None and not list_scenarios:
+        if chosen is None and not list_scenarios:
             raise
     bench_config = stack.config.bench if stack is not None else None
     if list_scenarios:
@@ -161,7 +153,7 @@ def bench(
         raise UsageError(f"--fanout {fanout!r}: expected all or shared")
     if mqtt_version not in ("5", "3.1.1", "311"):
         raise UsageError(f"--mqtt {mqtt_version!r}: expected 5 or 3.1.1")
-    if as_devices and url is not None:
+    if as_devices and chosen is not None:
         raise UsageError("--as-devices uses the stack's registered devices; it does not go with a broker URL")
 
     spec = original = find_scenario(scenario, bench_config)
@@ -171,31 +163,10 @@ def bench(
         duration=_duration(duration, "--duration"), publishers=publishers, rate=rate, qos=qos,
         payload_size=payload_size, payload=payload, topic=topic, subscribers=subscribers, fanout=fanout))
     phases = compile_phases(spec)
-    slos = merge_slos(
-        [parse_slo(f"{k}={v}") for k, v in spec.slo.items()],
-        [parse_slo(f"{p.name}.{k}={v}") for p in spec.phases for k, v in p.slo.items()],
-        [parse_slo(text) for text in slo or []])
-    check_phases(slos, [p.name for p in phases])
-
-    if url is not None:
-        if (cert is None) != (key is None):
-            raise UsageError("--cert and --key go together")
-        target = url_target(url, username=username if username is not None else (
-                                env_broker.username if env_broker else None),
-                            password=password if password is not None else (
-                                env_broker.password if env_broker else None),
-                            ca_file=ca, client_cert=(cert, key) if cert and key else None, verify=not insecure)
-    else:
-        assert stack is not None
-        count = busiest(phases) if as_devices else None
-        if count is not None and count > len(stack.devices()):
-            if not register:
-                require_devices(stack, count)
-            from ecokit.clients import register_devices
-
-            added = register_devices(stack, count - len(stack.devices()))
-            out.print(f"[green]registered {len(added)}[/green] device(s) and reloaded the broker's users")
-        target = stack_target(stack, devices=count)
+    slos = scenario_slos(spec, slo or [], [p.name for p in phases])
+    target, added = choose_target(stack, chosen, devices=busiest(phases) if as_devices else None, register=register)
+    if added:
+        out.print(f"[green]registered {len(added)}[/green] device(s) and reloaded the broker's users")
 
     sinks = [_sink(sink, stack) for sink in out_to or []]
     options = BenchOptions(workers=workers, protocol=5 if mqtt_version == "5" else 4,
@@ -205,7 +176,7 @@ def bench(
     runner = Bench(scenario, spec, target, slos=slos, options=options, progress=status)
     if not to_stdout:
         _print_plan(scenario, spec, runner, target.description, slos, adjusted=spec is not original)
-        if stack is not None and url is None:
+        if stack is not None and chosen is None:
             _print_pipeline(stack, runner.publishers[0].topic)
 
     def stop(signum: int, frame: Any) -> None:
@@ -227,11 +198,10 @@ def bench(
 
     document = result.to_dict()
     document["settings"]["adjusted"] = spec is not original
-    if to_stdout:
-        typer.echo(json.dumps(document))
-    else:
+    emit(document, as_json=to_stdout, output=output)
+    if not to_stdout:
         _print_result(result)
-    _save(document, output, report, quiet=to_stdout)
+    _save_reports(document, output, report, quiet=to_stdout)
     for endpoint in sinks:
         _export(document, endpoint, quiet=to_stdout)
     for verdict in result.slo:
@@ -249,15 +219,12 @@ def bench(
 # -- files -------------------------------------------------------------------------------------
 
 
-def _save(document: dict[str, Any], output: Path | None, report: Path | None, *, quiet: bool) -> None:
-    """The JSON result (``--output``) with its HTML report beside it, and ``--report`` where asked."""
+def _save_reports(document: dict[str, Any], output: Path | None, report: Path | None, *, quiet: bool) -> None:
+    """The HTML report next to ``--output`` (FILE with .html), and at ``--report`` where asked."""
     from ecokit.bench.report import render_report, write_report
 
     written = []
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(document, indent=2) + "\n")
-        written.append(output)
         beside = output.with_suffix(".html")
         if beside != output and beside != report:
             write_report(beside, render_report(document))
@@ -266,7 +233,7 @@ def _save(document: dict[str, Any], output: Path | None, report: Path | None, *,
         write_report(report, render_report(document))
         written.append(report)
     if written and not quiet:
-        out.print("[dim]written: " + ", ".join(str(p) for p in written) + "[/dim]")
+        out.print("[dim]report written to " + ", ".join(str(p) for p in written) + "[/dim]")
 
 
 def _sink(sink: str, stack: Any) -> Any:

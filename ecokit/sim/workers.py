@@ -28,8 +28,10 @@ from typing import Any
 
 from ecokit.errors import EcokitError, UsageError
 from ecokit.mqtt.target import BrokerTarget, ClientAuth
+from ecokit.sim.base import SimSettings
 from ecokit.sim.fleet import SimVehicle
-from ecokit.sim.runner import SimSettings, Simulator, Snapshot, Summary
+from ecokit.sim.runner import Simulator
+from ecokit.sim.stats import Snapshot, Summary
 
 _ADDED = ("vehicles", "connected_at_end", "ever_connected", "produced", "sent", "acked", "flushed", "queued_left",
           "dropped", "reconnects", "disconnects", "connect_failures", "errors", "commands", "shadow_reports",

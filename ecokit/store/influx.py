@@ -69,8 +69,12 @@ class InfluxV1:
         try:
             return self.session.request(method, url, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
         except requests.RequestException as exc:
-            raise StoreError(f"InfluxDB is not reachable at {self.endpoint.url}: {exc.__class__.__name__}",
-                             url=self.endpoint.url) from exc
+            why = "connection refused" if isinstance(exc, requests.ConnectionError) else \
+                "no answer in time" if isinstance(exc, requests.Timeout) else exc.__class__.__name__
+            error = StoreError(f"InfluxDB is not reachable at {self.endpoint.url} ({why})")
+            error.url = self.endpoint.url
+            error.hint = "`ecokit status` shows whether influxdb runs, `ecokit logs influxdb` why it stopped"
+            raise error from exc
 
     def ping(self) -> str | None:
         """The server version if it answers /ping, else None (never raises)."""

@@ -1,7 +1,8 @@
 """Helpers for tests of MQTT systems, used by ecokit's own suites and open to yours.
 
 ``stack`` (free ports, throwaway projects, :func:`running_stack` that always tears down),
-``mqtt`` (:class:`SyncClient`: paho with deadlines), ``docker_lane`` (a private dockerd and
+``mqtt`` (:class:`SyncClient`: paho with deadlines), ``waits`` (:func:`wait_for` a state),
+``docker_lane`` (a private dockerd and
 the images the docker tests need; imported on its own, it is heavy).
 
     from ecokit.testing import SyncClient, running_stack, write_project
@@ -9,6 +10,7 @@ the images the docker tests need; imported on its own, it is heavy).
 
 from ecokit.testing.mqtt import Received, SyncClient
 from ecokit.testing.stack import free_port, project_config, running_stack, write_project, ws_broker_binary
+from ecokit.testing.waits import wait_for
 
-__all__ = ["Received", "SyncClient", "free_port", "project_config", "running_stack", "write_project",
+__all__ = ["Received", "SyncClient", "free_port", "project_config", "running_stack", "wait_for", "write_project",
            "ws_broker_binary"]

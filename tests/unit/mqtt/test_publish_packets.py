@@ -4,34 +4,17 @@ conformance suite's raw client (two independent decoders)."""
 from __future__ import annotations
 
 import contextlib
-import importlib
 import socket
 import struct
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import paho.mqtt.client as mqtt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ecokit.conformance import raw as mqtt_raw
 from ecokit.mqtt import packets as p
 from ecokit.mqtt.packets import PublishTemplate
-
-
-def raw_client() -> ModuleType:
-    """The conformance suite's hand-built packet module (in the package once it moves there)."""
-    try:
-        return importlib.import_module("ecokit.conformance.mqtt_raw")
-    except ImportError:
-        folder = str(Path(__file__).resolve().parents[2] / "conformance")
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        return importlib.import_module("mqtt_raw")
-
-
-mqtt_raw = raw_client()
 
 topics = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00+#"), min_size=1,
                  max_size=80)

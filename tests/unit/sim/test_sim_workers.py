@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ecokit.sim.runner import SimSettings, Snapshot, Summary
+from ecokit.sim.base import SimSettings
+from ecokit.sim.stats import Snapshot, Summary
 from ecokit.sim.workers import merge_snapshots, merge_summaries, worker_queue
 
 
