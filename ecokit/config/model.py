@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ecokit.config.base import KeyedValueError, Port, Section
 from ecokit.config.bench import BenchConfig
+from ecokit.config.console import ConsoleConfig
 from ecokit.config.regions import RegionError, parse_region
 from ecokit.config.rules import (
     BridgeConfig,
@@ -222,6 +223,7 @@ class StackConfig(Section):
     processor: ProcessorConfig = ProcessorConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     bench: BenchConfig = BenchConfig()
+    console: ConsoleConfig = ConsoleConfig()
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="user profiles: overlays applied with --profile NAME"
     )
@@ -281,6 +283,8 @@ class StackConfig(Section):
         ports["grafana.port"] = self.grafana.port
         ports["prometheus.port"] = self.prometheus.port
         ports.update({f"service_ports.{k}": v for k, v in self.service_ports.model_dump().items()})
+        if self.console.enabled:
+            ports["console.port"] = self.console.port
         return ports
 
     @property
