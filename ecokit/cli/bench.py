@@ -164,11 +164,11 @@ def bench(
         payload_size=payload_size, payload=payload, topic=topic, subscribers=subscribers, fanout=fanout))
     phases = compile_phases(spec)
     slos = scenario_slos(spec, slo or [], [p.name for p in phases])
+    sinks = [_sink(sink, stack) for sink in out_to or []]  # a bad --out is a usage error before anything runs
     target, added = choose_target(stack, chosen, devices=busiest(phases) if as_devices else None, register=register)
     if added:
         out.print(f"[green]registered {len(added)}[/green] device(s) and reloaded the broker's users")
 
-    sinks = [_sink(sink, stack) for sink in out_to or []]
     options = BenchOptions(workers=workers, protocol=5 if mqtt_version == "5" else 4,
                            drain=_duration(drain, "--drain") or 10.0)
     to_stdout = json_out
