@@ -33,7 +33,8 @@ def endpoint_from_url(url: str) -> InfluxEndpoint:
     """``http[s]://[user:password@]host:port/DATABASE[?rp=POLICY]`` → an endpoint of the v1 API."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"--out influxdb={url}: expected http[s]://[user:password@]host:port/database")
+        raise UsageError(f"--out influxdb={url}: expected http:// or https://, then user:password@ if needed, "
+                         "host:port/database")
     database = parts.path.strip("/")
     if not database or "/" in database:
         raise UsageError(f"--out influxdb={url}: the path names the database, e.g. http://localhost:8086/ecokit")

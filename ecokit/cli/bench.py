@@ -242,7 +242,7 @@ def _sink(sink: str, stack: Any) -> Any:
 
     kind, _, url = sink.partition("=")
     if kind != "influxdb":
-        raise UsageError(f"--out {sink}: the only output is influxdb[=URL]")
+        raise UsageError(f"--out {sink}: the only output is influxdb, or influxdb=URL")
     if url:
         return endpoint_from_url(url)
     if stack is None:

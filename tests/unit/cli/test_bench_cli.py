@@ -124,7 +124,7 @@ def test_compare_writes_one_report_of_two_saved_results(capsys: pytest.CaptureFi
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--compare", "missing-a.json", "missing-b.json"], "cannot read it"),
-    (["steady", "--out", "influxdb=ftp://x/db"], "expected http[s]://"),
+    (["steady", "--out", "influxdb=ftp://x/db"], "expected http:// or https://"),
     (["steady", "--out", "kafka"], "the only output is influxdb"),
 ])
 def test_bad_report_and_output_options_exit_2(capsys: pytest.CaptureFixture[str], project: Path, args: list[str],
