@@ -38,7 +38,7 @@ from _common import machine, stack
 from ecokit.console.client import ConsoleEndpoint
 from ecokit.mqtt.fast import FastMqtt
 from ecokit.stack import Stack
-from ecokit.status import stack_status  # noqa: E402
+from ecokit.status import stack_status
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
