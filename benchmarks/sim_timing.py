@@ -66,14 +66,15 @@ def main() -> None:
     print(machine())
     with stack(QUIET_STACK, devices=args.vehicles) as st:
         conn = stack_connection(st)
-        admin = stack_connection(st, as_admin=True).auth("ecokit-admin")
+        internal = stack_connection(st, as_admin=True)  # ecokit-admin: the internal listener
+        admin = internal.auth("ecokit-admin")
         ids = fleet_ids(st, args.vehicles)
         fleet = build_fleet(FleetSpec(ids, REGIONS["paris"], 1, interval=args.interval))
         sim = Simulator(fleet, conn.target, conn.auth, SimSettings(
             qos=1, duration=args.seconds, queue_path=st.paths.root / "sim-timing.sqlite"))
         user, password = st.service_credentials("ecokit-admin")
         result: dict[str, Any] = {}
-        with SyncClient(conn.target.host, conn.target.port, username=user, password=password) as sub:
+        with SyncClient(internal.target.host, internal.target.port, username=user, password=password) as sub:
             sub.connect()
             sub.subscribe("fleet/+/telemetry", qos=1)
             thread = threading.Thread(target=lambda: result.update(summary=asyncio.run(sim.run())), daemon=True)
@@ -81,11 +82,11 @@ def main() -> None:
             wait_for("the fleet publishing", lambda: sim.stats.acked >= args.vehicles, 60)
             time.sleep(args.seconds / 2)
             changed = time.time() * 1000
-            send_command(conn.target, admin, new_command("set_interval", {"seconds": args.interval * 2}, ts_ms=0),
+            send_command(internal.target, admin, new_command("set_interval", {"seconds": args.interval * 2}, ts_ms=0),
                          ids[0], timeout=5)
             handling, round_trip = [], []
             for i in range(args.pings):
-                acks = send_command(conn.target, admin, new_command("ping", ts_ms=0), ids[i % len(ids)], timeout=5)
+                acks = send_command(internal.target, admin, new_command("ping", ts_ms=0), ids[i % len(ids)], timeout=5)
                 handling += [a.latency_ms for a in acks]
                 round_trip += [a.round_trip_ms for a in acks]
             thread.join(args.seconds + 60)

@@ -126,9 +126,12 @@ def mosquitto(ctx: PlanContext) -> ServiceSpec:
         return ctx.hashes.get(seed, p.username, p.password, iterations, lambda: mosquitto_password_hash(
             p.password, deterministic_salt(seed, p.username), iterations))
 
+    principals = sorted(ctx.policy.principals, key=lambda p: p.username)
+    ctx.hashes.prefill(seed, [(p.username, p.password) for p in principals], iterations,
+                       lambda user, pw: mosquitto_password_hash(pw, deterministic_salt(seed, user), iterations))
+
     def passwd(who: Callable[[Principal], bool]) -> bytes:
-        return "".join(f"{p.username}:{hashed(p)}\n"
-                       for p in sorted(filter(who, ctx.policy.principals), key=lambda p: p.username)).encode()
+        return "".join(f"{p.username}:{hashed(p)}\n" for p in filter(who, principals)).encode()
 
     def is_service(p: Principal) -> bool:
         return p.kind == "service"

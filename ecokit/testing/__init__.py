@@ -10,8 +10,15 @@ it is heavy).
 """
 
 from ecokit.testing.mqtt import Received, SyncClient
-from ecokit.testing.stack import free_port, project_config, running_stack, service_metrics, write_project
+from ecokit.testing.stack import (
+    free_port,
+    project_config,
+    running_stack,
+    service_metrics,
+    write_project,
+    ws_broker_binary,
+)
 from ecokit.testing.waiting import wait_for
 
 __all__ = ["Received", "SyncClient", "free_port", "project_config", "running_stack", "service_metrics", "wait_for",
-           "write_project"]
+           "write_project", "ws_broker_binary"]

@@ -62,7 +62,7 @@ def test_the_bundled_broker_is_held_to_its_pinned_outcomes(capsys: pytest.Captur
 def test_a_failing_check_makes_the_command_exit_1(running: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     # A "restricted" user that may do everything: the authorization checks must fail.
     user, password = running.service_credentials("ecokit-admin")
-    url = running.broker_endpoints()["mqtt"]
+    url = f"mqtt://127.0.0.1:{running.config.broker.ports.internal}"  # ecokit's users: the internal listener
     code = main(["conformance", "--broker", url, "--username", user, "--password", password, "--restricted-username",
                  user, "--restricted-password", password, "--denied-topic", "anything/goes", "--check",
                  "denied_publish", "--json"])

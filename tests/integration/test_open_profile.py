@@ -98,7 +98,10 @@ def test_an_interoperability_suite_runs_without_credentials(open_stack: Stack) -
 
 def test_service_topics_and_sys_writes_stay_closed(open_stack: Stack) -> None:
     admin_user, admin_password = open_stack.service_credentials("ecokit-admin")
-    with anonymous(open_stack) as stranger, as_user(open_stack, admin_user, admin_password) as admin:
+    internal = SyncClient("127.0.0.1", open_stack.config.broker.ports.internal, username=admin_user,
+                          password=admin_password)  # ecokit's users: the internal listener
+    assert not internal.connect()[0].is_failure
+    with anonymous(open_stack) as stranger, internal as admin:
         admin.subscribe("ecokit/#", 1)
         admin.subscribe("things/+/shadow/#", 1)
         for topic in ("ecokit/deadletter/telemetry", "things/dev-1/shadow/update/accepted",
