@@ -49,6 +49,15 @@ DEVICE_GRANTS: tuple[Grant, ...] = (
 )
 
 
+# What no device may touch under its own fleet/<id>/: the fleet processor writes these
+# (geofence events, alerts) and the default rules store them; a device forging its own
+# "left the restricted zone" would defeat them. Deny lines win over every grant.
+DEVICE_DENIED: tuple[Grant, ...] = (
+    Grant("all", "fleet/{username}/events"),
+    Grant("all", "fleet/{username}/alerts"),
+)
+
+
 @dataclass(frozen=True)
 class ServiceRole:
     """One of ecokit's own services, with the rights it needs and nothing more."""
@@ -65,8 +74,9 @@ SERVICE_ROLES: tuple[ServiceRole, ...] = (
     ServiceRole("ecokit-health", "readiness probes: may connect, may do nothing else"),
     ServiceRole("ecokit-bridge", "bridge: reads every message into InfluxDB, writes dead letters",
                 grants=(Grant("subscribe", "#"), Grant("publish", "ecokit/deadletter/#"))),
-    ServiceRole("ecokit-processor", "fleet processor: reads fleet traffic, publishes status",
+    ServiceRole("ecokit-processor", "fleet processor: reads fleet traffic, publishes status, events and alerts",
                 grants=(Grant("subscribe", "fleet/#"), Grant("publish", "fleet/+/status"),
+                        Grant("publish", "fleet/+/events"), Grant("publish", "fleet/+/alerts"),
                         Grant("publish", "ecokit/deadletter/#"))),
     ServiceRole("ecokit-shadow", "shadow service: answers shadow requests",
                 grants=(Grant("subscribe", "things/+/shadow/#"),
@@ -102,6 +112,7 @@ class AccessPolicy:
 
     principals: tuple[Principal, ...]
     device_grants: tuple[Grant, ...] = DEVICE_GRANTS
+    device_denied: tuple[Grant, ...] = DEVICE_DENIED
     anonymous: bool = False
 
     @property
@@ -136,6 +147,9 @@ class AccessPolicy:
             if topic.startswith("$"):
                 return access == "subscribe" and topic_matches("$SYS/#", topic)
             return True
+        for denied in self.device_denied:
+            if denied.access in (access, "all") and topic_matches(denied.topic.replace(USERNAME, username), topic):
+                return False
         grants: Iterable[Grant] = [*principal.grants, *self.device_grants]
         for grant in grants:
             if grant.access not in (access, "all"):

@@ -5,6 +5,7 @@ This is the library's front door; the CLI and the tests drive everything through
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -14,11 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ecokit.acl import SERVICE_ROLES, AccessPolicy, Principal
+from ecokit.analytics import DailyRollup, apply_continuous_queries, apply_task, daily_rollup, read_daily
+from ecokit.analytics import refresh as refresh_daily
 from ecokit.certs import CertAuthority, CertPaths, CertPolicy, CertReport, CertStatus
 from ecokit.config.loader import LoadedConfig, find_config_file, load_config
 from ecokit.config.model import StackConfig
 from ecokit.config.registry import Device, User, load_devices, load_users
 from ecokit.errors import ConfigError, RuntimeUnavailable, StackNotRunning
+from ecokit.geofence.model import GeofenceSet
+from ecokit.geofence.store import GeofenceStore
 from ecokit.paths import StackPaths
 from ecokit.render import PathMap
 from ecokit.runtime import RuntimeName, docker_engine_answers, docker_runtime_installed
@@ -122,6 +127,23 @@ class Stack:
     @property
     def users_file(self) -> Path:
         return self.loaded.path(self.config.registry.users)
+
+    @property
+    def geofences_file(self) -> Path:
+        return self.loaded.path(self.config.geofences.file)
+
+    def geofence_store(self) -> GeofenceStore:
+        """The stack's geofence file; fences far outside the simulated region whose
+        swapped twin lies inside it are reported as probably [lat, lng]."""
+        from ecokit.sim.regions import parse_region
+
+        region = parse_region(self.config.simulator.region)
+        return GeofenceStore(self.geofences_file, label=self._label(self.geofences_file),
+                             region=(region.west, region.south, region.east, region.north))
+
+    def geofences(self) -> GeofenceSet:
+        """The declared geofences (GeofenceError, naming each bad feature, when invalid)."""
+        return self.geofence_store().load()
 
     def devices(self) -> list[Device]:
         if self._devices is None:
@@ -276,7 +298,8 @@ class Stack:
         paths = PathMap(target, self.paths.root, self.cert_paths.root)
         return PlanContext(config=self._effective_config(target), target=target,
                            policy=self.access_policy(), secrets=self.secret_values(), paths=paths,
-                           caps=self.capabilities(target))
+                           caps=self.capabilities(target), geofences=self.geofences().dumps(),
+                           geofences_file=str(self.geofences_file.resolve()))
 
     def plan(self, target: Target) -> list[ServiceSpec]:
         if target not in self._plans:
@@ -389,6 +412,43 @@ class Stack:
                   "reader": names.INFLUX_READER}[role]
         return InfluxEndpoint(url, self.config.influxdb.database, username=user, password=values[secret])
 
+    # -- fleet analytics ----------------------------------------------------------------
+
+    def daily_rollup(self) -> DailyRollup | None:
+        """The daily analytics declaration, or None when off (or with no telemetry to roll up)."""
+        daily = self.config.analytics.daily
+        telemetry = self.config.rules.get("telemetry")
+        if not daily.enabled or telemetry is None:
+            return None
+        if not {"speed", "lat", "lng"} <= set(telemetry.fields):
+            return None
+        return daily_rollup(daily, source=telemetry.measurement, odometer="odometer" in telemetry.fields)
+
+    def _rollup_or_fail(self) -> DailyRollup:
+        rollup = self.daily_rollup()
+        if rollup is None:
+            raise ConfigError("daily analytics are off (or the telemetry rule has no speed, lat and lng)",
+                              key="analytics.daily.enabled")
+        return rollup
+
+    def refresh_daily(self, start: dt.datetime, end: dt.datetime) -> int:
+        """Compute the daily rows of the days in [start, end) now; returns rows written."""
+        rollup = self._rollup_or_fail()
+        endpoint = self.influx_endpoint("admin")
+        if endpoint.version == 2:
+            return _refresh_daily_v2(self, rollup, start, end)
+        from ecokit.store.influx import InfluxV1
+
+        with InfluxV1(endpoint, timeout=120.0) as client:
+            return refresh_daily(client, rollup, self.config.influxdb.database, start, end)
+
+    def daily_rows(self, start: dt.datetime, *, vehicle: str | None = None) -> list[dict[str, Any]]:
+        rollup = self._rollup_or_fail()
+        from ecokit.store.influx import InfluxV1
+
+        with InfluxV1(self.influx_endpoint("reader")) as client:
+            return read_daily(client, rollup, start, vehicle=vehicle)
+
     def broker_endpoints(self, target: Target | None = None) -> dict[str, str]:
         target = target or self.current_runtime() or "local"
         ctx = self.plan_context(target)
@@ -464,12 +524,23 @@ def _mosquitto_has_websockets() -> bool:
 
 
 def _setup_influx_v1(stack: Stack, spec: ServiceSpec) -> None:
+    from ecokit.store.influx import InfluxV1
+
     values = stack.secret_values()
     target: Target = stack.current_runtime() or "local"
     admin = stack.influx_endpoint("admin", target=target)
     setup_v1(admin, database=stack.config.influxdb.database, retention=stack.config.influxdb.retention,
              users={"ecokit-writer": (values[names.INFLUX_WRITER], "WRITE"),
                     "ecokit-reader": (values[names.INFLUX_READER], "READ")})
+    with InfluxV1(admin) as client:
+        apply_continuous_queries(client, stack.daily_rollup(), stack.config.influxdb.database)
+
+
+def _influx_v2_client(stack: Stack) -> Any:
+    from influxdb_client.client.influxdb_client import InfluxDBClient
+
+    endpoint = stack.influx_endpoint("admin", target="docker")
+    return InfluxDBClient(url=endpoint.url, token=endpoint.token or "", org=stack.config.influxdb.org, timeout=30_000)
 
 
 def _setup_influx_v2(stack: Stack, spec: ServiceSpec) -> None:
@@ -479,6 +550,19 @@ def _setup_influx_v2(stack: Stack, spec: ServiceSpec) -> None:
 
     with InfluxV1(stack.influx_endpoint("admin", target="docker")) as client:
         client.query("SHOW MEASUREMENTS LIMIT 1")
+    with _influx_v2_client(stack) as client:
+        apply_task(client, stack.daily_rollup(), bucket=stack.config.influxdb.database, org=stack.config.influxdb.org)
+
+
+def _refresh_daily_v2(stack: Stack, rollup: DailyRollup, start: dt.datetime, end: dt.datetime) -> int:
+    """2.x has no SELECT INTO on its InfluxQL endpoint: run the task's Flux over the window."""
+    first = dt.datetime.combine(start.astimezone(dt.UTC).date(), dt.time(), dt.UTC)
+    flux = rollup.flux(stack.config.influxdb.database, stack.config.influxdb.org,
+                       start=f"time(v: \"{first.isoformat().replace('+00:00', 'Z')}\")",
+                       stop=f"time(v: \"{end.astimezone(dt.UTC).isoformat().replace('+00:00', 'Z')}\")")
+    with _influx_v2_client(stack) as client:
+        tables = client.query_api().query(flux)
+    return sum(len(table.records) for table in tables)
 
 
 POST_START: dict[str, Callable[[Stack, ServiceSpec], None]] = {

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ecokit.errors import EcokitError, UsageError
 
@@ -53,7 +54,7 @@ err = Console(stderr=True, highlight=False)
 
 def _register() -> None:
     # Each command group lives in its own module and adds itself to `app`.
-    from ecokit.cli import bench, certs, compose, devices, pipeline, shadow, simulate, stack  # noqa: F401
+    from ecokit.cli import bench, certs, compose, devices, geofences, pipeline, shadow, simulate, stack  # noqa: F401
 
 
 def _debug_requested(argv: Sequence[str]) -> bool:
@@ -76,9 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print("[red]Aborted.[/red]")
         return 130
     except UsageError as exc:
-        err.print(f"[red]Usage error:[/red] {exc}", soft_wrap=True)
+        err.print(f"[red]Usage error:[/red] {escape(str(exc))}", soft_wrap=True)
         if exc.hint:
-            err.print(f"[dim]{exc.hint}[/dim]", soft_wrap=True)
+            err.print(f"[dim]{escape(exc.hint)}[/dim]", soft_wrap=True)
         return 2
     except EcokitError as exc:
         if debug:
@@ -91,12 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _print_error(exc: EcokitError) -> None:
     from ecokit.errors import ServiceError
 
-    err.print(f"[bold red]Error:[/bold red] [red]{exc}[/red]", soft_wrap=True)
+    # Messages quote user data ([lng, lat] positions, topics): never read them as markup.
+    err.print(f"[bold red]Error:[/bold red] [red]{escape(str(exc))}[/red]", soft_wrap=True)
     if isinstance(exc, ServiceError) and exc.log_tail:
         err.print(f"[dim]--- last lines of the {exc.service} log ---[/dim]")
         err.print(exc.log_tail, markup=False, highlight=False, soft_wrap=True)
     if exc.hint:
-        err.print(f"[yellow]hint:[/yellow] {exc.hint}", soft_wrap=True)
+        err.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}", soft_wrap=True)
 
 
 def run() -> None:

@@ -52,6 +52,10 @@ class PlanContext:
     secrets: Mapping[str, str]
     paths: PathMap
     caps: Capabilities
+    # The validated geofence file (its bytes, as ecokit writes them) and where the local
+    # processor watches it; the docker processor gets a copy (reloadable, SIGHUP).
+    geofences: bytes = b'{"type":"FeatureCollection","features":[\n]}\n'
+    geofences_file: str | None = None
 
     def secret(self, name: str) -> str:
         try:

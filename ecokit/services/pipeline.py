@@ -8,16 +8,18 @@ is its only argument.
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from typing import Any
 
 from ecokit.rules.emqx import EmqxPipeline, emqx_pipeline
 from ecokit.services.context import INFLUX_TOKEN, INFLUX_WRITER, PlanContext
 from ecokit.services.influxdb import INFLUXDB, influx_version
-from ecokit.services.python_service import http_listen, mqtt_target, python_service
-from ecokit.services.spec import ServiceSpec, Volume
+from ecokit.services.python_service import CONTAINER_CONFIG, http_listen, mqtt_target, python_service
+from ecokit.services.spec import RenderedFile, ServiceSpec, Volume
 
 BRIDGE = "bridge"
 PROCESSOR = "processor"
+GEOFENCES_FILE = "geofences.geojson"
 CONTAINER_DATA = "/var/lib/ecokit"
 
 
@@ -67,13 +69,21 @@ def processor(ctx: PlanContext) -> ServiceSpec | None:
     cfg = ctx.config
     if not cfg.processor.enabled:
         return None
+    # Locally the processor watches the project's file itself (an edit counts within
+    # `reload_interval`); in a container it watches the copy `ecokit up` delivers.
+    fences_path = (ctx.geofences_file if ctx.target == "local" and ctx.geofences_file
+                   else f"{CONTAINER_CONFIG}/{PROCESSOR}/{GEOFENCES_FILE}")
     config = {
         "service": PROCESSOR,
         "stack": cfg.stack,
         "mqtt": mqtt_target(ctx, "ecokit-processor"),
         "processor": cfg.processor.model_dump(mode="json"),
+        "geofences": {**cfg.geofences.model_dump(mode="json", exclude={"file"}), "path": fences_path},
+        "alerts": {name: rule.model_dump(mode="json") for name, rule in cfg.alerts.items()},
         "http": http_listen(ctx, PROCESSOR, cfg.service_ports.processor),
     }
-    return python_service(ctx, PROCESSOR, module="ecokit.processor", port=cfg.service_ports.processor,
-                          description="ecokit fleet processor: derived speed, last seen, online/offline",
+    spec = python_service(ctx, PROCESSOR, module="ecokit.processor", port=cfg.service_ports.processor,
+                          description="ecokit fleet processor: status, geofence events, alerts",
                           config=config, depends_on=("broker", INFLUXDB))
+    fences = RenderedFile(GEOFENCES_FILE, ctx.geofences, f"{CONTAINER_CONFIG}/{PROCESSOR}/{GEOFENCES_FILE}")
+    return replace(spec, files=(*spec.files, fences), reload_signal="SIGHUP", reloadable=(GEOFENCES_FILE,))
