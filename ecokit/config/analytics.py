@@ -13,7 +13,9 @@ task, both created when the stack starts.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ecokit.durations import duration_seconds
 
 
 class DailyAnalyticsConfig(BaseModel):
@@ -24,6 +26,13 @@ class DailyAnalyticsConfig(BaseModel):
     every: str = Field("15m", pattern=r"^[1-9]\d*(s|m|h)$",
                        description="how often the rows of today and yesterday are recomputed")
     moving_speed: float = Field(2.0, ge=0, le=100, description="km/h above which a minute counts as moving")
+
+    @field_validator("every")
+    @classmethod
+    def _at_most_a_day(cls, value: str) -> str:
+        if (duration_seconds(value) or 0) > 86_400:
+            raise ValueError(f"{value!r}: at most 24h (the rows of today and yesterday are recomputed)")
+        return value
 
 
 class AnalyticsConfig(BaseModel):
