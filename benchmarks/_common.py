@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ecokit.fastmqtt import FastMqtt
+from ecokit.mqtt.fast import FastMqtt
 from ecokit.stack import Stack
 from ecokit.store.influx import InfluxV1
 from ecokit.testing import running_stack, write_project

@@ -100,7 +100,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _background(host: str, port: int, username: str, password: str, rate: float, stop: Any) -> None:
-    from ecokit.fastmqtt import FastMqtt
+    from ecokit.mqtt.fast import FastMqtt
 
     mqtt = FastMqtt(host, port, client_id="bench-background", username=username, password=password)
     mqtt.connect()

@@ -1,11 +1,11 @@
-"""How fast a QoS 1 subscriber drains a queue: paho-mqtt vs ecokit.fastmqtt.
+"""How fast a QoS 1 subscriber drains a queue: paho-mqtt vs ecokit.mqtt.fast.
 
     python benchmarks/paho_receive.py [--messages 100000]
 
 A throwaway mosquitto (loopback, free port) queues --messages QoS 1 telemetry messages for
 an offline persistent session; then the subscriber connects and drains them with an empty
 handler (acknowledging each). No rule evaluation, no InfluxDB: this is the ceiling of the
-MQTT client alone, the reason the bridge and replay use ecokit.fastmqtt (see README).
+MQTT client alone, the reason the bridge and replay use ecokit.mqtt.fast (see README).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ecokit.fastmqtt import FastMqtt, Subscription
+from ecokit.mqtt.fast import FastMqtt, Subscription
 from ecokit.runtime import process
 from ecokit.testing import free_port
 

@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import machine, stack, telemetry
 
-from ecokit.fastmqtt import FastMqtt, Subscription
-from ecokit.replay import Archive, Replayer, connect_publisher
+from ecokit.clients import replay_publisher
+from ecokit.mqtt.fast import FastMqtt, Subscription
+from ecokit.replay import Archive, Replayer
 from ecokit.rules.lineproto import escape_tag
 from ecokit.stack import Stack
 from ecokit.store.influx import InfluxV1
@@ -83,7 +84,7 @@ class Collector(threading.Thread):
 def run(st: Stack, messages: list[tuple[str, bytes]], start: int, end: int, speed: float | None) -> dict[str, Any]:
     collector = Collector(st, len(messages))
     collector.start()
-    mqtt = connect_publisher(st)
+    mqtt = replay_publisher(st)
     with InfluxV1(st.influx_endpoint("reader")) as client:
         summary = Replayer(mqtt, speed=speed, prefix="bench/").run(Archive(client).read(start, end))
     mqtt.disconnect()

@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ecokit.clients import shadow_client
 from ecokit.shadow import machine
-from ecokit.shadow.client import ShadowClient
 from ecokit.testing import SyncClient, running_stack, write_project
 
 
@@ -53,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = write_project(Path(tmp) / "p", devices=1, stack="bench")
         with running_stack(config) as stack:
-            with ShadowClient.for_stack(stack).connect() as app:
+            with shadow_client(stack).connect() as app:
                 app.update("warmup", reported={"x": 0})
                 latencies = []
                 for i in range(500):

@@ -30,13 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import cpu_s, rss_kb  # noqa: E402
-from ecokit.sim.transport import raise_nofile  # noqa: E402
+from ecokit.mqtt.loop import raise_nofile  # noqa: E402
 
 LAYERS = ("paho-asyncio", "aiomqtt", "gmqtt")
 
 
 async def _paho(host: str, port: int, user: str, pw: str, n: int, k: int) -> dict[str, Any]:
-    from ecokit.sim.transport import PahoLoop, new_paho_client
+    from ecokit.mqtt.loop import PahoLoop, new_paho_client
 
     loop = asyncio.get_running_loop()
     driver = PahoLoop(loop)

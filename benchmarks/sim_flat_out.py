@@ -63,14 +63,14 @@ def main() -> None:
     ap.add_argument("--pipeline", action="store_true",
                     help="keep the bridge and processor on (every message also written to InfluxDB)")
     args = ap.parse_args()
-    from ecokit.sim.transport import raise_nofile
+    from ecokit.mqtt.loop import raise_nofile
 
     raise_nofile(args.vehicles * 2 + 1024)  # mosquitto inherits it too
 
+    from ecokit.clients import fleet_ids, stack_connection
+    from ecokit.config.regions import REGIONS
     from ecokit.sim.fleet import FleetSpec, build_fleet
-    from ecokit.sim.regions import REGIONS
     from ecokit.sim.runner import SimSettings, Simulator
-    from ecokit.sim.targets import fleet_ids, stack_connection
     from ecokit.testing import running_stack, write_project
 
     total = args.vehicles * args.count

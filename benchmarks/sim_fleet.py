@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 
 from benchmarks._common import cpu_s, rss_kb  # noqa: E402
-from ecokit.sim.transport import raise_nofile  # noqa: E402
+from ecokit.mqtt.loop import raise_nofile  # noqa: E402
 
 
 def main() -> None:
@@ -53,10 +53,10 @@ def main() -> None:
 
     import gc
 
+    from ecokit.clients import fleet_ids, stack_connection
+    from ecokit.config.regions import parse_region
     from ecokit.sim.fleet import FleetSpec, build_fleet
-    from ecokit.sim.regions import parse_region
     from ecokit.sim.runner import SimSettings, Simulator, Snapshot
-    from ecokit.sim.targets import fleet_ids, stack_connection
     from ecokit.testing import running_stack, write_project
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,8 +159,7 @@ def desired_probe(stack: Any, sample: list[str], after: float, result: dict[str,
     its report of 0.5 shows on update/accepted."""
     import json
 
-    from ecokit.shadow.client import ShadowClient
-    from ecokit.sim.targets import stack_connection
+    from ecokit.clients import shadow_client, stack_connection
     from ecokit.testing import SyncClient
 
     try:
@@ -168,7 +167,7 @@ def desired_probe(stack: Any, sample: list[str], after: float, result: dict[str,
         user, password = stack.service_credentials("ecokit-admin")
         seen: dict[str, float] = {}
         with SyncClient(target.host, target.port, username=user, password=password) as watcher, \
-                ShadowClient.for_stack(stack).connect() as app:
+                shadow_client(stack).connect() as app:
             # Connected before the vehicles' sockets open: paho's own loop uses select(), which
             # cannot watch a descriptor above 1023. Subscribed only now, and only to the sample:
             # this process's memory is measured.

@@ -68,20 +68,28 @@ class ServiceRole:
     grants: tuple[Grant, ...] = ()
 
 
+# ecokit's own MQTT users: the one place their names are spelled.
+ADMIN_USER = "ecokit-admin"
+HEALTH_USER = "ecokit-health"
+BRIDGE_USER = "ecokit-bridge"
+PROCESSOR_USER = "ecokit-processor"
+SHADOW_USER = "ecokit-shadow"
+REPLAY_USER = "ecokit-replay"
+
 SERVICE_ROLES: tuple[ServiceRole, ...] = (
-    ServiceRole("ecokit-admin", "operators, the simulator as admin, command sending, tests",
+    ServiceRole(ADMIN_USER, "operators, the simulator as admin, command sending, tests",
                 superuser=True),
-    ServiceRole("ecokit-health", "readiness probes: may connect, may do nothing else"),
-    ServiceRole("ecokit-bridge", "bridge: reads every message into InfluxDB, writes dead letters",
+    ServiceRole(HEALTH_USER, "readiness probes: may connect, may do nothing else"),
+    ServiceRole(BRIDGE_USER, "bridge: reads every message into InfluxDB, writes dead letters",
                 grants=(Grant("subscribe", "#"), Grant("publish", "ecokit/deadletter/#"))),
-    ServiceRole("ecokit-processor", "fleet processor: reads fleet traffic, publishes status, events and alerts",
+    ServiceRole(PROCESSOR_USER, "fleet processor: reads fleet traffic, publishes status, events and alerts",
                 grants=(Grant("subscribe", "fleet/#"), Grant("publish", "fleet/+/status"),
                         Grant("publish", "fleet/+/events"), Grant("publish", "fleet/+/alerts"),
                         Grant("publish", "ecokit/deadletter/#"))),
-    ServiceRole("ecokit-shadow", "shadow service: answers shadow requests",
+    ServiceRole(SHADOW_USER, "shadow service: answers shadow requests",
                 grants=(Grant("subscribe", "things/+/shadow/#"),
                         Grant("publish", "things/+/shadow/#"))),
-    ServiceRole("ecokit-replay", "replay: republishes archived messages to any topic",
+    ServiceRole(REPLAY_USER, "replay: republishes archived messages to any topic",
                 grants=(Grant("publish", "#"),)),
 )
 

@@ -1,5 +1,5 @@
 """What ecokit's own long-running services share: their rendered config file, structured
-JSON logs, the /metrics /healthz /readyz endpoint, stop signals and MQTT connection settings.
+JSON logs, the /metrics /healthz /readyz endpoint and stop signals.
 """
 
 from __future__ import annotations
@@ -7,31 +7,18 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ecokit.errors import ConfigError, EcokitError
-
-
-def load_service_config(path: str | Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError("service config file not found", source=str(path)) from None
-    except ValueError as exc:
-        raise ConfigError(f"not JSON: {exc}", source=str(path)) from None
-    if not isinstance(data, dict):
-        raise ConfigError("must be a JSON object", source=str(path))
-    return data
+from ecokit.contract import Config, load_service_config
+from ecokit.errors import EcokitError
 
 
 class JsonFormatter(logging.Formatter):
@@ -132,17 +119,6 @@ def stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def mqtt_tls(mqtt: dict[str, Any]) -> ssl.SSLContext | None:
-    """The TLS context for a service's broker connection (None for plain MQTT)."""
-    if not mqtt.get("tls"):
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=mqtt.get("ca"))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if mqtt.get("cert"):
-        ctx.load_cert_chain(mqtt["cert"], mqtt.get("key"))
-    return ctx
-
-
 class ServiceLoop(Protocol):
     """What :func:`serve` runs: a service with Prometheus metrics, a readiness check and a
     blocking loop that returns once ``stop`` is set."""
@@ -154,26 +130,25 @@ class ServiceLoop(Protocol):
     def run(self, stop: threading.Event) -> None: ...
 
 
-def serve(name: str, argv: list[str], build: Callable[[dict[str, Any], logging.Logger], ServiceLoop],
-          started: Callable[[ServiceLoop, dict[str, Any]], Mapping[str, Any]],
+def serve(name: str, argv: list[str], model: type[Config], build: Callable[[Config, logging.Logger], ServiceLoop],
+          started: Callable[[ServiceLoop, Config], Mapping[str, Any]],
           stopped: Callable[[ServiceLoop], Mapping[str, Any]] = lambda service: {}) -> int:
-    """``python -m ecokit.<name> <name>.json``: load the rendered config, build the service,
-    serve /metrics /healthz /readyz beside it and run it until SIGTERM/SIGINT.
-    ``started``/``stopped`` give the fields logged with the start and stop lines."""
+    """``python -m ecokit.<name> <name>.json``: load and validate the rendered config
+    (``model``), build the service, serve /metrics /healthz /readyz beside it and run it until
+    SIGTERM/SIGINT. ``started``/``stopped`` give the fields logged with the start and stop lines."""
     log = setup_logging(name)
     if len(argv) != 1:
         log.error(f"usage: python -m ecokit.{name} <{name}.json>")
         return 2
     try:
-        config = load_service_config(argv[0])
+        config = load_service_config(argv[0], model)
         service = build(config, log)
-    except (EcokitError, ValueError, KeyError) as exc:
+    except (EcokitError, ValueError) as exc:
         log.error(f"cannot start: {exc}")
         return 2
     stop = threading.Event()
     stop_on_signals(stop)
-    http = config["http"]
-    health = HealthServer(http["host"], int(http["port"]), service.registry, service.is_ready)
+    health = HealthServer(config.http.host, config.http.port, service.registry, service.is_ready)
     health.start()
     log.info(f"{name} started", extra=dict(started(service, config)))
     try:

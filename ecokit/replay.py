@@ -23,7 +23,7 @@ from ecokit.acl import topic_matches
 from ecokit.config.rules import topic_filter_problem
 from ecokit.durations import UNIT_SECONDS, duration_seconds
 from ecokit.errors import UsageError
-from ecokit.fastmqtt import FastMqtt
+from ecokit.mqtt.fast import FastMqtt
 from ecokit.store.influx import InfluxV1, quote_ident
 
 ARCHIVE = "archive"
@@ -275,33 +275,3 @@ def _sleep_until(target: float, mqtt: FastMqtt) -> None:
                 time.sleep(min(remaining - 0.002, 0.05))
         elif remaining > 0.0005:
             time.sleep(0.0002)
-
-
-def connect_publisher(stack: object, *, client_id: str | None = None) -> FastMqtt:
-    """A fastmqtt connection as ``ecokit-replay`` to the running stack's broker."""
-    import os
-    from urllib.parse import urlsplit
-
-    from ecokit.runtime.probes import tls_context
-    from ecokit.stack import Stack
-
-    assert isinstance(stack, Stack)
-    endpoints = stack.broker_endpoints()
-    username, password = stack.service_credentials("ecokit-replay")
-    tls = None
-    if "mqtt" in endpoints:
-        url = urlsplit(endpoints["mqtt"])
-    elif "mqtts" in endpoints:
-        url = urlsplit(endpoints["mqtts"])
-        cert = key = None
-        if stack.config.tls.mtls:
-            cert, key = stack.cert_paths.client_cert("ecokit-replay"), stack.cert_paths.client_key("ecokit-replay")
-        tls = tls_context(stack.cert_paths.ca_cert, certfile=cert, keyfile=key)
-    else:
-        raise UsageError("the broker has no MQTT listener this machine can reach")
-    assert url.hostname is not None
-    assert url.port is not None
-    mqtt = FastMqtt(url.hostname, url.port, client_id=client_id or f"ecokit-replay-{os.getpid()}",
-                    username=username, password=password, tls=tls)
-    mqtt.connect()
-    return mqtt

@@ -12,14 +12,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ecokit.acl import SERVICE_ROLES, AccessPolicy, Principal
+from ecokit.acl import HEALTH_USER, SERVICE_ROLES, AccessPolicy, Principal
 from ecokit.analytics import DailyRollup, apply_continuous_queries, apply_task, daily_rollup, read_daily
 from ecokit.analytics import refresh as refresh_daily
 from ecokit.certs import CertAuthority, CertPaths, CertPolicy, CertReport, CertStatus
 from ecokit.config.loader import LoadedConfig, find_config_file, load_config
 from ecokit.config.model import StackConfig
+from ecokit.config.regions import parse_region
 from ecokit.config.registry import Device, User, load_devices, load_users
 from ecokit.errors import ConfigError, RuntimeUnavailable, StackNotRunning
 from ecokit.geofence.model import GeofenceSet
@@ -31,16 +32,31 @@ from ecokit.runtime.base import Action, Progress, ReadinessContext, Runtime, Ser
 from ecokit.runtime.local import find_binary
 from ecokit.secrets import SecretStore, generate_password, generate_token
 from ecokit.services import context as names
-from ecokit.services.context import Capabilities, PlanContext
+from ecokit.services.broker import broker_ports
+from ecokit.services.context import Capabilities, PasswordHashes, Placement, PlanContext
 from ecokit.services.influxdb import SETUP_V1, SETUP_V2, influx_version
 from ecokit.services.plan import build_plan
 from ecokit.services.spec import LocalCommand, ServiceSpec, Target
 from ecokit.store.influx import InfluxEndpoint, setup_v1
 
+if TYPE_CHECKING:
+    from ecokit.runtime.docker import DockerSettings
+
 InfluxRole = Literal["admin", "writer", "reader"]
 
 # Names every service of the stack answers to on the docker network; the server
 # certificate covers all of them.
+# The stack's own secrets (the registry adds device/<id> and user/<name>), with their generators.
+STACK_SECRETS: dict[str, Callable[[], str]] = {
+    names.HASH_SEED: generate_token,
+    names.INFLUX_ADMIN: generate_password, names.INFLUX_WRITER: generate_password,
+    names.INFLUX_READER: generate_password, names.INFLUX_TOKEN: generate_token,
+    names.GRAFANA_ADMIN: generate_password, names.GRAFANA_SECRET_KEY: generate_token,
+    names.EMQX_COOKIE: generate_password, names.EMQX_DASHBOARD: generate_password,
+    names.EMQX_API_SECRET: generate_password,
+    **{f"service/{role.username}": generate_password for role in SERVICE_ROLES},
+}
+
 DOCKER_HOSTNAMES = ("broker", "emqx", "mosquitto", "influxdb", "grafana", "prometheus",
                     "bridge", "processor", "shadow")
 
@@ -85,6 +101,7 @@ class Stack:
         self._users: list[User] | None = None
         self._secret_values: dict[str, str] | None = None
         self._plans: dict[str, list[ServiceSpec]] = {}
+        self._hashes = PasswordHashes(self.paths.root / "password-hashes.json")
         self.notes: list[str] = []
 
     @classmethod
@@ -135,8 +152,6 @@ class Stack:
     def geofence_store(self) -> GeofenceStore:
         """The stack's geofence file; fences far outside the simulated region whose
         swapped twin lies inside it are reported as probably [lat, lng]."""
-        from ecokit.sim.regions import parse_region
-
         region = parse_region(self.config.simulator.region)
         return GeofenceStore(self.geofences_file, label=self._label(self.geofences_file),
                              region=(region.west, region.south, region.east, region.north))
@@ -167,16 +182,7 @@ class Stack:
         self._plans.clear()
 
     def _wanted_secrets(self) -> dict[str, Callable[[], str]]:
-        wanted: dict[str, Callable[[], str]] = {
-            names.HASH_SEED: generate_token,
-            names.INFLUX_ADMIN: generate_password, names.INFLUX_WRITER: generate_password,
-            names.INFLUX_READER: generate_password, names.INFLUX_TOKEN: generate_token,
-            names.GRAFANA_ADMIN: generate_password, names.GRAFANA_SECRET_KEY: generate_token,
-            names.EMQX_COOKIE: generate_password, names.EMQX_DASHBOARD: generate_password,
-            names.EMQX_API_SECRET: generate_password,
-        }
-        for role in SERVICE_ROLES:
-            wanted[f"service/{role.username}"] = generate_password
+        wanted = dict(STACK_SECRETS)
         for device in self.devices():
             if device.password is None:
                 wanted[f"device/{device.id}"] = generate_password
@@ -191,16 +197,22 @@ class Stack:
             self._secret_values = self.secrets.ensure(self._wanted_secrets())
         return self._secret_values
 
+    def _stack_secrets(self, *wanted: str) -> dict[str, str]:
+        """Some of the stack's own secrets (not the registry's): an endpoint or a service user's
+        credentials do not need the registry loaded, which takes seconds with 10,000 devices."""
+        if self._secret_values is not None:
+            return {name: self._secret_values[name] for name in wanted}
+        return self.secrets.ensure({name: STACK_SECRETS[name] for name in wanted})
+
     def device_password(self, device: Device) -> str:
         return device.password or self.secret_values()[f"device/{device.id}"]
 
     def service_credentials(self, username: str) -> tuple[str, str]:
         """(username, password) of one of ecokit's own MQTT users, e.g. ``ecokit-admin``."""
         key = f"service/{username}"
-        values = self.secret_values()
-        if key not in values:
+        if key not in STACK_SECRETS:
             raise ConfigError(f"{username!r} is not one of ecokit's service users")
-        return username, values[key]
+        return username, self._stack_secrets(key)[key]
 
     def device_credentials(self, device_id: str) -> tuple[str, str]:
         for device in self.devices():
@@ -262,6 +274,16 @@ class Stack:
             return None
         return runtime if runtime in ("local", "docker") else None
 
+    def recorded_services(self) -> set[str]:
+        """The services the last `up` recorded as started (state.json); no plan, no runtime call."""
+        import json
+
+        try:
+            services = json.loads(self.paths.state_file.read_text()).get("services")
+        except (FileNotFoundError, ValueError):
+            return set()
+        return set(services) if isinstance(services, dict) else set()
+
     def resolve_runtime(self, requested: str | None = None) -> RuntimeName:
         choice = requested or self.current_runtime() or self.config.runtime
         if choice == "local":
@@ -294,12 +316,16 @@ class Stack:
         return Capabilities(websockets=_mosquitto_has_websockets(), influx_version=1,
                             run_as=getpass.getuser())
 
+    def placement(self, target: Target) -> Placement:
+        """Where the services listen on ``target``: from the configuration alone (no plan)."""
+        return Placement(config=self._effective_config(target), target=target, caps=self.capabilities(target))
+
     def plan_context(self, target: Target) -> PlanContext:
         paths = PathMap(target, self.paths.root, self.cert_paths.root)
         return PlanContext(config=self._effective_config(target), target=target,
                            policy=self.access_policy(), secrets=self.secret_values(), paths=paths,
-                           caps=self.capabilities(target), geofences=self.geofences().dumps(),
-                           geofences_file=str(self.geofences_file.resolve()))
+                           caps=self.capabilities(target), hashes=self._hashes,
+                           geofences=self.geofences().dumps(), geofences_file=str(self.geofences_file.resolve()))
 
     def plan(self, target: Target) -> list[ServiceSpec]:
         if target not in self._plans:
@@ -321,6 +347,7 @@ class Stack:
             for stale in folder.rglob("*") if folder.exists() else []:
                 if stale.is_file() and stale not in keep:
                     stale.unlink()
+        self._hashes.save()
         return written
 
     # -- runtime -----------------------------------------------------------------------
@@ -328,8 +355,8 @@ class Stack:
     def readiness(self) -> ReadinessContext:
         client_cert = None
         if self.config.tls.mtls:
-            client_cert = (self.cert_paths.client_cert("ecokit-health"),
-                           self.cert_paths.client_key("ecokit-health"))
+            client_cert = (self.cert_paths.client_cert(HEALTH_USER),
+                           self.cert_paths.client_key(HEALTH_USER))
         host = "127.0.0.1" if self.config.bind in ("0.0.0.0", "::") else self.config.bind
         return ReadinessContext(host=host, ca_file=self.cert_paths.ca_cert, client_cert=client_cert)
 
@@ -340,8 +367,16 @@ class Stack:
             return LocalRuntime(self.paths, self.readiness())
         from ecokit.runtime.docker import DockerRuntime  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
-        runtime: Runtime = DockerRuntime(self, self.readiness())
+        runtime: Runtime = DockerRuntime(self.docker_settings(), self.readiness())
         return runtime
+
+    def docker_settings(self) -> DockerSettings:
+        """What the docker runtime needs of this stack."""
+        from ecokit.runtime.docker import DockerSettings  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+        return DockerSettings(paths=self.paths, stack=self.config.stack, project_dir=self.project_dir,
+                              cert_paths=self.cert_paths, tls=self.config.tls.enabled, bind=self.config.bind,
+                              ecokit_image=self.config.images.ecokit)
 
     def _on_ready(self, spec: ServiceSpec) -> None:
         for step in spec.post_start:
@@ -399,18 +434,18 @@ class Stack:
     def influx_endpoint(self, role: InfluxRole = "reader", *, target: Target | None = None) -> InfluxEndpoint:
         """How a client on this machine reaches InfluxDB with ``role``'s rights."""
         target = target or self.current_runtime() or "local"
-        ctx = self.plan_context(target)
+        ctx = self.placement(target)
         version = influx_version(ctx)
         host = ctx.client_host
         url = f"http://{host}:{self.config.influxdb.port}"
-        values = self.secret_values()
         if version == 2:
-            return InfluxEndpoint(url, self.config.influxdb.database, token=values[names.INFLUX_TOKEN],
-                                  version=2)
+            token = self._stack_secrets(names.INFLUX_TOKEN)[names.INFLUX_TOKEN]
+            return InfluxEndpoint(url, self.config.influxdb.database, token=token, version=2)
         user = {"admin": "admin", "writer": "ecokit-writer", "reader": "ecokit-reader"}[role]
         secret = {"admin": names.INFLUX_ADMIN, "writer": names.INFLUX_WRITER,
                   "reader": names.INFLUX_READER}[role]
-        return InfluxEndpoint(url, self.config.influxdb.database, username=user, password=values[secret])
+        return InfluxEndpoint(url, self.config.influxdb.database, username=user,
+                              password=self._stack_secrets(secret)[secret])
 
     # -- fleet analytics ----------------------------------------------------------------
 
@@ -450,11 +485,11 @@ class Stack:
             return read_daily(client, rollup, start, vehicle=vehicle)
 
     def broker_endpoints(self, target: Target | None = None) -> dict[str, str]:
+        """The broker's MQTT URLs for a client on this machine, from the configuration alone."""
         target = target or self.current_runtime() or "local"
-        ctx = self.plan_context(target)
-        spec = next(s for s in self.plan(target) if s.role == "broker")
+        ctx = self.placement(target)
         schemes = ("mqtt", "mqtts", "ws", "wss")
-        return {p.name: p.url(ctx.client_host) for p in spec.ports if p.scheme in schemes}
+        return {p.name: p.url(ctx.client_host) for p in broker_ports(ctx) if p.scheme in schemes}
 
     def status(self, *, show_secrets: bool = False) -> StackStatus:
         name = self.current_runtime()

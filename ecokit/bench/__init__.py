@@ -19,9 +19,10 @@ from ecokit.bench.scenario import (
     scenario_names,
     validate_scenario,
 )
-from ecokit.bench.slo import METRICS, Slo, SloError, SloResult, evaluate, merge_slos, parse_slo
+from ecokit.bench.slo import SloResult, evaluate, merge_slos
 from ecokit.bench.targets import BenchTarget, broker_from_env, overrides_from_env, stack_target, url_target
 from ecokit.config.bench import BenchConfig, PhaseSpec, ScenarioSpec
+from ecokit.config.slo import METRICS, Slo, SloError, parse_slo
 
 __all__ = [
     "BUILTIN",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ecokit.bench.scenario import PhasePlan
-from ecokit.sim.runner import BrokerTarget, VehicleAuth
+from ecokit.mqtt.target import BrokerTarget, ClientAuth
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class PublisherClient:
     index: int  # global publisher number (in the payload)
     client_id: str
     topic: str
-    auth: VehicleAuth
+    auth: ClientAuth
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class SubscriberClient:
     client_id: str
     filter: str  # including $share/<group>/ for a shared subscription
     qos: int
-    auth: VehicleAuth
+    auth: ClientAuth
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class SubscriberJob:
     run_tag: int
     payload: str
     shared: bool  # one stream per publisher for the whole group, not per subscriber
-    library: str  # "fast" (ecokit.fastmqtt, MQTT 5, QoS 0/1) or "paho" (QoS 2, MQTT 3.1.1)
+    library: str  # "fast" (ecokit.mqtt.fast, MQTT 5, QoS 0/1) or "paho" (QoS 2, MQTT 3.1.1)
     settings: ClientSettings
     tick: float
 

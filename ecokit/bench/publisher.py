@@ -1,6 +1,6 @@
 """The publisher worker process: its share of the run's publishers on one asyncio loop.
 
-Each publisher is a paho client driven by ``ecokit.sim.transport.PahoLoop`` (the
+Each publisher is a paho client driven by ``ecokit.mqtt.loop.PahoLoop`` (the
 simulator's connection layer: thousands of clients per process, one event loop). One
 scheduler sends every message at its due time (a heap of due times; the schedule comes
 from ``ecokit.bench.scenario``); a publisher that falls behind sends late rather than
@@ -29,7 +29,7 @@ from ecokit.bench.payload import encoder
 from ecokit.bench.protocol import PublisherClient, PublisherJob, PublisherReport, PubTick, Ready
 from ecokit.bench.scenario import PhasePlan, due_offset, stagger
 from ecokit.bench.tracking import encode, new_histogram, record_us
-from ecokit.sim.transport import (
+from ecokit.mqtt.loop import (
     PahoLoop,
     backoff_delay,
     close_socket,
@@ -172,13 +172,9 @@ class PublisherWorker:
         self._remember(text)
 
     def _tls_context(self, spec: PublisherClient) -> ssl.SSLContext:
-        from ecokit.runtime.probes import tls_context
-
         key = spec.auth.client_cert
         if key not in self._tls:
-            t = self.job.target
-            self._tls[key] = tls_context(t.ca_file, certfile=key[0] if key else None,
-                                         keyfile=key[1] if key else None, verify=t.verify)
+            self._tls[key] = self.job.target.tls_context(key)
         return self._tls[key]
 
     def _build(self) -> None:

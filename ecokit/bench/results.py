@@ -9,8 +9,9 @@ from typing import Any
 
 from ecokit.bench.protocol import PublisherReport, PubTick, SubscriberReport, SubTick
 from ecokit.bench.scenario import PhasePlan
-from ecokit.bench.slo import Slo, SloResult, evaluate, format_value
+from ecokit.bench.slo import SloResult, evaluate
 from ecokit.bench.tracking import decode, encode, merge, new_histogram, summarize
+from ecokit.config.slo import Slo, format_value
 
 LAG_WARNING_MS = 100.0
 

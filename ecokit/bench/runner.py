@@ -46,9 +46,10 @@ from ecokit.bench.protocol import (
 from ecokit.bench.results import BenchResult, Timeline, build_result
 from ecokit.bench.scenario import PhasePlan, busiest, compile_phases, expand_topic, max_qos, subscription_filter
 from ecokit.bench.signals import ProcessSampler, SysMonitor
-from ecokit.bench.slo import Slo, check_phases
+from ecokit.bench.slo import check_phases
 from ecokit.bench.targets import BenchTarget
 from ecokit.config.bench import ScenarioSpec
+from ecokit.config.slo import Slo
 from ecokit.errors import BrokerError, EcokitError, UsageError
 from ecokit.resources import package_root
 
@@ -73,7 +74,7 @@ class BenchOptions:
     settle: float = 2.0  # ... and no longer than this once nothing new arrives
     tick: float = 1.0  # seconds between progress reports (and timeline rows)
     client_id_prefix: str = "ecokit-bench"
-    library: str = "auto"  # subscribers: auto, fast (ecokit.fastmqtt) or paho
+    library: str = "auto"  # subscribers: auto, fast (ecokit.mqtt.fast) or paho
     signals: bool = True  # read $SYS and sample a local broker process
 
     def __post_init__(self) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ecokit.sim.runner import BrokerTarget, VehicleAuth
+from ecokit.mqtt.target import BrokerTarget, ClientAuth
 
 _NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)")
 
@@ -66,7 +66,7 @@ class SysMonitor:
     """Records every numeric ``$SYS`` value a broker publishes while the run lasts."""
 
     target: BrokerTarget
-    auth: VehicleAuth
+    auth: ClientAuth
     series: dict[str, _Series] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
     note: str = ""
@@ -80,11 +80,7 @@ class SysMonitor:
         if self.auth.username is not None:
             client.username_pw_set(self.auth.username, self.auth.password)
         if self.target.tls:
-            from ecokit.runtime.probes import tls_context
-
-            cert = self.auth.client_cert
-            client.tls_set_context(tls_context(self.target.ca_file, certfile=cert[0] if cert else None,
-                                               keyfile=cert[1] if cert else None, verify=self.target.verify))
+            client.tls_set_context(self.target.tls_context(self.auth.client_cert))
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message

@@ -1,8 +1,8 @@
 """The subscriber worker process: every subscriber of a run on one asyncio loop.
 
-Subscribers use ``ecokit.fastmqtt`` (MQTT 5, QoS 0/1: large reads, every complete packet
+Subscribers use ``ecokit.mqtt.fast`` (MQTT 5, QoS 0/1: large reads, every complete packet
 parsed in one pass, acknowledgements batched; its socket is watched with ``add_reader``)
-or, for QoS 2 and MQTT 3.1.1, paho driven by ``ecokit.sim.transport.PahoLoop``. Either way
+or, for QoS 2 and MQTT 3.1.1, paho driven by ``ecokit.mqtt.loop.PahoLoop``. Either way
 the receive time is taken once per socket read and :class:`~ecokit.bench.tracking.Receiver`
 files each message. The process does nothing else, so what it measures is not delayed by
 the publishers (they run in other processes).
@@ -24,8 +24,8 @@ import paho.mqtt.client as mqtt
 from ecokit.bench.protocol import Ready, SubscriberClient, SubscriberJob, SubscriberReport, SubTick
 from ecokit.bench.tracking import Receiver, encode
 from ecokit.errors import BrokerError
-from ecokit.fastmqtt import FastMqtt, Subscription
-from ecokit.sim.transport import PahoLoop, backoff_delay, close_socket, new_paho_client, persistent_connect_args
+from ecokit.mqtt.fast import FastMqtt, Subscription
+from ecokit.mqtt.loop import PahoLoop, backoff_delay, close_socket, new_paho_client, persistent_connect_args
 
 ERRORS_KEPT = 20
 READS_PER_WAKEUP = 16
@@ -148,13 +148,9 @@ class SubscriberWorker:
         target = self.job.target
         if not target.tls:
             return None
-        from ecokit.runtime.probes import tls_context
-
         key = spec.auth.client_cert
         if key not in self._tls:
-            cert = spec.auth.client_cert
-            self._tls[key] = tls_context(target.ca_file, certfile=cert[0] if cert else None,
-                                         keyfile=cert[1] if cert else None, verify=target.verify)
+            self._tls[key] = target.tls_context(key)
         return self._tls[key]
 
     async def _connect(self, sub: _Sub, *, first: bool = False) -> None:

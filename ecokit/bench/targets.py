@@ -2,7 +2,8 @@
 publisher as one of the stack's registered devices), any broker URL, or the broker the
 environment names (``BROKER_HOST``/``BROKER_PORT``, ``ECOKIT_BROKER_URL``).
 
-Wraps ``ecokit.sim.targets`` (the simulator's stack/URL connections) instead of repeating it.
+Wraps ``ecokit.clients`` (a running stack's broker as its devices or ``ecokit-admin``) and
+``ecokit.mqtt.target`` (any broker URL) instead of repeating them.
 """
 
 from __future__ import annotations
@@ -11,20 +12,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecokit.acl import ADMIN_USER
 from ecokit.bench.scenario import Overrides
+from ecokit.clients import fleet_ids, stack_connection
 from ecokit.errors import ConfigError, UsageError
-from ecokit.sim.runner import BrokerTarget, VehicleAuth
+from ecokit.mqtt.target import BrokerTarget, ClientAuth, url_connection
+from ecokit.runtime.local import LocalRuntime
+from ecokit.services.broker import BROKER
 from ecokit.stack import Stack
-
-ADMIN = "ecokit-admin"
 
 
 @dataclass(frozen=True)
 class BenchTarget:
     broker: BrokerTarget
-    auth: VehicleAuth  # subscribers, the $SYS reader, and publishers unless ``devices`` is set
+    auth: ClientAuth  # subscribers, the $SYS reader, and publishers unless ``devices`` is set
     description: str
-    devices: tuple[tuple[str, VehicleAuth], ...] = ()  # publishers connect as these devices, in order
+    devices: tuple[tuple[str, ClientAuth], ...] = ()  # publishers connect as these devices, in order
     broker_pid: int | None = None  # the broker's process on this machine (CPU and memory sampling)
 
     @property
@@ -36,40 +39,28 @@ def stack_target(stack: Stack, *, devices: int | None = None) -> BenchTarget:
     """The running stack's broker (TLS and mTLS when its profile has them). ``devices=N``: the
     publishers use the first N registered devices' own credentials (and certificates under
     mTLS); subscribers are always ``ecokit-admin`` (devices may not read other devices' topics)."""
-    from ecokit.sim.targets import fleet_ids, stack_connection
-
     admin = stack_connection(stack, as_admin=True)
     pid = broker_pid(stack)
     if devices is None:
-        return BenchTarget(admin.target, admin.auth(ADMIN), admin.description, broker_pid=pid)
+        return BenchTarget(admin.target, admin.auth(ADMIN_USER), admin.description, broker_pid=pid)
     per_device = stack_connection(stack)
     ids = fleet_ids(stack, devices)
-    return BenchTarget(admin.target, admin.auth(ADMIN),
-                       f"{admin.target.url}: publishers as {len(ids)} registered devices, subscribers as {ADMIN}",
+    return BenchTarget(admin.target, admin.auth(ADMIN_USER),
+                       f"{admin.target.url}: publishers as {len(ids)} registered devices, subscribers as {ADMIN_USER}",
                        devices=tuple((i, per_device.auth(i)) for i in ids), broker_pid=pid)
 
 
 def broker_pid(stack: Stack) -> int | None:
     """The pid of the stack's broker when it runs as a local process (else None)."""
-    runtime = stack.current_runtime()
-    if runtime != "local":
+    if stack.current_runtime() != "local":
         return None
-    plan = stack.plan(runtime)
-    broker = next((s for s in plan if s.role == "broker"), None)
-    if broker is None:
-        return None
-    for status in stack.runtime(runtime).status(plan):
-        if status.name == broker.name and status.state == "running":
-            return status.pid
-    return None
+    return LocalRuntime(stack.paths, stack.readiness()).running_pid(BROKER)
 
 
 def url_target(url: str, *, username: str | None = None, password: str | None = None,
                ca_file: Path | None = None, client_cert: tuple[Path, Path] | None = None,
                verify: bool = True) -> BenchTarget:
     """Any broker; every client uses the same credentials (from the URL or the arguments)."""
-    from ecokit.sim.targets import url_connection
-
     conn = url_connection(url, username=username, password=password, ca_file=ca_file, client_cert=client_cert,
                           verify=verify)
     return BenchTarget(conn.target, conn.auth("bench"), conn.description)

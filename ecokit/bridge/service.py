@@ -17,15 +17,15 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ecokit.bridge.contract import BridgeServiceConfig
 from ecokit.bridge.spool import Spool
 from ecokit.config.rules import BridgeConfig, RuleConfig
-from ecokit.daemon import OncePerKind, mqtt_tls
+from ecokit.daemon import OncePerKind
 from ecokit.errors import BrokerError, StoreError
-from ecokit.fastmqtt import FastMqtt, Subscription
+from ecokit.mqtt.fast import FastMqtt, Subscription
 from ecokit.rules.engine import Message, Point, Rejection, RuleEngine
 from ecokit.store.influx import InfluxEndpoint, InfluxV1
 
@@ -59,12 +59,6 @@ def subscription_filters(rules: dict[str, RuleConfig]) -> list[str]:
     """The fewest filters covering every enabled rule."""
     filters = sorted({r.topic for r in rules.values() if r.enabled})
     return ["#"] if "#" in filters else filters
-
-
-def influx_endpoint(target: dict[str, Any]) -> InfluxEndpoint:
-    return InfluxEndpoint(target["url"], target["database"], username=target.get("username"),
-                          password=target.get("password"), token=target.get("token"),
-                          version=target.get("version", 1))
 
 
 class Writer(threading.Thread):
@@ -132,16 +126,16 @@ def _dropped_count(body: str, lines: int) -> int:
 class Bridge:
     """The bridge: a consumer of the shared subscription with its own spool."""
 
-    def __init__(self, config: dict[str, Any], *, log: logging.Logger,
+    def __init__(self, config: BridgeServiceConfig, *, log: logging.Logger,
                  registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.log = log
-        self.settings = BridgeConfig.model_validate(config.get("bridge", {}))
-        self.rules = {name: RuleConfig.model_validate(rule) for name, rule in config["rules"].items()}
+        self.settings = config.bridge
+        self.rules = config.rules
         self.engine = RuleEngine(self.rules)
         self.registry = registry or CollectorRegistry()
         self.metrics = BridgeMetrics(self.registry)
-        spool_dir = Path(config["spool_dir"]) / "lines"
+        spool_dir = Path(config.spool_dir) / "lines"
         self.spool = Spool(spool_dir, max_bytes=self.settings.buffer_mb * 1024 * 1024)
         self.metrics.buffered.set_function(lambda: self.spool.pending_lines)
         if self.spool.recovered_lines:
@@ -152,12 +146,12 @@ class Bridge:
         self.ready = threading.Event()
         self.filters = subscription_filters(self.rules)
         self._last_ns = 0
-        mqtt = config["mqtt"]
-        self.client_id = f"ecokit-bridge-{config.get('stack', 'ecokit')}"
-        self.mqtt = FastMqtt(mqtt["host"], int(mqtt["port"]), client_id=self.client_id,
-                             username=mqtt.get("username"), password=mqtt.get("password"), tls=mqtt_tls(mqtt),
-                             clean_start=False, session_expiry=SESSION_EXPIRY, keepalive=30)
-        self._subs_file = Path(config["spool_dir"]) / "subscriptions.json"
+        mqtt = config.mqtt
+        self.client_id = f"ecokit-bridge-{config.stack}"
+        self.mqtt = FastMqtt(mqtt.host, mqtt.port, client_id=self.client_id, username=mqtt.username,
+                             password=mqtt.password, tls=mqtt.tls_context(), clean_start=False,
+                             session_expiry=SESSION_EXPIRY, keepalive=30)
+        self._subs_file = Path(config.spool_dir) / "subscriptions.json"
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -167,7 +161,7 @@ class Bridge:
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop``; then let the writer finish what it can and return."""
         self.stop = stop
-        writer = Writer(self.spool, influx_endpoint(self.config["influx"]), self.settings, self.metrics,
+        writer = Writer(self.spool, self.config.influx.endpoint(), self.settings, self.metrics,
                         self.log, stop)
         writer.start()
         backoff = 0.5

@@ -11,9 +11,10 @@ import sys
 from collections.abc import Sequence
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from ecokit.cli import bench, certs, compose, devices, geofences, pipeline, shadow, simulate, stack
+from ecokit.cli.common import err
 from ecokit.errors import EcokitError, UsageError
 
 
@@ -46,15 +47,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-# soft_wrap: paths and URLs are printed whole, never broken across lines.
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
-
-
-def _register() -> None:
-    # Each command group lives in its own module and adds itself to `app`.
-    from ecokit.cli import bench, certs, compose, devices, geofences, pipeline, shadow, simulate, stack  # noqa: F401
+# Each module holds its own commands (its own Typer); joined here, in this order.
+for _module in (bench, certs, compose, devices, geofences, pipeline, shadow, simulate, stack):
+    app.add_typer(_module.app)
 
 
 def _debug_requested(argv: Sequence[str]) -> bool:
@@ -63,7 +58,6 @@ def _debug_requested(argv: Sequence[str]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this directly)."""
-    _register()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
     try:

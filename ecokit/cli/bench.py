@@ -12,9 +12,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ecokit.cli import app, err, out
-from ecokit.cli.common import ConfigOption, DebugOption, LiveLine, ProfileOption, load_stack
+from ecokit.cli.common import ConfigOption, DebugOption, LiveLine, ProfileOption, err, load_stack, out
 from ecokit.errors import ConfigError, UsageError
+
+# This module's commands; ecokit.cli joins them into the `ecokit` command.
+app = typer.Typer()
 
 
 def _duration(text: str | None, option: str) -> float | None:
@@ -171,7 +173,7 @@ def bench(
         if count is not None and count > len(stack.devices()):
             if not register:
                 require_devices(stack, count)
-            from ecokit.sim.targets import register_devices
+            from ecokit.clients import register_devices
 
             added = register_devices(stack, count - len(stack.devices()))
             out.print(f"[green]registered {len(added)}[/green] device(s) and reloaded the broker's users")

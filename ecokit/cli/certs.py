@@ -7,8 +7,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ecokit.cli import app, out
-from ecokit.cli.common import ConfigOption, DebugOption, ProfileOption, load_stack
+from ecokit.cli.common import ConfigOption, DebugOption, ProfileOption, load_stack, out
+
+# This module's commands; ecokit.cli joins them into the `ecokit` command.
+app = typer.Typer()
 
 certs_app = typer.Typer(help="The stack's CA, server and client certificates.", no_args_is_help=True)
 app.add_typer(certs_app, name="certs")

@@ -15,6 +15,10 @@ from rich.text import Text
 
 from ecokit.stack import Stack
 
+# soft_wrap: paths and URLs are printed whole, never broken across lines.
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", envvar="ECOKIT_CONFIG", help="ecokit.yaml to use (default: nearest one)",

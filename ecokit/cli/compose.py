@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 
-from ecokit.cli import app, out
-from ecokit.cli.common import ConfigOption, DebugOption, ProfileOption, load_stack
+from ecokit.cli.common import ConfigOption, DebugOption, ProfileOption, load_stack, out
+
+# This module's commands; ecokit.cli joins them into the `ecokit` command.
+app = typer.Typer()
 
 
 @app.command()

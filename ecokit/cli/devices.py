@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ecokit.cli import app, out
-from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, ProfileOption, load_stack
+from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, ProfileOption, load_stack, out
 from ecokit.errors import UsageError
+
+# This module's commands; ecokit.cli joins them into the `ecokit` command.
+app = typer.Typer()
 
 devices_app = typer.Typer(help="The device registry (config/devices.yaml).", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")

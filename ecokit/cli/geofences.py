@@ -11,9 +11,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ecokit.cli import app, err, out
-from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, ProfileOption, load_stack
+from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, ProfileOption, err, load_stack, out
 from ecokit.stack import Stack
+
+# This module's commands; ecokit.cli joins them into the `ecokit` command.
+app = typer.Typer()
 
 geofences_app = typer.Typer(help="Geofences (config/geofences.geojson): list, import, export.", no_args_is_help=True)
 app.add_typer(geofences_app, name="geofences")

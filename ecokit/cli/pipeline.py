@@ -18,10 +18,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ecokit.cli import app, out
-from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, ProfileOption, load_stack
+from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, ProfileOption, load_stack, out
 from ecokit.errors import UsageError
 from ecokit.stack import Stack
+
+# This module's commands; ecokit.cli joins them into the `ecokit` command.
+app = typer.Typer()
 
 
 def _iso(ns: int | None) -> str:
@@ -57,7 +59,8 @@ def replay(
     debug: DebugOption = False,
 ) -> None:
     """Republish archived messages in time order with their original spacing (or faster)."""
-    from ecokit.replay import Archive, Replayer, connect_publisher, parse_time
+    from ecokit.clients import replay_publisher
+    from ecokit.replay import Archive, Replayer, parse_time
     from ecokit.store.influx import InfluxV1
 
     stack = load_stack(config, profile)
@@ -79,7 +82,7 @@ def replay(
         if total == 0:
             out.print(f"nothing archived in {window}" + (f" on {', '.join(filters)}" if filters else ""))
             return
-        mqtt = connect_publisher(stack)
+        mqtt = replay_publisher(stack)
         try:
             out.print(f"replaying {total} messages from {window} at "
                       f"{'maximum speed' if factor is None else f'{factor:g}x'}"

@@ -7,9 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from ecokit.cli import app, err, out
-from ecokit.cli.common import ConfigOption, DebugOption, ProfileOption, load_stack
+from ecokit.cli.common import ConfigOption, DebugOption, ProfileOption, err, load_stack, out
 from ecokit.errors import UsageError
+
+# This module's commands; ecokit.cli joins them into the `ecokit` command.
+app = typer.Typer()
 
 shadow_app = typer.Typer(help="Device shadows (AWS IoT semantics): get, update, delete.", no_args_is_help=True)
 app.add_typer(shadow_app, name="shadow")
@@ -41,9 +43,9 @@ def _show(reply: Any) -> int:
 
 
 def _client(config: Any, profile: str | None) -> Any:
-    from ecokit.shadow.client import ShadowClient
+    from ecokit.clients import shadow_client
 
-    return ShadowClient.for_stack(load_stack(config, profile)).connect()
+    return shadow_client(load_stack(config, profile)).connect()
 
 
 @shadow_app.command("get")

@@ -13,10 +13,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ecokit.cli import app, err, out
-from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, LiveLine, ProfileOption, load_stack
+from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, LiveLine, ProfileOption, err, load_stack, out
 from ecokit.durations import duration_seconds
 from ecokit.errors import BrokerError, ConfigError, UsageError
+
+# This module's commands; ecokit.cli joins them into the `ecokit` command.
+app = typer.Typer()
 
 command_app = typer.Typer(help="Send commands to simulated (or real) vehicles.", no_args_is_help=True)
 app.add_typer(command_app, name="command")
@@ -48,7 +50,7 @@ InsecureOption = Annotated[bool, typer.Option("--insecure", help="with --broker:
 
 def _url_connection(broker: str, username: str | None, password: str | None, ca: Path | None,
                     cert: Path | None, key: Path | None, insecure: bool) -> Any:
-    from ecokit.sim.targets import url_connection
+    from ecokit.mqtt.target import url_connection
 
     if (cert is None) != (key is None):
         raise UsageError("--cert and --key go together")
@@ -128,11 +130,11 @@ def simulate(
     """Simulate a fleet of vehicles publishing telemetry and answering commands.
 
     Defaults come from the `simulator:` section of ecokit.yaml (flags override it)."""
+    from ecokit.clients import fleet_ids, missing_devices, register_devices, stack_connection, stack_runs_shadows
     from ecokit.config.model import SimulatorConfig
+    from ecokit.config.regions import parse_region
     from ecokit.sim.fleet import FleetSpec, build_fleet
-    from ecokit.sim.regions import parse_region
     from ecokit.sim.runner import SimSettings, Simulator
-    from ecokit.sim.targets import fleet_ids, missing_devices, register_devices, stack_connection, stack_runs_shadows
 
     if duration is not None and count is not None:
         raise UsageError("give --duration or --count, not both")
@@ -232,7 +234,7 @@ async def _run(sim: Any) -> Any:
 
 
 def _raise_nofile(wanted: int) -> None:
-    from ecokit.sim.transport import raise_nofile
+    from ecokit.mqtt.loop import raise_nofile
 
     allowed = raise_nofile(wanted)
     if allowed < wanted:
@@ -296,9 +298,9 @@ def send(
     config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False,
 ) -> None:
     """Send a command (as ecokit-admin on the running stack, or to --broker) and show the acks."""
+    from ecokit.clients import stack_connection
     from ecokit.sim.commands import CommandError, new_command
     from ecokit.sim.control import Ack, send_command
-    from ecokit.sim.targets import stack_connection
 
     if all_vehicles:
         vehicle, rest = None, words

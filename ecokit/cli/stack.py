@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ecokit.cli import app, out
 from ecokit.cli.common import (
     ConfigOption,
     DebugOption,
@@ -18,9 +17,13 @@ from ecokit.cli.common import (
     RuntimeChoice,
     RuntimeOption,
     load_stack,
+    out,
 )
 from ecokit.errors import EcokitError
 from ecokit.runtime.base import ServiceEvent
+
+# This module's commands; ecokit.cli joins them into the `ecokit` command.
+app = typer.Typer()
 
 STATE_STYLE = {"running": "green", "stopped": "dim", "exited": "red", "unavailable": "yellow",
                "unhealthy": "red"}

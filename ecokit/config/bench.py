@@ -28,8 +28,10 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from ecokit.config.base import KeyedValueError, Section
+from ecokit.config.slo import SloError, parse_slo
 from ecokit.durations import duration_seconds
 
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -55,8 +57,6 @@ def parse_duration(text: str | float | int) -> float:
 
 
 def _check_slo(value: dict[str, Any]) -> dict[str, Any]:
-    from ecokit.bench.slo import SloError, parse_slo
-
     for key, limit in value.items():
         try:
             parse_slo(f"{key}={limit}")
@@ -65,11 +65,7 @@ def _check_slo(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PhaseSpec(_Section):
+class PhaseSpec(Section):
     """One phase: who publishes how much for how long."""
 
     name: str
@@ -107,8 +103,6 @@ class PhaseSpec(_Section):
 
     @model_validator(mode="after")
     def _one_rate(self) -> PhaseSpec:
-        from ecokit.config.model import KeyedValueError
-
         if (self.rate is None) == (self.total_rate is None):
             raise KeyedValueError("give exactly one of rate (per publisher) or total_rate (all publishers)",
                                   "rate", "total_rate")
@@ -119,7 +113,7 @@ class PhaseSpec(_Section):
         return parse_duration(self.duration)
 
 
-class ScenarioSpec(_Section):
+class ScenarioSpec(Section):
     """A load scenario: phases run back to back, with shared topic, subscribers and SLOs."""
 
     description: str = ""
@@ -151,8 +145,6 @@ class ScenarioSpec(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ScenarioSpec:
-        from ecokit.config.model import KeyedValueError
-
         names = [p.name for p in self.phases]
         for name in names:
             if names.count(name) > 1:
@@ -173,7 +165,7 @@ class ScenarioSpec(_Section):
         return self
 
 
-class BenchConfig(_Section):
+class BenchConfig(Section):
     """Custom scenarios for `ecokit bench` (the built-ins: steady, ramp, spike, soak)."""
 
     scenarios: dict[str, ScenarioSpec] = Field(default_factory=dict)

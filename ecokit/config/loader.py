@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ecokit.config.model import KeyedValueError, StackConfig
+from ecokit.config.base import KeyedValueError
+from ecokit.config.model import StackConfig
 from ecokit.errors import ConfigError
 from ecokit.resources import profiles_dir
 
@@ -29,11 +30,20 @@ ENV_TOP_LEVEL = ("runtime", "stack", "bind")
 KeyPath = tuple[str | int, ...]
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+# libyaml's parser when PyYAML has it: the pure-Python one takes seconds for a registry of
+# 10,000 devices (benchmarks/endpoints.py). Same documents, same errors with line and column.
+try:
+    from yaml import CSafeLoader as _SafeLoader
+except ImportError:  # PyYAML built without libyaml
+    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
 
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+class _StrictLoader(_SafeLoader):
+    """A safe loader that refuses duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode,
+                       deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
@@ -43,7 +53,8 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
                 f"found duplicate key {key!r}", key_node.start_mark,
             )
         seen[key] = key_node
-    return loader.construct_mapping(node, deep=deep)
+    mapping: dict[Any, Any] = loader.construct_mapping(node, deep=deep)
+    return mapping
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

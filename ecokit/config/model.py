@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ecokit.config.alerts import AlertRule, GeofencesConfig, Threshold, validate_alert_names
 from ecokit.config.analytics import AnalyticsConfig
+from ecokit.config.base import KeyedValueError, Port, Section
 from ecokit.config.bench import BenchConfig
+from ecokit.config.regions import RegionError, parse_region
 from ecokit.config.rules import (
     BridgeConfig,
     ProcessorConfig,
@@ -28,26 +30,6 @@ STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 IMAGE_REF = re.compile(
     r"^(?:[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?$"
 )
-
-
-class KeyedValueError(ValueError):
-    """A validation error about particular keys of the section that raised it.
-
-    ``keys`` are dotted paths relative to that section; the loader reports the error at
-    the one the user set (so its file or variable is named), not at the section.
-    """
-
-    def __init__(self, message: str, *keys: str) -> None:
-        super().__init__(message)
-        self.keys = keys
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# A TCP port; 0 is refused because every port must be known before anything starts.
-Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class BrokerPorts(Section):
@@ -176,13 +158,10 @@ class SimulatorConfig(Section):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        from ecokit.errors import UsageError
-        from ecokit.sim.regions import parse_region
-
         try:
             parse_region(value)
-        except UsageError as exc:
-            raise ValueError(str(exc).replace("--region ", "")) from None
+        except RegionError as exc:
+            raise ValueError(str(exc).removeprefix("region ")) from None
         return value
 
 

@@ -19,7 +19,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from ecokit.config.base import Section
 
 IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 RULE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -33,11 +35,7 @@ INT64 = 2**63 - 1
 FieldType = Literal["float", "int", "bool", "string"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class TagSpec(_Section):
+class TagSpec(Section):
     """Where a tag's value comes from: one topic level, a payload path, or the whole topic."""
 
     from_: Literal["topic", "payload"] = Field("topic", alias="from")
@@ -56,7 +54,7 @@ class TagSpec(_Section):
         return self
 
 
-class FieldSpec(_Section):
+class FieldSpec(Section):
     """One field: its type, where its value comes from, and what values are valid."""
 
     type: FieldType = "float"
@@ -98,7 +96,7 @@ class FieldSpec(_Section):
         return self
 
 
-class TimeSpec(_Section):
+class TimeSpec(Section):
     """The point's timestamp: a payload field (device time) or the receive time."""
 
     from_: Literal["payload", "received"] = Field("payload", alias="from")
@@ -127,7 +125,7 @@ class TimeSpec(_Section):
 WhereOp = Literal["eq", "ne", "gt", "ge", "lt", "le", "exists"]
 
 
-class WhereCondition(_Section):
+class WhereCondition(Section):
     """One condition of a where-filter (all must hold); messages failing it are skipped."""
 
     path: str
@@ -155,7 +153,7 @@ class WhereCondition(_Section):
         return self
 
 
-class RuleConfig(_Section):
+class RuleConfig(Section):
     """One rule: topic filter → measurement."""
 
     topic: str = Field(description="MQTT topic filter")
@@ -355,7 +353,7 @@ def validate_rule_names(value: dict[str, RuleConfig]) -> dict[str, RuleConfig]:
     return value
 
 
-class BridgeConfig(_Section):
+class BridgeConfig(Section):
     """The ecokit bridge (MQTT → InfluxDB) used when the broker is not EMQX."""
 
     enabled: bool = Field(True, description="false: nothing is stored (EMQX never needs the bridge)")
@@ -366,7 +364,7 @@ class BridgeConfig(_Section):
     qos: Literal[0, 1] = Field(1, description="subscription QoS")
 
 
-class ProcessorConfig(_Section):
+class ProcessorConfig(Section):
     """The fleet processor: derived speed, last_seen, online/offline → fleet/{id}/status."""
 
     enabled: bool = True

@@ -6,16 +6,20 @@ import sys
 from typing import Any, cast
 
 from ecokit.daemon import ServiceLoop, serve
+from ecokit.processor.contract import ProcessorServiceConfig
 from ecokit.processor.service import Processor
 
 
-def started(service: ServiceLoop, config: dict[str, Any]) -> dict[str, Any]:
-    settings = cast(Processor, service).settings
-    return {"offline_after": settings.offline_after, "status_interval": settings.status_interval}
+def started(service: ServiceLoop, config: ProcessorServiceConfig) -> dict[str, Any]:
+    processor = cast(Processor, service)
+    settings = processor.settings
+    return {"offline_after": settings.offline_after, "status_interval": settings.status_interval,
+            "geofences": len(processor.core.tracker.index), "geofence_file": config.geofences.path,
+            "alerts": sorted(config.alerts)}
 
 
 def main(argv: list[str]) -> int:
-    return serve("processor", argv, lambda config, log: Processor(config, log=log), started)
+    return serve("processor", argv, ProcessorServiceConfig, lambda config, log: Processor(config, log=log), started)
 
 
 if __name__ == "__main__":

@@ -35,11 +35,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ecokit.config.alerts import AlertRule, GeofencesConfig
-from ecokit.config.rules import ProcessorConfig
-from ecokit.daemon import OncePerKind, mqtt_tls
+from ecokit.daemon import OncePerKind
 from ecokit.geofence.model import GeofenceError
 from ecokit.geofence.store import GeofenceStore, GeofenceWatcher
+from ecokit.processor.contract import ProcessorServiceConfig
 from ecokit.processor.core import Outputs, ProcessorCore
 
 TELEMETRY = "fleet/+/telemetry"
@@ -47,17 +46,15 @@ STATUS = "fleet/+/status"
 
 
 class Processor:
-    def __init__(self, config: dict[str, Any], *, log: logging.Logger,
+    def __init__(self, config: ProcessorServiceConfig, *, log: logging.Logger,
                  registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.log = log
-        self.settings = ProcessorConfig.model_validate(config.get("processor", {}))
-        fences_cfg = config.get("geofences") or {}
-        self.geofence_settings = GeofencesConfig.model_validate(
-            {k: v for k, v in fences_cfg.items() if k != "path"})
-        alert_rules = {name: AlertRule.model_validate(rule) for name, rule in (config.get("alerts") or {}).items()}
+        self.settings = config.processor
+        self.geofence_settings = config.geofences.defaults()
+        alert_rules = config.alerts
         self.core = ProcessorCore(self.settings, self.geofence_settings, alert_rules)
-        path = fences_cfg.get("path")
+        path = config.geofences.path
         self.watcher = GeofenceWatcher(GeofenceStore(Path(path))) if path else None
         self.reload_requested = threading.Event()
         self.lock = threading.Lock()
@@ -97,13 +94,12 @@ class Processor:
             self.skipped.labels(kind)
         for kind in ("geofence_enter", "geofence_exit"):
             self.events.labels(kind)
-        m = config["mqtt"]
-        stack = config.get("stack", "ecokit")
+        m = config.mqtt
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=f"ecokit-processor-{stack}-{uuid.uuid4().hex[:6]}",
+                                  client_id=f"ecokit-processor-{config.stack}-{uuid.uuid4().hex[:6]}",
                                   protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(m.get("username"), m.get("password"))
-        tls = mqtt_tls(m)
+        self.client.username_pw_set(m.username, m.password)
+        tls = m.tls_context()
         if tls is not None:
             self.client.tls_set_context(tls)
         self.client.max_inflight_messages_set(1000)
@@ -111,7 +107,7 @@ class Processor:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.host, self.port = m["host"], int(m["port"])
+        self.host, self.port = m.host, m.port
         self._load_geofences(initial=True)
 
     def _count(self, state: str) -> int:

@@ -2,7 +2,7 @@
 
 The bridge runs this for every message; the EMQX rendering (``ecokit.rules.emqx``)
 implements the same checks in rule SQL, in the same order, and the shared test vectors
-(``tests/unit/rule_vectors.yaml``) pin both. Checks, first failure wins:
+(``tests/unit/rules/rule_vectors.yaml``) pin both. Checks, first failure wins:
 
 1. topic filter (rules with ``payload: json`` never see dead letters);
 2. where-filter: a message that does not match is skipped, not rejected (a message

@@ -86,6 +86,14 @@ class LocalRuntime:
     def is_up(self) -> bool:
         return any(process.is_alive(self._ref(e)) for e in self._load()["services"].values())
 
+    def running_pid(self, service: str) -> int | None:
+        """The pid of ``service`` while the process recorded for it runs (no plan needed)."""
+        entry = self._load()["services"].get(service)
+        if entry is None:
+            return None
+        ref = self._ref(entry)
+        return ref.pid if process.is_alive(ref) else None
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def up(self, plan: Sequence[ServiceSpec], *, on_ready: OnReady,

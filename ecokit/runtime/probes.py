@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ecokit.errors import ReadinessTimeout, ServiceError
+from ecokit.mqtt.tls import tls_context
 from ecokit.services.spec import Probe, ServiceSpec
 
 
@@ -24,19 +25,6 @@ from ecokit.services.spec import Probe, ServiceSpec
 class ProbeResult:
     ok: bool
     detail: str
-
-
-def tls_context(ca_file: Path | None, *, certfile: Path | None = None, keyfile: Path | None = None,
-                verify: bool = True) -> ssl.SSLContext:
-    """A client TLS context trusting the stack CA (and presenting a client cert for mTLS)."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if certfile:
-        ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
-    return ctx
 
 
 def check_tcp(host: str, port: int, timeout: float = 1.0, settle: float = 0.3) -> ProbeResult:

@@ -6,13 +6,14 @@ import base64
 import hashlib
 import hmac
 
-from ecokit.acl import USERNAME, AccessPolicy, Grant, Principal
+from ecokit.acl import HEALTH_USER, USERNAME, AccessPolicy, Grant, Principal
 from ecokit.render import render_template
 from ecokit.services.context import (
     EMQX_API_SECRET,
     EMQX_COOKIE,
     EMQX_DASHBOARD,
     HASH_SEED,
+    Placement,
     PlanContext,
 )
 from ecokit.services.pipeline import emqx_rules_pipeline
@@ -50,7 +51,7 @@ def _placed(ctx: PlanContext, relpath: str, container_dir: str) -> tuple[str, st
     return (ctx.paths.file(BROKER, relpath) if ctx.target == "local" else container), container
 
 
-def broker_ports(ctx: PlanContext) -> tuple[PortSpec, ...]:
+def broker_ports(ctx: Placement) -> tuple[PortSpec, ...]:
     p = ctx.config.broker.ports
     ports = []
     if ctx.plain_mqtt:
@@ -71,7 +72,7 @@ def _probe(ctx: PlanContext) -> Probe:
     # Readiness is a real MQTT CONNECT with the health user's credentials: it proves the
     # listener, the password file and the authentication chain together.
     port = "mqtt" if ctx.plain_mqtt else "mqtts"
-    health = next(p for p in ctx.policy.principals if p.username == "ecokit-health")
+    health = next(p for p in ctx.policy.principals if p.username == HEALTH_USER)
     return Probe("mqtt", port, username=health.username, password=health.password, timeout=30.0)
 
 
@@ -104,10 +105,12 @@ def mosquitto(ctx: PlanContext) -> ServiceSpec:
     cfg = ctx.config
     seed = ctx.secret(HASH_SEED)
     iterations = cfg.broker.password_iterations
-    passwd = "".join(
-        f"{p.username}:{mosquitto_password_hash(p.password, deterministic_salt(seed, p.username), iterations)}\n"
-        for p in sorted(ctx.policy.principals, key=lambda p: p.username)
-    ).encode()
+    def hashed(p: Principal) -> str:
+        return ctx.hashes.get(seed, p.username, p.password, iterations, lambda: mosquitto_password_hash(
+            p.password, deterministic_salt(seed, p.username), iterations))
+
+    passwd = "".join(f"{p.username}:{hashed(p)}\n"
+                     for p in sorted(ctx.policy.principals, key=lambda p: p.username)).encode()
     acl = render_template("mosquitto/acl.j2", stack=cfg.stack, blocks=mosquitto_acl_lines(ctx.policy))
     data_dir = ctx.paths.volume(BROKER, "data", "/mosquitto/data")
     passwd_path, passwd_container = _placed(ctx, "passwd", MOSQUITTO_ETC)

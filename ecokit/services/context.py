@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from ecokit.acl import AccessPolicy
@@ -45,23 +50,14 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
-class PlanContext:
+class Placement:
+    """Where the stack's services listen and how they reach each other: the configuration, the
+    target and what its software can do. No secrets, no registry: asking where the broker
+    is needs only this (building the plan hashes every password)."""
+
     config: StackConfig
     target: Target
-    policy: AccessPolicy
-    secrets: Mapping[str, str]
-    paths: PathMap
     caps: Capabilities
-    # The validated geofence file (its bytes, as ecokit writes them) and where the local
-    # processor watches it; the docker processor gets a copy (reloadable, SIGHUP).
-    geofences: bytes = b'{"type":"FeatureCollection","features":[\n]}\n'
-    geofences_file: str | None = None
-
-    def secret(self, name: str) -> str:
-        try:
-            return self.secrets[name]
-        except KeyError:
-            raise RenderError(f"secret {name!r} was not provided to the renderer") from None
 
     @property
     def plain_mqtt(self) -> bool:
@@ -98,3 +94,71 @@ class PlanContext:
     def service_port(self, name: str, host_port: int) -> int:
         """The port one service uses to reach another's port ``name``."""
         return self.listen_port(name, host_port)
+
+
+@dataclass(frozen=True)
+class PlanContext(Placement):
+    """Everything the service builders need to render their files: a pure value, no I/O."""
+
+    policy: AccessPolicy
+    secrets: Mapping[str, str]
+    paths: PathMap
+    # Memoised password hashes (PBKDF2 is slow on purpose); the same bytes either way.
+    hashes: PasswordHashes = field(default_factory=lambda: PasswordHashes())
+    # The validated geofence file (its bytes, as ecokit writes them) and where the local
+    # processor watches it; the docker processor gets a copy (reloadable, SIGHUP).
+    geofences: bytes = b'{"type":"FeatureCollection","features":[\n]}\n'
+    geofences_file: str | None = None
+
+    def secret(self, name: str) -> str:
+        try:
+            return self.secrets[name]
+        except KeyError:
+            raise RenderError(f"secret {name!r} was not provided to the renderer") from None
+
+
+class PasswordHashes:
+    """Mosquitto password hashes, computed once: PBKDF2 costs ~0.5 ms per user by design, so
+    10,000 devices cost seconds per plan. Keyed by an HMAC (under the stack's hash seed) of
+    username, password and rounds; with ``path`` kept across processes in a 0600 file
+    beside the stack's secrets (which hold the passwords themselves)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._known: dict[str, str] | None = None  # on disk, plus those computed since
+        self._saved: dict[str, str] = {}  # what the file holds
+        self._used: dict[str, str] = {}  # what the plans built since asked for
+
+    def _load(self) -> dict[str, str]:
+        if self._known is None:
+            self._known = {}
+            if self.path is not None:
+                try:
+                    data = json.loads(self.path.read_text())
+                    self._known = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+                except (OSError, ValueError):
+                    self._known = {}  # a lost or damaged cache only costs time
+            self._saved = dict(self._known)
+        return self._known
+
+    def get(self, seed: str, username: str, password: str, iterations: int,
+            compute: Callable[[], str]) -> str:
+        key = hmac.new(seed.encode(), f"{username}\0{password}\0{iterations}".encode(), hashlib.sha256).hexdigest()
+        known = self._load()
+        value = known.get(key)
+        if value is None:
+            value = known[key] = compute()
+        self._used[key] = value
+        return value
+
+    def save(self) -> None:
+        """Keep the hashes the last plan used (users removed since are dropped), atomically, 0600."""
+        if self.path is None or self._used == self._saved:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self._used, fh)
+        os.replace(tmp, self.path)
+        self._saved = dict(self._used)

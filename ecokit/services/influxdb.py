@@ -6,7 +6,7 @@ Both are spoken to through the v1 HTTP API (/write, /query), which every version
 from __future__ import annotations
 
 from ecokit.render import render_template
-from ecokit.services.context import INFLUX_ADMIN, INFLUX_TOKEN, PlanContext
+from ecokit.services.context import INFLUX_ADMIN, INFLUX_TOKEN, Placement, PlanContext
 from ecokit.services.spec import (
     ContainerSpec,
     LocalCommand,
@@ -22,7 +22,7 @@ SETUP_V1 = "influxdb-v1-setup"
 SETUP_V2 = "influxdb-v2-setup"
 
 
-def influx_version(ctx: PlanContext) -> int:
+def influx_version(ctx: Placement) -> int:
     configured = ctx.config.influxdb.version
     if configured != "auto":
         return int(configured)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 from dataclasses import replace
-from typing import Any
 
+from ecokit.acl import BRIDGE_USER, PROCESSOR_USER
+from ecokit.bridge.contract import BridgeServiceConfig
+from ecokit.contract import InfluxSettings
+from ecokit.processor.contract import GeofenceWatch, ProcessorServiceConfig
 from ecokit.rules.emqx import EmqxPipeline, emqx_pipeline
 from ecokit.services.context import INFLUX_TOKEN, INFLUX_WRITER, PlanContext
 from ecokit.services.influxdb import INFLUXDB, influx_version
@@ -23,25 +26,24 @@ GEOFENCES_FILE = "geofences.geojson"
 CONTAINER_DATA = "/var/lib/ecokit"
 
 
-def influx_write_target(ctx: PlanContext) -> dict[str, Any]:
+def influx_write_target(ctx: PlanContext) -> InfluxSettings:
     """How a service of the stack writes to InfluxDB (writer rights)."""
     cfg = ctx.config
     url = f"http://{ctx.service_host(INFLUXDB)}:{ctx.service_port('influxdb', cfg.influxdb.port)}"
     if influx_version(ctx) == 2:
-        return {"url": url, "database": cfg.influxdb.database, "token": ctx.secret(INFLUX_TOKEN), "version": 2}
-    return {"url": url, "database": cfg.influxdb.database, "username": "ecokit-writer",
-            "password": ctx.secret(INFLUX_WRITER), "version": 1}
+        return InfluxSettings(url=url, database=cfg.influxdb.database, token=ctx.secret(INFLUX_TOKEN), version=2)
+    return InfluxSettings(url=url, database=cfg.influxdb.database, username="ecokit-writer",
+                          password=ctx.secret(INFLUX_WRITER), version=1)
 
 
 def emqx_rules_pipeline(ctx: PlanContext) -> EmqxPipeline:
     target = influx_write_target(ctx)
-    if target["version"] == 2:
-        authorization = f"Token {target['token']}"
+    if target.version == 2:
+        authorization = f"Token {target.token}"
     else:
-        basic = base64.b64encode(f"{target['username']}:{target['password']}".encode()).decode()
+        basic = base64.b64encode(f"{target.username}:{target.password}".encode()).decode()
         authorization = f"Basic {basic}"
-    return emqx_pipeline(ctx.config.rules, url=target["url"], database=target["database"],
-                         authorization=authorization)
+    return emqx_pipeline(ctx.config.rules, url=target.url, database=target.database, authorization=authorization)
 
 
 def bridge(ctx: PlanContext) -> ServiceSpec | None:
@@ -49,23 +51,17 @@ def bridge(ctx: PlanContext) -> ServiceSpec | None:
     cfg = ctx.config
     if cfg.broker.kind == "emqx" or not cfg.bridge.enabled:
         return None
-    config = {
-        "service": BRIDGE,
-        "stack": cfg.stack,
-        "mqtt": mqtt_target(ctx, "ecokit-bridge"),
-        "influx": influx_write_target(ctx),
-        "rules": {name: rule.model_dump(mode="json", by_alias=True) for name, rule in cfg.rules.items()},
-        "bridge": cfg.bridge.model_dump(mode="json"),
-        "spool_dir": ctx.paths.volume(BRIDGE, "spool", f"{CONTAINER_DATA}/spool"),
-        "http": http_listen(ctx, BRIDGE, cfg.service_ports.bridge),
-    }
+    config = BridgeServiceConfig(
+        service=BRIDGE, stack=cfg.stack, mqtt=mqtt_target(ctx, BRIDGE_USER), influx=influx_write_target(ctx),
+        rules=cfg.rules, bridge=cfg.bridge, spool_dir=ctx.paths.volume(BRIDGE, "spool", f"{CONTAINER_DATA}/spool"),
+        http=http_listen(ctx, BRIDGE, cfg.service_ports.bridge))
     return python_service(ctx, BRIDGE, module="ecokit.bridge", port=cfg.service_ports.bridge,
                           description="ecokit bridge: MQTT → InfluxDB by the rules", config=config,
                           volumes=(Volume("spool", f"{CONTAINER_DATA}/spool"),), depends_on=("broker", INFLUXDB))
 
 
 def processor(ctx: PlanContext) -> ServiceSpec | None:
-    """The fleet processor: derived speed, last_seen, online/offline to fleet/{id}/status."""
+    """The fleet processor: status to fleet/{id}/status, geofence events, alerts."""
     cfg = ctx.config
     if not cfg.processor.enabled:
         return None
@@ -73,15 +69,11 @@ def processor(ctx: PlanContext) -> ServiceSpec | None:
     # `reload_interval`); in a container it watches the copy `ecokit up` delivers.
     fences_path = (ctx.geofences_file if ctx.target == "local" and ctx.geofences_file
                    else f"{CONTAINER_CONFIG}/{PROCESSOR}/{GEOFENCES_FILE}")
-    config = {
-        "service": PROCESSOR,
-        "stack": cfg.stack,
-        "mqtt": mqtt_target(ctx, "ecokit-processor"),
-        "processor": cfg.processor.model_dump(mode="json"),
-        "geofences": {**cfg.geofences.model_dump(mode="json", exclude={"file"}), "path": fences_path},
-        "alerts": {name: rule.model_dump(mode="json") for name, rule in cfg.alerts.items()},
-        "http": http_listen(ctx, PROCESSOR, cfg.service_ports.processor),
-    }
+    watch = GeofenceWatch(path=fences_path, min_inside_s=cfg.geofences.min_inside_s,
+                          min_outside_s=cfg.geofences.min_outside_s, reload_interval=cfg.geofences.reload_interval)
+    config = ProcessorServiceConfig(
+        service=PROCESSOR, stack=cfg.stack, mqtt=mqtt_target(ctx, PROCESSOR_USER), processor=cfg.processor,
+        geofences=watch, alerts=cfg.alerts, http=http_listen(ctx, PROCESSOR, cfg.service_ports.processor))
     spec = python_service(ctx, PROCESSOR, module="ecokit.processor", port=cfg.service_ports.processor,
                           description="ecokit fleet processor: status, geofence events, alerts",
                           config=config, depends_on=("broker", INFLUXDB))

@@ -1,11 +1,13 @@
 """ecokit's own services in the plan: a Python module run with the rendered JSON config
-file (0600: it holds credentials) as its only argument, locally or in the ecokit image."""
+file (0600: it holds credentials) as its only argument, locally or in the ecokit image.
+
+The file is the service's contract model (``ecokit/<service>/contract.py``, see
+``ecokit.contract``), built here from the stack's configuration and validated again by the
+service when it starts."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
+from ecokit.contract import HttpListen, MqttSettings, ServiceConfig
 from ecokit.services.context import PlanContext
 from ecokit.services.spec import (
     ContainerSpec,
@@ -20,31 +22,32 @@ from ecokit.services.spec import (
 CONTAINER_CONFIG = "/ecokit/config"
 
 
-def mqtt_target(ctx: PlanContext, username: str) -> dict[str, Any]:
+def mqtt_target(ctx: PlanContext, username: str, *, client_id: str | None = None) -> MqttSettings:
     """How one of ecokit's services connects to the broker: plain on the stack network
     when the plain listener is on, else TLS with the stack CA (and its own cert for mTLS)."""
     cfg = ctx.config
-    out: dict[str, Any] = {"host": ctx.service_host("broker"), "username": username,
-                           "password": ctx.secret(f"service/{username}")}
+    host, password = ctx.service_host("broker"), ctx.secret(f"service/{username}")
     if ctx.plain_mqtt:
-        out.update(port=ctx.service_port("mqtt", cfg.broker.ports.mqtt), tls=False)
-    else:
-        out.update(port=ctx.service_port("mqtts", cfg.broker.ports.mqtts), tls=True, ca=ctx.paths.cert("ca.pem"))
-        if cfg.tls.mtls:
-            out.update(cert=ctx.paths.cert(f"clients/{username}.pem"), key=ctx.paths.cert(f"clients/{username}.key"))
-    return out
+        return MqttSettings(host=host, port=ctx.service_port("mqtt", cfg.broker.ports.mqtt), username=username,
+                            password=password, client_id=client_id)
+    cert = key = None
+    if cfg.tls.mtls:
+        cert, key = ctx.paths.cert(f"clients/{username}.pem"), ctx.paths.cert(f"clients/{username}.key")
+    return MqttSettings(host=host, port=ctx.service_port("mqtts", cfg.broker.ports.mqtts), username=username,
+                        password=password, tls=True, ca=ctx.paths.cert("ca.pem"), cert=cert, key=key,
+                        client_id=client_id)
 
 
-def http_listen(ctx: PlanContext, name: str, port: int) -> dict[str, Any]:
+def http_listen(ctx: PlanContext, name: str, port: int) -> HttpListen:
     """Where the service serves /metrics, /healthz and /readyz."""
-    return {"host": ctx.listen_host(), "port": ctx.listen_port(name, port)}
+    return HttpListen(host=ctx.listen_host(), port=ctx.listen_port(name, port))
 
 
 def python_service(ctx: PlanContext, name: str, *, module: str, port: int, description: str,
-                   config: dict[str, Any], volumes: tuple[Volume, ...] = (),
+                   config: ServiceConfig, volumes: tuple[Volume, ...] = (),
                    depends_on: tuple[str, ...] = ("broker",)) -> ServiceSpec:
     filename = f"{name}.json"
-    content = json.dumps(config, indent=2, sort_keys=True).encode() + b"\n"
+    content = config.render()
     container_file = f"{CONTAINER_CONFIG}/{name}/{filename}"
     return ServiceSpec(
         name=name, role="ecokit", description=description,

@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -23,9 +23,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 from ecokit.errors import BrokerError
 from ecokit.shadow import topics
 from ecokit.shadow.machine import Operation
-
-if TYPE_CHECKING:
-    from ecokit.stack import Stack
 
 
 @dataclass(frozen=True)
@@ -78,27 +75,6 @@ class ShadowClient:
         self._client.on_connect = lambda c, u, f, rc, p: self._connack.put(rc)
         self._client.on_subscribe = lambda c, u, mid, rcs, p: self._ack(mid).put(rcs)
         self._client.on_message = self._on_message
-
-    @classmethod
-    def for_stack(cls, stack: Stack, username: str = "ecokit-admin") -> ShadowClient:
-        """A client for ``stack``'s broker as one of ecokit's service users."""
-        from ecokit.runtime.probes import tls_context
-
-        user, password = stack.service_credentials(username)
-        endpoints = stack.broker_endpoints()
-        if "mqtt" in endpoints:
-            url, tls = endpoints["mqtt"], None
-        elif "mqtts" in endpoints:
-            url = endpoints["mqtts"]
-            cert = key = None
-            if stack.config.tls.mtls:
-                cert, key = stack.cert_paths.client_cert(username), stack.cert_paths.client_key(username)
-            tls = tls_context(stack.cert_paths.ca_cert, certfile=cert, keyfile=key)
-        else:
-            raise BrokerError(f"stack {stack.config.stack!r} has no MQTT or MQTTS listener")
-        hostport = url.split("://", 1)[1]
-        host, _, port = hostport.rpartition(":")
-        return cls(host.strip("[]"), int(port), username=user, password=password, tls=tls)
 
     def _ack(self, mid: int) -> queue.Queue[Any]:
         with self._lock:

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,36 +25,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ecokit.daemon import HealthServer, load_service_config, mqtt_tls, setup_logging, stop_on_signals
-from ecokit.errors import ConfigError
+from ecokit.contract import load_service_config
+from ecokit.daemon import HealthServer, setup_logging, stop_on_signals
+from ecokit.errors import EcokitError
 from ecokit.shadow import machine, topics
+from ecokit.shadow.contract import ShadowServiceConfig
 from ecokit.shadow.store import ShadowStore, ShadowStoreError
 
 log = logging.getLogger("ecokit.shadow")
-
-
-@dataclass(frozen=True)
-class ShadowServiceConfig:
-    """The rendered shadow.json: broker connection (``mqtt``, as every ecokit service has
-    it), SQLite database, and where to serve /metrics /healthz /readyz (``http``)."""
-
-    stack: str
-    mqtt: dict[str, Any]
-    database: str
-    http: dict[str, Any]
-    session_expiry: int = 3600
-
-    @classmethod
-    def load(cls, path: Path) -> ShadowServiceConfig:
-        data = load_service_config(path)
-        try:
-            config = cls(**data)
-            for key in ("host", "port", "username", "password", "client_id"):
-                config.mqtt[key]
-            config.http["host"], config.http["port"]
-        except (TypeError, KeyError) as exc:
-            raise ConfigError(f"missing or unknown key {exc}", source=str(path)) from None
-        return config
 
 
 class Metrics:
@@ -140,11 +117,11 @@ class ShadowService:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     props: Properties | None) -> None:
         if reason.is_failure:
-            log.error("broker %s:%s refused the connection: %s", self.config.mqtt["host"],
-                      self.config.mqtt["port"], reason)
+            log.error("broker %s:%s refused the connection: %s", self.config.mqtt.host,
+                      self.config.mqtt.port, reason)
             return
-        log.info("connected to %s:%s (session present: %s)", self.config.mqtt["host"],
-                 self.config.mqtt["port"], getattr(flags, "session_present", False))
+        log.info("connected to %s:%s (session present: %s)", self.config.mqtt.host,
+                 self.config.mqtt.port, getattr(flags, "session_present", False))
         client.subscribe([(f, 1) for f in topics.REQUEST_FILTERS])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
@@ -175,9 +152,9 @@ class ShadowService:
 
     def _mqtt_client(self) -> mqtt.Client:
         b = self.config.mqtt
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=b["client_id"], protocol=mqtt.MQTTv5)
-        client.username_pw_set(b["username"], b["password"])
-        tls = mqtt_tls(b)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=b.client_id, protocol=mqtt.MQTTv5)
+        client.username_pw_set(b.username, b.password)
+        tls = b.tls_context()
         if tls is not None:
             client.tls_set_context(tls)
         client.reconnect_delay_set(1, 5)
@@ -194,14 +171,14 @@ class ShadowService:
 
     def start(self) -> None:
         """Start HTTP and MQTT in background threads; returns at once."""
-        self._http = HealthServer(self.config.http["host"], int(self.config.http["port"]), self.metrics.registry,
+        self._http = HealthServer(self.config.http.host, self.config.http.port, self.metrics.registry,
                                   ready=self.ready.is_set)
         self._http.start()
         client = self._mqtt_client()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.config.session_expiry
         b = self.config.mqtt
-        client.connect_async(b["host"], int(b["port"]), keepalive=30, clean_start=False, properties=props)
+        client.connect_async(b.host, b.port, keepalive=30, clean_start=False, properties=props)
         client.loop_start()
         self._client = client
 
@@ -221,13 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", type=Path, help="the rendered shadow.json")
     args = parser.parse_args(argv)
     setup_logging("shadow")
-    config = ShadowServiceConfig.load(args.config)
-    service = ShadowService(config)
+    try:
+        config = load_service_config(args.config, ShadowServiceConfig)
+        service = ShadowService(config)
+    except EcokitError as exc:
+        log.error(f"cannot start: {exc}")
+        return 2
     done = threading.Event()
     stop_on_signals(done)
     service.start()
     log.info("shadow service for stack %s: database %s, http %s:%s", config.stack, config.database,
-             config.http["host"], config.http["port"])
+             config.http.host, config.http.port)
     done.wait()
     log.info("stopping")
     service.stop()

@@ -1,19 +1,19 @@
 """The fleet simulator (docs/simulator.md).
 
-Pure parts (no I/O): ``regions``, ``routes``, ``vehicle``, ``fleet``, ``commands``,
-``shadow`` (a vehicle's device shadow).
-I/O: ``transport`` (paho clients on one asyncio loop), ``offline`` (SQLite queue),
-``runner`` (:class:`Simulator`), ``targets`` (stack or broker URL), ``control``
-(``ecokit command send``).
+Pure parts (no I/O): ``routes``, ``vehicle``, ``fleet``, ``commands``, ``shadow`` (a
+vehicle's device shadow); where a fleet drives is ``ecokit.config.regions``.
+I/O: ``offline`` (SQLite queue), ``runner`` (:class:`Simulator`), ``control`` (``ecokit
+command send``). The MQTT plumbing (paho on asyncio, targets, TLS) is ``ecokit.mqtt``; a
+running stack's broker and devices, ``ecokit.clients``.
 """
 
+from ecokit.config.regions import REGIONS, Region, parse_region
 from ecokit.sim.commands import Command, CommandError, new_command
 from ecokit.sim.control import Ack, send_command
 from ecokit.sim.fleet import FleetSpec, SimVehicle, build_fleet, build_vehicle
 from ecokit.sim.offline import OfflineQueue
-from ecokit.sim.regions import REGIONS, Region, parse_region
 from ecokit.sim.routes import Route, generate_route
-from ecokit.sim.runner import BrokerTarget, SimSettings, Simulator, Snapshot, Summary, VehicleAuth
+from ecokit.sim.runner import SimSettings, Simulator, Snapshot, Summary
 from ecokit.sim.shadow import VehicleShadow
 from ecokit.sim.vehicle import PROFILES, Fix, VehicleModel, VehicleProfile
 
@@ -21,7 +21,6 @@ __all__ = [
     "PROFILES",
     "REGIONS",
     "Ack",
-    "BrokerTarget",
     "Command",
     "CommandError",
     "Fix",
@@ -34,7 +33,6 @@ __all__ = [
     "Simulator",
     "Snapshot",
     "Summary",
-    "VehicleAuth",
     "VehicleModel",
     "VehicleProfile",
     "VehicleShadow",

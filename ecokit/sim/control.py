@@ -15,10 +15,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ecokit.errors import BrokerError
+from ecokit.mqtt.loop import close_socket
+from ecokit.mqtt.target import BrokerTarget, ClientAuth
 from ecokit.sim.commands import Command
 from ecokit.sim.fleet import BROADCAST_COMMANDS, commands_topic
-from ecokit.sim.runner import BrokerTarget, VehicleAuth
-from ecokit.sim.transport import close_socket
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Ack:
                    float(data.get("latency_ms") or 0.0), round_trip_ms)
 
 
-def send_command(target: BrokerTarget, auth: VehicleAuth, command: Command, vehicle: str | None, *,
+def send_command(target: BrokerTarget, auth: ClientAuth, command: Command, vehicle: str | None, *,
                  timeout: float = 5.0, expect: int | None = None,
                  on_ack: Callable[[Ack], None] | None = None) -> list[Ack]:
     """Publish ``command`` (to ``vehicle``, or broadcast when None) and wait for acks.
@@ -49,10 +49,7 @@ def send_command(target: BrokerTarget, auth: VehicleAuth, command: Command, vehi
     if auth.username is not None:
         client.username_pw_set(auth.username, auth.password)
     if target.tls:
-        from ecokit.runtime.probes import tls_context
-
-        cert, key = auth.client_cert or (None, None)
-        client.tls_set_context(tls_context(target.ca_file, certfile=cert, keyfile=key, verify=target.verify))
+        client.tls_set_context(target.tls_context(auth.client_cert))
     client.on_connect = lambda c, u, f, reason, p: events.put(("connack", reason))
     client.on_subscribe = lambda c, u, mid, reasons, p: events.put(("suback", reasons))
     client.on_publish = lambda c, u, mid, reason, p: events.put(("puback", reason))

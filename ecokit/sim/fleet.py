@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ecokit.sim.regions import Region
+from ecokit.config.regions import Region
 from ecokit.sim.routes import generate_route
 from ecokit.sim.seeds import SplitMix64, seed_of
 from ecokit.sim.vehicle import PROFILES, Fix, Rng, VehicleModel

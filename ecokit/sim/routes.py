@@ -17,7 +17,7 @@ import random
 from array import array
 from dataclasses import dataclass
 
-from ecokit.sim.regions import EARTH_RADIUS_M, Region
+from ecokit.config.regions import EARTH_RADIUS_M, Region
 
 KMH = 1 / 3.6
 

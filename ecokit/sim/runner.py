@@ -2,7 +2,7 @@
 
 Each vehicle keeps one paho client (stable client id, persistent session: clean start
 off with a session expiry, last will ``offline`` on its status topic) driven by
-:class:`~ecokit.sim.transport.PahoLoop`. A single scheduler emits every vehicle's
+:class:`~ecokit.mqtt.loop.PahoLoop`. A single scheduler emits every vehicle's
 telemetry at its due time (a heap of due times; drift = emission - due time). While a
 vehicle is disconnected its messages go to the SQLite offline queue; after it
 reconnects paho first re-sends what it had in flight, then the queue is flushed in
@@ -28,63 +28,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from hdrh.histogram import HdrHistogram
 
 from ecokit.errors import UsageError
+from ecokit.mqtt.loop import PahoLoop, backoff_delay, new_paho_client, persistent_connect_args
+from ecokit.mqtt.target import BrokerTarget, ClientAuth
 from ecokit.sim.commands import CommandError, ack_payload, command_id_of, execute, parse_command
 from ecokit.sim.fleet import BROADCAST_COMMANDS, SimVehicle, ack_topic, commands_topic, status_payload, status_topic
 from ecokit.sim.offline import OfflineQueue
 from ecokit.sim.shadow import VehicleShadow
-from ecokit.sim.transport import PahoLoop, backoff_delay, new_paho_client, persistent_connect_args
 
 EARLY = 0.001  # s: fixes due this soon are sent in the current batch (|drift| is what is recorded)
 FLUSH_WINDOW = 200  # unacknowledged messages a vehicle may have while flushing its queue
 ERRORS_KEPT = 20
-
-
-@dataclass(frozen=True)
-class BrokerTarget:
-    """Where the vehicles connect: host, port and TLS settings (no credentials)."""
-
-    host: str
-    port: int
-    tls: bool = False
-    ca_file: Path | None = None
-    verify: bool = True
-
-    @property
-    def url(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
-
-    @classmethod
-    def from_url(cls, url: str, *, ca_file: Path | None = None, verify: bool = True
-                 ) -> tuple[BrokerTarget, str | None, str | None]:
-        """Parse ``mqtt[s]://[user[:password]@]host[:port]``; returns (target, user, password)."""
-        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-        scheme = parts.scheme.lower()
-        if scheme not in ("mqtt", "mqtts", "tcp", "ssl", "tls"):
-            raise UsageError(f"--broker {url!r}: scheme must be mqtt:// or mqtts:// (websockets are not supported "
-                             "by the simulator)")
-        tls = scheme in ("mqtts", "ssl", "tls")
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError:
-            raise UsageError(f"--broker {url!r}: the port is not a number between 1 and 65535") from None
-        if not parts.hostname:
-            raise UsageError(f"--broker {url!r}: no host")
-        user = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password else None
-        return cls(parts.hostname, port, tls, ca_file, verify), user, password
-
-
-@dataclass(frozen=True)
-class VehicleAuth:
-    username: str | None = None
-    password: str | None = None
-    client_cert: tuple[Path, Path] | None = None  # (cert, key) for mutual TLS
 
 
 @dataclass(frozen=True)
@@ -215,7 +173,7 @@ class _Device:
     __slots__ = ("acks", "attempt", "auth", "client", "connack", "ever", "flushing", "index", "last_due", "next_dt",
                  "online", "reconnecting", "seen_commands", "shadow", "started", "vehicle")
 
-    def __init__(self, index: int, vehicle: SimVehicle, client: mqtt.Client, auth: VehicleAuth) -> None:
+    def __init__(self, index: int, vehicle: SimVehicle, client: mqtt.Client, auth: ClientAuth) -> None:
         self.index = index
         self.vehicle = vehicle
         self.client = client
@@ -240,7 +198,7 @@ class _Device:
 
 
 class Simulator:
-    def __init__(self, fleet: list[SimVehicle], target: BrokerTarget, auth: Callable[[str], VehicleAuth],
+    def __init__(self, fleet: list[SimVehicle], target: BrokerTarget, auth: Callable[[str], ClientAuth],
                  settings: SimSettings, *, progress: Callable[[Snapshot], None] | None = None,
                  on_interval: Callable[[SimVehicle, float], None] | None = None) -> None:
         if not fleet:
@@ -341,16 +299,12 @@ class Simulator:
 
     # -- set-up ----------------------------------------------------------------------------
 
-    def _tls_context(self, auth: VehicleAuth) -> ssl.SSLContext:
-        from ecokit.runtime.probes import tls_context
-
-        t = self.target
+    def _tls_context(self, auth: ClientAuth) -> ssl.SSLContext:
         if auth.client_cert is None:
             if self._tls_shared is None:
-                self._tls_shared = tls_context(t.ca_file, verify=t.verify)
+                self._tls_shared = self.target.tls_context()
             return self._tls_shared
-        cert, key = auth.client_cert
-        return tls_context(t.ca_file, certfile=cert, keyfile=key, verify=t.verify)
+        return self.target.tls_context(auth.client_cert)
 
     def _build_devices(self) -> None:
         s = self.settings

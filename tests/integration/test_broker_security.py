@@ -16,7 +16,8 @@ import pytest
 
 from ecokit.certs import CertAuthority, CertPaths, CertPolicy
 from ecokit.cli import main
-from ecokit.runtime.probes import ProbeResult, check_mqtt, tls_context
+from ecokit.mqtt.tls import tls_context
+from ecokit.runtime.probes import ProbeResult, check_mqtt
 from ecokit.stack import Stack
 from ecokit.testing import SyncClient, running_stack, write_project
 

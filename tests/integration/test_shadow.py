@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from ecokit.cli import main
+from ecokit.clients import shadow_client
 from ecokit.runtime import process
 from ecokit.shadow.client import ShadowClient
 from ecokit.shadow.device import DeviceShadow
@@ -38,7 +39,7 @@ def device_client(stack: Stack, device: str, **kwargs: Any) -> SyncClient:
 
 @pytest.fixture
 def app(running: Stack) -> Iterator[ShadowClient]:
-    with ShadowClient.for_stack(running).connect() as client:
+    with shadow_client(running).connect() as client:
         yield client
 
 

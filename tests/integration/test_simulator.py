@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 
 from ecokit.cli import main
+from ecokit.clients import fleet_ids, stack_connection
+from ecokit.config.regions import REGIONS
 from ecokit.config.registry import load_devices
 from ecokit.runtime import process
 from ecokit.sim.commands import Command, new_command
 from ecokit.sim.control import send_command
 from ecokit.sim.fleet import FleetSpec, build_fleet
-from ecokit.sim.regions import REGIONS
 from ecokit.sim.runner import SimSettings, Simulator, Summary
-from ecokit.sim.targets import fleet_ids, stack_connection
 from ecokit.stack import Stack
 from ecokit.testing import Received, SyncClient, running_stack
 
@@ -217,12 +217,12 @@ def test_broker_restart_during_a_qos1_run_loses_nothing(stack5: Stack, tmp_path:
 
 
 def test_queue_overflow_is_counted_never_silent(tmp_path: Path) -> None:
-    from ecokit.sim.runner import BrokerTarget, VehicleAuth
+    from ecokit.mqtt.target import BrokerTarget, ClientAuth
     from ecokit.testing import free_port
 
     target = BrokerTarget("127.0.0.1", free_port())  # nothing listens there
     fleet = build_fleet(FleetSpec(["a", "b"], REGIONS["paris"], 1, interval=0.05))
-    sim = Simulator(fleet, target, lambda vid: VehicleAuth(), SimSettings(
+    sim = Simulator(fleet, target, lambda vid: ClientAuth(), SimSettings(
         qos=1, count=10, queue_limit=4, drain_timeout=0.2, connect_timeout=5, queue_path=tmp_path / "q.sqlite"))
     summary = asyncio.run(sim.run())
     assert summary.ever_connected == 0
@@ -383,12 +383,12 @@ def test_any_broker_url_with_credentials_in_it(stack5: Stack, tmp_path: Path,
 
 
 def test_reconnects_back_off_exponentially(tmp_path: Path) -> None:
-    from ecokit.sim.runner import BrokerTarget, VehicleAuth
+    from ecokit.mqtt.target import BrokerTarget, ClientAuth
     from ecokit.testing import free_port
 
     target = BrokerTarget("127.0.0.1", free_port())  # refuses every connection
     fleet = build_fleet(FleetSpec(["a"], REGIONS["paris"], 1, interval=0.5))
-    sim = Simulator(fleet, target, lambda vid: VehicleAuth(), SimSettings(
+    sim = Simulator(fleet, target, lambda vid: ClientAuth(), SimSettings(
         qos=1, duration=3.0, backoff_min=0.1, backoff_max=0.8, drain_timeout=0.1, connect_timeout=1,
         queue_path=tmp_path / "q.sqlite"))
     summary = asyncio.run(sim.run())

@@ -16,11 +16,10 @@ from typing import Any
 import pytest
 
 from ecokit.cli import main
-from ecokit.shadow.client import ShadowClient
+from ecokit.clients import fleet_ids, shadow_client, stack_connection
+from ecokit.config.regions import REGIONS
 from ecokit.sim.fleet import FleetSpec, build_fleet
-from ecokit.sim.regions import REGIONS
 from ecokit.sim.runner import SimSettings, Simulator, Summary
-from ecokit.sim.targets import fleet_ids, stack_connection
 from ecokit.stack import Stack
 from ecokit.testing import Received, SyncClient, running_stack
 
@@ -77,7 +76,7 @@ def test_desired_publish_interval_reaches_a_running_vehicle_and_comes_back_repor
         stack2: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = str(stack2.project_dir / "ecokit.yaml")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with admin_client(stack2) as sub, ShadowClient.for_stack(stack2).connect() as app:
+    with admin_client(stack2) as sub, shadow_client(stack2).connect() as app:
         sub.connect()
         sub.subscribe("fleet/+/telemetry", qos=1)
         proc = subprocess.Popen(
@@ -150,7 +149,7 @@ def run_sim(stack: Stack, tmp_path: Path, **settings: Any) -> Summary:
 
 def test_a_desired_change_made_while_the_simulator_is_stopped_is_applied_when_it_starts(
         stack2: Stack, tmp_path: Path) -> None:
-    with admin_client(stack2) as sub, ShadowClient.for_stack(stack2).connect() as app:
+    with admin_client(stack2) as sub, shadow_client(stack2).connect() as app:
         sub.connect()
         sub.subscribe("fleet/vehicle-0001/telemetry", qos=1)
         # Before the vehicle ever connected (no session, no shadow yet): only the sync on
@@ -212,13 +211,13 @@ def test_shadows_off_with_no_shadow_and_against_a_foreign_broker(
         assert code == 0
         assert summary["shadow"] is False
         assert summary["shadow_reports"] == 0
-    with ShadowClient.for_stack(stack2).connect() as app:
+    with shadow_client(stack2).connect() as app:
         assert app.get("vehicle-0001").code == 404  # nothing reported
     # Asked for explicitly, shadows work against any broker URL too.
     code, summary = cli_json(capsys, "simulate", "--broker", broker, "--shadow", "--vehicles", "1", "--count", "2",
                              "--rate", "100ms", "--quiet", "--json", "--queue", str(tmp_path / "q.sqlite"))
     assert code == 0
     assert summary["shadow"] is True
-    with ShadowClient.for_stack(stack2).connect() as app:
+    with shadow_client(stack2).connect() as app:
         doc = wait_for(lambda: (r := app.get("vehicle-0001")).accepted and r.document, 5, "the report")
     assert doc["state"]["reported"]["firmware"]

@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ecokit.certs import CertPaths
 from ecokit.errors import EcokitError, EngineError, RuntimeUnavailable, ServiceError
+from ecokit.paths import StackPaths
 from ecokit.resources import package_root
 from ecokit.runtime.base import (
     Action,
@@ -43,9 +46,6 @@ from ecokit.runtime.docker.service import (
 from ecokit.runtime.probes import wait_ready
 from ecokit.services.spec import ServiceSpec, ordered
 
-if TYPE_CHECKING:
-    from ecokit.stack import Stack
-
 LOG_TAIL = 30
 DOCKERFILE = "infra/Dockerfile"
 
@@ -56,14 +56,28 @@ def ecokit_source_tree() -> Path | None:
     return root if (root / DOCKERFILE).is_file() and (root / "pyproject.toml").is_file() else None
 
 
+@dataclass(frozen=True)
+class DockerSettings:
+    """What the docker runtime needs to know of a stack beyond its plan."""
+
+    paths: StackPaths
+    stack: str  # the stack's name (labels, container and network names)
+    project_dir: Path
+    cert_paths: CertPaths  # certificates placed into containers
+    tls: bool  # the stack's profile has TLS: the certificates must exist
+    bind: str  # host address published ports bind
+    ecokit_image: str  # built from the source tree when missing
+
+
 class DockerRuntime:
     name = "docker"
 
-    def __init__(self, stack: Stack, readiness: ReadinessContext, *, engine: Engine | None = None) -> None:
-        self.stack = stack
-        self.paths = stack.paths
+    def __init__(self, settings: DockerSettings, readiness: ReadinessContext, *,
+                 engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.paths = settings.paths
         self.readiness = readiness
-        self.names = StackNames(stack.config.stack, project_label(stack.project_dir))
+        self.names = StackNames(settings.stack, project_label(settings.project_dir))
         self._engine = engine
 
     @property
@@ -152,14 +166,14 @@ class DockerRuntime:
 
             if self.engine.image_id(ref) is None:
                 source = ecokit_source_tree()
-                if ref == self.stack.config.images.ecokit and source is not None:
+                if ref == self.settings.ecokit_image and source is not None:
                     images[ref] = self._build_ecokit_image(ref, source, service, progress)
                     continue
                 progress(ServiceEvent(service, "pulling", ref))
             try:
                 images[ref] = self.engine.ensure_image(ref, report)
             except EngineError as exc:
-                if ref == self.stack.config.images.ecokit:
+                if ref == self.settings.ecokit_image:
                     exc.hint = (f"the ecokit image is built from ecokit's repository: "
                                 f"docker build -f infra/Dockerfile -t {ref} .")
                 raise
@@ -172,7 +186,7 @@ class DockerRuntime:
                                  progress=lambda step: progress(ServiceEvent(service, "building", f"{ref}: {step}")))
 
     def _files(self, spec: ServiceSpec) -> list[ContainerFile]:
-        return container_files(spec, self.stack.cert_paths, certs_required=self.stack.config.tls.enabled)
+        return container_files(spec, self.settings.cert_paths, certs_required=self.settings.tls)
 
     def _ensure(self, spec: ServiceSpec, image_id: str, container: Any | None, services: dict[str, Any],
                 on_ready: OnReady, progress: Progress) -> Action:
@@ -199,7 +213,7 @@ class DockerRuntime:
                                                 "fingerprint": container.labels.get(LABEL_FINGERPRINT)})
         if entry.get("content") != content and spec.reload_signal and spec.reloadable:
             progress(ServiceEvent(spec.name, "reloading", ", ".join(spec.reloadable)))
-            reload_files = container_files(spec, self.stack.cert_paths, certs_required=False,
+            reload_files = container_files(spec, self.settings.cert_paths, certs_required=False,
                                            only=spec.reloadable)
             self.engine.put_archive(container, tar_files(reload_files))
             self.engine.signal(container, spec.reload_signal)
@@ -216,7 +230,7 @@ class DockerRuntime:
         for volume in spec.volumes:
             self.engine.ensure_volume(self.names.volume(spec.name, volume.name),
                                       self.names.labels(spec.name, **{"ecokit.volume": volume.name}))
-        config = container_config(spec, self.names, bind=self.stack.config.bind,
+        config = container_config(spec, self.names, bind=self.settings.bind,
                                   extra_labels={LABEL_FINGERPRINT: wanted})
         progress(ServiceEvent(spec.name, "starting", f"{config.name} ({config.image})"))
         container = self.engine.create_container(config)

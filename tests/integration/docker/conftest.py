@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ecokit.errors import EcokitError
-from ecokit.testing_docker import DockerLane
+from ecokit.testing.docker_lane import DockerLane
 
 ROOT = Path(__file__).resolve().parents[3]
 _report: list[str] = []

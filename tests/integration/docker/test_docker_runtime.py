@@ -22,7 +22,7 @@ from ecokit.services.spec import ContainerSpec, PortSpec, Probe, ServiceSpec
 from ecokit.stack import Stack
 from ecokit.store.influx import InfluxV1
 from ecokit.testing import SyncClient, free_port, write_project
-from ecokit.testing_docker import DockerLane as Lane
+from ecokit.testing.docker_lane import DockerLane as Lane
 
 
 def docker_project(folder: Path, lane: Lane, *, extra: dict[str, Any] | None = None) -> Path:
@@ -193,7 +193,8 @@ def test_cli_up_status_logs_down(tmp_path: Path, docker_lane: Lane, docker_host:
 
 def _runtime(tmp_path: Path, lane: Lane) -> tuple[Stack, DockerRuntime]:
     stack = Stack.load(docker_project(tmp_path / "project", lane), env={})
-    return stack, DockerRuntime(stack, ReadinessContext("127.0.0.1"), engine=Engine.connect({"DOCKER_HOST": lane.host}))
+    engine = Engine.connect({"DOCKER_HOST": lane.host})
+    return stack, DockerRuntime(stack.docker_settings(), ReadinessContext("127.0.0.1"), engine=engine)
 
 
 def test_readiness_timeout_names_the_service_and_shows_its_log(tmp_path: Path, docker_lane: Lane) -> None:

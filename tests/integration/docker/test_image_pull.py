@@ -17,7 +17,7 @@ from ecokit.runtime.docker import DockerRuntime, Engine, PullProgress
 from ecokit.services.spec import ContainerSpec, ServiceSpec
 from ecokit.stack import Stack
 from ecokit.testing import free_port, write_project
-from ecokit.testing_docker import DockerLane, LocalRegistry, default_cache_dir, registry_binary
+from ecokit.testing.docker_lane import DockerLane, LocalRegistry, default_cache_dir, registry_binary
 
 PAYLOAD = 6_000_000
 
@@ -71,7 +71,7 @@ def test_the_runtime_reports_pulls_as_service_events(tmp_path: Path, docker_lane
     ref = f"{registry.address}/ecokit-test/payload:2.0"
     push_payload_image(engine, ref)
     stack = Stack.load(write_project(tmp_path / "p", stack="pull", extra={"runtime": "docker"}), env={})
-    runtime = DockerRuntime(stack, ReadinessContext("127.0.0.1"), engine=engine)
+    runtime = DockerRuntime(stack.docker_settings(), ReadinessContext("127.0.0.1"), engine=engine)
     events: list[ServiceEvent] = []
     spec = ServiceSpec(name="payload", role="ecokit", description="", container=ContainerSpec(ref))
     images = runtime._ensure_images([spec], events.append)
@@ -114,7 +114,7 @@ def test_a_missing_ecokit_image_is_built_from_the_source_tree(tmp_path: Path, do
     tag = f"ecokit-test/autobuild:{os.urandom(4).hex()}"
     stack = Stack.load(write_project(tmp_path / "p", stack="build", extra={"runtime": "docker",
                                                                           "images": {"ecokit": tag}}), env={})
-    runtime = DockerRuntime(stack, ReadinessContext("127.0.0.1"), engine=docker_lane.engine)
+    runtime = DockerRuntime(stack.docker_settings(), ReadinessContext("127.0.0.1"), engine=docker_lane.engine)
     spec = ServiceSpec(name="bridge", role="ecokit", description="", container=ContainerSpec(tag))
     events: list[ServiceEvent] = []
     try:

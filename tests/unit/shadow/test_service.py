@@ -9,8 +9,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from ecokit.services.spec import ServiceSpec
+from ecokit.shadow.contract import ShadowServiceConfig
 from ecokit.shadow.machine import ShadowKey, ShadowRecord
-from ecokit.shadow.service import ShadowService, ShadowServiceConfig
+from ecokit.shadow.service import ShadowService
 from ecokit.shadow.store import ShadowStore
 from ecokit.shadow.topics import parse_request, reply_topics
 from ecokit.stack import Stack

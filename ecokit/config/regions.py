@@ -1,4 +1,5 @@
-"""Where a fleet drives: named regions and bounding boxes given by the user. Pure."""
+"""Where a fleet drives: named regions and bounding boxes given by the user (the grammar of
+``simulator.region`` and ``ecokit simulate --region``). Pure."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from dataclasses import dataclass
 from ecokit.errors import UsageError
 
 EARTH_RADIUS_M = 6_371_008.8
+
+
+class RegionError(UsageError):
+    """A region that is neither a known name nor a valid box."""
 
 
 @dataclass(frozen=True)
@@ -67,22 +72,22 @@ def parse_region(spec: str) -> Region:
         return REGIONS[text.lower()]
     parts = [p.strip() for p in text.removeprefix("bbox:").split(",")]
     if len(parts) != 4:
-        raise UsageError(f"--region {spec!r}: expected one of {', '.join(REGIONS)} "
+        raise RegionError(f"region {spec!r}: expected one of {', '.join(REGIONS)} "
                          "or a box SOUTH,WEST,NORTH,EAST (degrees)")
     try:
         south, west, north, east = (float(p) for p in parts)
     except ValueError:
-        raise UsageError(f"--region {spec!r}: the box needs four numbers SOUTH,WEST,NORTH,EAST") from None
+        raise RegionError(f"region {spec!r}: the box needs four numbers SOUTH,WEST,NORTH,EAST") from None
     if not all(math.isfinite(v) for v in (south, west, north, east)):
-        raise UsageError(f"--region {spec!r}: coordinates must be finite numbers")
+        raise RegionError(f"region {spec!r}: coordinates must be finite numbers")
     if not (-85 <= south < north <= 85):
-        raise UsageError(f"--region {spec!r}: latitudes must satisfy -85 <= SOUTH < NORTH <= 85")
+        raise RegionError(f"region {spec!r}: latitudes must satisfy -85 <= SOUTH < NORTH <= 85")
     if not (-180 <= west < east <= 180):
-        raise UsageError(f"--region {spec!r}: longitudes must satisfy -180 <= WEST < EAST <= 180 "
+        raise RegionError(f"region {spec!r}: longitudes must satisfy -180 <= WEST < EAST <= 180 "
                          "(boxes across the antimeridian are not supported)")
     region = Region("bbox", south, west, north, east)
     width, height = region.size_m
     if min(width, height) < MIN_SIDE_M or max(width, height) > MAX_SIDE_M:
-        raise UsageError(f"--region {spec!r}: the box is {width / 1000:.1f} km x {height / 1000:.1f} km; "
+        raise RegionError(f"region {spec!r}: the box is {width / 1000:.1f} km x {height / 1000:.1f} km; "
                          f"each side must be between {MIN_SIDE_M / 1000:g} and {MAX_SIDE_M / 1000:g} km")
     return region

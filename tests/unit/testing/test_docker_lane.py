@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ecokit.errors import RuntimeUnavailable
-from ecokit.testing_docker import _set_ids, debian_mirror
+from ecokit.testing.docker_lane import _set_ids, debian_mirror
 
 
 def test_the_mirror_comes_from_deb822_sources_skipping_security(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ecokit.fastmqtt import FastMqtt, Subscription, _packet, _str, _varint
+from ecokit.mqtt.fast import FastMqtt, Subscription, _packet, _str, _varint
 
 
 def publish(topic: str, payload: bytes, qos: int = 0, pid: int = 0, retain: bool = False,

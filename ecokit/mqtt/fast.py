@@ -1,4 +1,5 @@
-"""A minimal MQTT 5 client for ecokit's two high-rate paths: the bridge's intake and replay.
+"""A minimal MQTT 5 client for ecokit's high-rate paths: the bridge's intake, replay and the
+bench subscribers.
 
 paho-mqtt handles one packet per loop turn (a ``select``, several small ``recv`` calls and
 one ``send`` per QoS 1 acknowledgement, plus MQTT 5 property objects). Measured here it

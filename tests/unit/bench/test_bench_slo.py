@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ecokit.bench.slo import (
-    METRICS,
-    Slo,
-    SloError,
-    SloResult,
-    check_phases,
-    evaluate,
-    format_value,
-    merge_slos,
-    parse_slo,
-    slo_keys,
-)
+from ecokit.bench.slo import SloResult, check_phases, evaluate, merge_slos
+from ecokit.config.slo import METRICS, Slo, SloError, format_value, parse_slo, slo_keys
 from ecokit.errors import UsageError
 
 

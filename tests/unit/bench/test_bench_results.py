@@ -9,9 +9,9 @@ import pytest
 from ecokit.bench.protocol import PublisherReport, PubTick, SubscriberReport, SubTick
 from ecokit.bench.results import Timeline, build_result, percentiles_from
 from ecokit.bench.scenario import PhasePlan
-from ecokit.bench.slo import parse_slo
 from ecokit.bench.targets import broker_from_env, overrides_from_env
 from ecokit.bench.tracking import encode, new_histogram, record_us
+from ecokit.config.slo import parse_slo
 from ecokit.errors import ConfigError
 
 T0 = 1_700_000_000_000_000_000

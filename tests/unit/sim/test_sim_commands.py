@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from ecokit.config.regions import REGIONS
 from ecokit.sim.commands import (
     Command,
     CommandError,
@@ -16,7 +17,6 @@ from ecokit.sim.commands import (
     parse_command,
 )
 from ecokit.sim.fleet import FleetSpec, SimVehicle, build_fleet
-from ecokit.sim.regions import REGIONS
 
 
 @pytest.fixture

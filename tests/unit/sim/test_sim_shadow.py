@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from ecokit.config.regions import REGIONS, parse_region
 from ecokit.shadow import machine
 from ecokit.shadow.device import Message
 from ecokit.shadow.machine import ShadowKey, ShadowRecord
 from ecokit.shadow.topics import key_prefix, parse_request
 from ecokit.sim.commands import Command, execute
 from ecokit.sim.fleet import MAX_INTERVAL, MIN_INTERVAL, FleetSpec, SimVehicle, build_fleet
-from ecokit.sim.regions import REGIONS, parse_region
 from ecokit.sim.shadow import REPORTED_KEYS, VehicleShadow, desired_interval, json_seconds
 
 THING = "vehicle-0001"
