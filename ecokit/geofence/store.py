@@ -11,13 +11,12 @@ valid set when a hand edit breaks it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ecokit.files import locked, write_atomic
 from ecokit.geofence.model import (
     Geofence,
     GeofenceError,
@@ -68,34 +67,12 @@ class GeofenceStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = self.path.with_name(f".{self.path.name}.lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked(self.path.with_name(f".{self.path.name}.lock"), mode=0o644):
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     def _write(self, fences: GeofenceSet) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         mode = (self.path.stat().st_mode & 0o777) if self.path.exists() else 0o644
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(fences.dumps())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        # The rename itself reaches the disk only with the directory.
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path, fences.dumps(), mode=mode)
 
     def update(self, change: Callable[[list[Mapping[str, Any]]], list[Mapping[str, Any]]]) -> GeofenceSet:
         """Read-modify-write under the lock: ``change`` gets the current features and returns

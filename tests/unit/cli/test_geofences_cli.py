@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import io
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ecokit.cli import main
 from ecokit.testing import write_project
 
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("ECOKIT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+CliRunner = Callable[..., tuple[int, str, str]]  # the `cli` fixture (conftest.py)
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return write_project(tmp_path / "proj")
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def zone(fid: str, x0: float = 2.30, **props: Any) -> dict[str, Any]:
@@ -44,49 +31,49 @@ def write(path: Path, *features: dict[str, Any]) -> Path:
     return path
 
 
-def test_list_import_export_round_trip(capsys: pytest.CaptureFixture[str], project: Path, tmp_path: Path) -> None:
-    code, out, _ = run(capsys, "geofences", "list", "-c", str(project))
+def test_list_import_export_round_trip(cli: CliRunner, project: Path, tmp_path: Path) -> None:
+    code, out, _ = cli("geofences", "list", "-c", str(project))
     assert code == 0
     assert "no geofences in config/geofences.geojson (no such file yet)" in out
     zones = write(tmp_path / "zones.geojson", zone("depot", tags=["depot"], min_inside_s=30), zone("yard", 2.4))
-    code, out, _ = run(capsys, "geofences", "import", str(zones), "-c", str(project))
+    code, out, _ = cli("geofences", "import", str(zones), "-c", str(project))
     assert (code, "config/geofences.geojson changed: 2 added, 0 updated, 0 unchanged; 2 geofence(s) in all") == (
         0, out.splitlines()[0])
-    code, out, _ = run(capsys, "geofences", "list", "--json", "-c", str(project))
+    code, out, _ = cli("geofences", "list", "--json", "-c", str(project))
     rows = json.loads(out)
     assert [(r["id"], r["tags"], r["min_inside_s"]) for r in rows] == [("depot", ["depot"], 30), ("yard", [], None)]
-    code, out, _ = run(capsys, "geofences", "export", "-c", str(project))
+    code, out, _ = cli("geofences", "export", "-c", str(project))
     exported = json.loads(out)
     assert [f["id"] for f in exported["features"]] == ["depot", "yard"]
     assert exported == json.loads((project.parent / "config" / "geofences.geojson").read_text())
     target = tmp_path / "out.geojson"
-    assert run(capsys, "geofences", "export", "-o", str(target), "-c", str(project))[0] == 0
+    assert cli("geofences", "export", "-o", str(target), "-c", str(project))[0] == 0
     assert json.loads(target.read_text()) == exported
 
 
-def test_import_replace_dry_run_and_stdin(capsys: pytest.CaptureFixture[str], project: Path, tmp_path: Path,
+def test_import_replace_dry_run_and_stdin(cli: CliRunner, project: Path, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    run(capsys, "geofences", "import", str(write(tmp_path / "a.geojson", zone("a"), zone("b", 2.4))),
+    cli("geofences", "import", str(write(tmp_path / "a.geojson", zone("a"), zone("b", 2.4))),
         "-c", str(project))
-    code, out, _ = run(capsys, "geofences", "import", str(write(tmp_path / "c.geojson", zone("c"))), "--replace",
+    code, out, _ = cli("geofences", "import", str(write(tmp_path / "c.geojson", zone("c"))), "--replace",
                        "--dry-run", "-c", str(project))
     assert code == 0
     assert "would change: 1 added, 0 updated, 0 unchanged, 2 removed; 1 geofence(s) in all" in out
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(json.dumps(zone("b", 2.5)).encode())))
-    code, out, _ = run(capsys, "geofences", "import", "-", "--json", "-c", str(project))
+    code, out, _ = cli("geofences", "import", "-", "--json", "-c", str(project))
     result = json.loads(out)
     assert (code, result["updated"], result["total"], result["processor"]) == (0, ["b"], 2, None)
 
 
-def test_an_invalid_import_is_one_red_error_listing_every_problem(capsys: pytest.CaptureFixture[str],
+def test_an_invalid_import_is_one_red_error_listing_every_problem(cli: CliRunner,
                                                                    project: Path, tmp_path: Path) -> None:
     good = write(tmp_path / "good.geojson", zone("a"))
-    run(capsys, "geofences", "import", str(good), "-c", str(project))
+    cli("geofences", "import", str(good), "-c", str(project))
     before = (project.parent / "config" / "geofences.geojson").read_bytes()
     broken = zone("b")
     broken["geometry"]["coordinates"][0].pop()
     bad = write(tmp_path / "bad.geojson", broken, zone("a"), zone("a"))
-    code, _, err = run(capsys, "geofences", "import", str(bad), "-c", str(project))
+    code, _, err = cli("geofences", "import", str(bad), "-c", str(project))
     assert code == 1
     assert "Traceback" not in err
     assert f"Error: {bad}: 2 problems:" in err
@@ -94,32 +81,32 @@ def test_an_invalid_import_is_one_red_error_listing_every_problem(capsys: pytest
     assert 'feature #3 (id "a", "A"): duplicate id' in err
     assert "hint: GeoJSON positions are [longitude, latitude]" in err  # brackets are not markup
     assert (project.parent / "config" / "geofences.geojson").read_bytes() == before
-    assert run(capsys, "geofences", "import", str(tmp_path / "none.geojson"), "-c", str(project))[0] == 1
+    assert cli("geofences", "import", str(tmp_path / "none.geojson"), "-c", str(project))[0] == 1
 
 
-def test_a_hand_broken_file_fails_list_and_up_with_its_problems(capsys: pytest.CaptureFixture[str],
+def test_a_hand_broken_file_fails_list_and_up_with_its_problems(cli: CliRunner,
                                                                project: Path) -> None:
     write(project.parent / "config" / "geofences.geojson", zone("a"), zone("a"))
-    code, _, err = run(capsys, "geofences", "list", "-c", str(project))
+    code, _, err = cli("geofences", "list", "-c", str(project))
     assert code == 1
     assert "config/geofences.geojson: 1 problem:" in err
-    code, _, err = run(capsys, "render", "-c", str(project))
+    code, _, err = cli("render", "-c", str(project))
     assert code == 1
     assert "duplicate id 'a'" in err
 
 
-def test_swapped_coordinates_near_the_region_warn(capsys: pytest.CaptureFixture[str], project: Path,
+def test_swapped_coordinates_near_the_region_warn(cli: CliRunner, project: Path,
                                                   tmp_path: Path) -> None:
     swapped = zone("oops")
     swapped["geometry"]["coordinates"] = [[[lat, lng] for lng, lat in swapped["geometry"]["coordinates"][0]]]
-    code, _, err = run(capsys, "geofences", "import", str(write(tmp_path / "s.geojson", swapped)),
+    code, _, err = cli("geofences", "import", str(write(tmp_path / "s.geojson", swapped)),
                        "-c", str(project))
     assert code == 0
     assert "warning: geofence 'oops' lies far from the simulated region" in err
 
 
 @pytest.mark.parametrize("args", [["query", "--refresh"], ["query", "SELECT 1", "--daily"]])
-def test_query_daily_usage_errors(capsys: pytest.CaptureFixture[str], project: Path, args: list[str]) -> None:
-    code, _, err = run(capsys, *args, "-c", str(project))
+def test_query_daily_usage_errors(cli: CliRunner, project: Path, args: list[str]) -> None:
+    code, _, err = cli(*args, "-c", str(project))
     assert code == 2
     assert "--daily" in err
