@@ -42,12 +42,11 @@ class ProcessorCore:
         self.alerts = AlertEngine(alerts or {})
 
     def on_telemetry(self, vehicle: str, doc: Any, now: float) -> Outputs:
-        out = Outputs(status=self.fleet.on_telemetry(vehicle, doc, now))
         fix = parse_fix(doc)
         if fix is None:
-            out.ignored = True
-            return out
-        out.alerts = self.alerts.on_activity(vehicle, now)
+            self.fleet.ignored += 1
+            return Outputs(ignored=True)
+        out = Outputs(status=self.fleet.on_fix(vehicle, fix, now), alerts=self.alerts.on_activity(vehicle, now))
         ts, lat, lng = fix
         if ts > now * 1000 + MAX_FUTURE_MS:
             out.skipped = "future"

@@ -105,6 +105,10 @@ class FleetState:
         if fix is None:
             self.ignored += 1
             return []
+        return self.on_fix(vehicle_id, fix, now)
+
+    def on_fix(self, vehicle_id: str, fix: tuple[int, float, float], now: float) -> list[StatusUpdate]:
+        """A telemetry fix already parsed by :func:`parse_fix`."""
         ts, lat, lng = fix
         v = self._vehicle(vehicle_id)
         v.last_activity = now
