@@ -250,6 +250,10 @@ def _metrics(port: int) -> dict[str, float]:
             for name, _, value in [line.rpartition(" ")]}
 
 
+def _sum(metrics: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith(prefix))
+
+
 def service(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ecokit-bench-") as folder:
         config = write_project(Path(folder), devices=1, extra={
@@ -303,9 +307,8 @@ def service(args: argparse.Namespace) -> dict[str, Any]:
         "processor_cpu_s": round(cpu, 1), "processor_cpu_percent_of_one_core": round(cpu / (wall1 - wall0) * 100, 1),
         "processor_cpu_us_per_message": round(cpu / max(1, published) * 1e6, 1),
         "processor_mean_evaluation_us": round(eval_s / max(1, evaluated) * 1e6, 2),
-        "geofence_events": int(sum(v for k, v in after.items() if k.startswith("ecokit_processor_geofence_events_total"))
-                               - sum(v for k, v in before.items()
-                                     if k.startswith("ecokit_processor_geofence_events_total"))),
+        "geofence_events": int(_sum(after, "ecokit_processor_geofence_events_total")
+                               - _sum(before, "ecokit_processor_geofence_events_total")),
     }
 
 
