@@ -1,9 +1,9 @@
 """Helpers for tests of MQTT systems, used by ecokit's own suites and open to yours.
 
 ``stack`` (free ports, throwaway projects, :func:`running_stack` that always tears down),
-``mqtt`` (:class:`SyncClient`: paho with deadlines), ``waiting`` (:func:`wait_for`: poll with a
-deadline), ``docker_lane`` (a private dockerd and the images the docker tests need; imported
-on its own, it is heavy).
+``mqtt`` (:class:`SyncClient`: paho with deadlines), ``waiting`` (:func:`wait_for`),
+``docker_lane`` (a private dockerd and the images the docker tests need; imported on its own,
+it is heavy).
 
     from ecokit.testing import SyncClient, running_stack, write_project
 """
