@@ -580,11 +580,13 @@ def _influx_v2_client(stack: Stack) -> Any:
 
 def _setup_influx_v2(stack: Stack, spec: ServiceSpec) -> None:
     # The image's entrypoint creates org, bucket and operator token on an empty volume;
-    # buckets map to databases automatically (virtual DBRP, 2.4+). Prove it answers v1.
-    from ecokit.store.influx import InfluxV1
+    # buckets map to databases automatically (virtual DBRP, 2.4+). Prove it answers v1, and
+    # that no explicit DBRP mapping sends the database's writes to another bucket.
+    from ecokit.store.influx import InfluxV1, check_v1_mapping
 
     with InfluxV1(stack.influx_endpoint("admin", target="docker")) as client:
         client.query("SHOW MEASUREMENTS LIMIT 1")
+        check_v1_mapping(client, org=stack.config.influxdb.org, database=stack.config.influxdb.database)
     with _influx_v2_client(stack) as client:
         apply_task(client, stack.daily_rollup(), bucket=stack.config.influxdb.database, org=stack.config.influxdb.org)
 

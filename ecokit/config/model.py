@@ -24,6 +24,7 @@ from ecokit.config.rules import (
     merge_default_rules,
     validate_rule_names,
 )
+from ecokit.durations import duration_seconds
 
 STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 # [registry[:port]/]path[:tag][@sha256:digest]
@@ -95,7 +96,17 @@ class InfluxConfig(Section):
     database: str = Field("fleet", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$",
                           description="1.x database / 2.x bucket")
     org: str = Field("ecokit", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_ -]{0,63}$")
-    retention: str = Field("0", pattern=r"^(0|\d+[smhdw])$", description="0 = keep forever")
+    retention: str = Field("0", pattern=r"^(0|\d+[smhdw])$", description="0 = keep forever, else at least 1h")
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        # InfluxDB 1.x and 2.x refuse shorter retention ("retention policy duration must be
+        # at least 1h0m0s"): setup would fail only once the server runs.
+        seconds = duration_seconds(value, units=("s", "m", "h", "d", "w")) or 0
+        if 0 < seconds < 3600:
+            raise ValueError(f"{value!r} is shorter than 1h, the shortest retention InfluxDB accepts (0 = forever)")
+        return value
 
 
 class GrafanaConfig(Section):

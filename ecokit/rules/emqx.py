@@ -48,6 +48,7 @@ from ecokit.acl import topic_matches
 from ecokit.config.rules import DEADLETTER_PREFIX, INT64, RuleConfig
 from ecokit.rules.engine import BAD_VALUE, MISSING, OUT_OF_RANGE, WRONG_TYPE, decode_json
 from ecokit.rules.lineproto import format_float
+from ecokit.rules.sqlfuncs import check_rule_sql
 
 TAG_RE = r"^[^\x00-\x1f]*[^\x00-\x1f\\]\z"
 STRING_RE = r"^[^\x00-\x1f]*\z"
@@ -750,7 +751,10 @@ def render_rules(rules: Mapping[str, RuleConfig], *, database: str) -> list[Emqx
     out: list[EmqxRule] = []
     for name, rule in rules.items():
         if rule.enabled:
-            out.extend(RenderedRule(name, rule, database=database).rules)
+            rendered = RenderedRule(name, rule, database=database).rules
+            for emqx_rule in rendered:  # every SQL function must exist in EMQX 5.8
+                check_rule_sql(name, emqx_rule.id, emqx_rule.sql())
+            out.extend(rendered)
     return out
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import requests
 
+from ecokit.durations import duration_seconds
 from ecokit.errors import StoreError
 
 
@@ -98,15 +99,23 @@ class InfluxV1:
 
     def query(self, q: str, *, database: str | None = None, epoch: str | None = "ns",
               params: Mapping[str, Any] | None = None, use_db: bool = True) -> list[dict[str, Any]]:
-        """Run InfluxQL (POST); returns the ``results`` list; raises on any statement error."""
-        data: dict[str, str] = {"q": q}
+        """Run InfluxQL (POST); returns the ``results`` list; raises on any statement error.
+
+        ``db``/``rp``/``epoch`` go in the URL, where InfluxDB 2's v1 contract declares ``db``
+        (swaggerV1Compat.yml); the statement goes in a form body, which every version reads
+        (``r.FormValue("q")``) and which keeps long statements out of URLs and logs.
+        """
+        url_params: dict[str, str] = {}
         if use_db:
-            data["db"] = database or self.endpoint.database
+            url_params["db"] = database or self.endpoint.database
+            if self.endpoint.retention_policy:
+                url_params["rp"] = self.endpoint.retention_policy
         if epoch:
-            data["epoch"] = epoch
+            url_params["epoch"] = epoch
+        data: dict[str, str] = {"q": q}
         if params:
             data["params"] = json.dumps(dict(params))
-        resp = self._request("POST", "/query", data=data)
+        resp = self._request("POST", "/query", params=url_params, data=data, headers={"Accept": "application/json"})
         if resp.status_code != 200:
             raise StoreError(f"InfluxDB refused the query {q[:80]!r}", url=resp.url.split("?")[0],
                              status=resp.status_code, body=_error_text(resp))
@@ -116,6 +125,14 @@ class InfluxV1:
                 raise StoreError(f"InfluxDB query {q[:80]!r} failed: {result['error']}",
                                  url=self.endpoint.url)
         return results
+
+    def get_json(self, path: str, params: Mapping[str, str]) -> Any:
+        """GET a JSON document (InfluxDB 2's /api/v2 endpoints, with the same token)."""
+        resp = self._request("GET", path, params=dict(params))
+        if resp.status_code != 200:
+            raise StoreError(f"InfluxDB refused GET {path}", url=resp.url.split("?")[0],
+                             status=resp.status_code, body=_error_text(resp))
+        return resp.json()
 
     def rows(self, q: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Rows of every series of every statement, as dicts (tags included)."""
@@ -135,6 +152,18 @@ def _error_text(resp: requests.Response) -> str:
         return str(resp.json().get("error", resp.text))
     except ValueError:
         return resp.text
+
+
+def shard_duration(retention: str) -> str:
+    """The shard group duration InfluxDB 1.x picks for a retention (``1h``/``30d``/...):
+    1h under two days, 1d under six months, else 7d. A shard duration longer than the
+    retention is refused ("retention policy duration must be greater than the shard duration")."""
+    seconds = duration_seconds(retention, units=("s", "m", "h", "d", "w"), bare=False) or 0
+    if seconds < 2 * 86400:
+        return "1h"
+    if seconds < 180 * 86400:
+        return "1d"
+    return "7d"
 
 
 def setup_v1(admin: InfluxEndpoint, *, database: str, retention: str,
@@ -161,9 +190,10 @@ def setup_v1(admin: InfluxEndpoint, *, database: str, retention: str,
                     f"(its data belongs to another setup); `ecokit down --purge` resets it: {create_exc}",
                     url=admin.url) from None
         statements = [f"CREATE DATABASE {quote_ident(database)}"]
-        if retention != "0":
-            statements.append(f"ALTER RETENTION POLICY autogen ON {quote_ident(database)} "
-                              f"DURATION {retention} SHARD DURATION 1d DEFAULT")
+        # Re-applied every time, so a changed retention (back to 0 = forever too) takes effect.
+        duration, shard = ("INF", "7d") if retention == "0" else (retention, shard_duration(retention))
+        statements.append(f"ALTER RETENTION POLICY autogen ON {quote_ident(database)} "
+                          f"DURATION {duration} SHARD DURATION {shard} DEFAULT")
         existing = {row.get("user") for row in client.rows("SHOW USERS", use_db=False)}
         for name, (password, privilege) in sorted(users.items()):
             if name in existing:
@@ -179,3 +209,41 @@ def setup_v1(admin: InfluxEndpoint, *, database: str, retention: str,
     finally:
         client.close()
         anon.close()
+
+
+# -- InfluxDB 2: where v1 writes land ----------------------------------------------------------
+#
+# ecokit relies on InfluxDB 2.4+'s automatic ("virtual") DBRP mapping: the bucket named like
+# the database takes /write?db=<bucket> and /query?db=<bucket> (retention policy autogen),
+# with no mapping created. An explicit mapping for the same database overrides it and sends
+# the writes elsewhere; dbrp_problem() finds that case from GET /api/v2/dbrps.
+
+
+def dbrp_request(org: str, database: str) -> tuple[str, dict[str, str]]:
+    """The DBRP listing for one database (virtual mappings included, influxdb dbrp FindMany)."""
+    return "/api/v2/dbrps", {"org": org, "db": database}
+
+
+def dbrp_problem(mappings: Sequence[Mapping[str, Any]], database: str) -> str | None:
+    """Why v1 requests for ``database`` would not reach the bucket of that name; None when they do."""
+    ours = [m for m in mappings if m.get("database") == database]
+    virtual = {m.get("bucketID") for m in ours if m.get("virtual") and m.get("retention_policy") == "autogen"}
+    explicit = [m for m in ours if not m.get("virtual") and m.get("default")]
+    if explicit and virtual and explicit[0].get("bucketID") not in virtual:
+        found = explicit[0]
+        return (f"database {database!r} is mapped to bucket id {found.get('bucketID')} by an explicit DBRP "
+                f"mapping (id {found.get('id')}, retention policy {found.get('retention_policy')!r}), so v1 writes "
+                f"and InfluxQL queries go there, not to the bucket {database!r}")
+    if not explicit and not virtual:
+        return f"no DBRP mapping serves database {database!r} (InfluxDB 2.4+ maps each bucket automatically)"
+    return None
+
+
+def check_v1_mapping(client: InfluxV1, *, org: str, database: str) -> None:
+    """Raise StoreError when v1 writes for ``database`` would miss the bucket of that name."""
+    path, params = dbrp_request(org, database)
+    listed = client.get_json(path, params)
+    problem = dbrp_problem(listed.get("content", []) if isinstance(listed, dict) else [], database)
+    if problem:
+        raise StoreError(f"InfluxDB 2: {problem}; `influx v1 dbrp list --db {database}` shows it, "
+                         "`influx v1 dbrp delete` removes it", url=client.endpoint.url)

@@ -189,10 +189,18 @@ def test_every_error_is_reported_not_just_the_first(tmp_path: Path) -> None:
     ("stack: Bad_Name\n", "stack"),
     ("bind: localhost\n", "bind"),
     ("influxdb:\n  retention: forever\n", "influxdb.retention"),
+    ("influxdb:\n  retention: 30m\n", "influxdb.retention"),
     ("version: 2\n", "version"),
 ])
 def test_other_invalid_values_name_their_key(tmp_path: Path, text: str, key: str) -> None:
     assert load_error(write(tmp_path, text)).key == key
+
+
+def test_retention_under_an_hour_is_refused_before_influxdb_refuses_it(tmp_path: Path) -> None:
+    # influxd answers "retention policy duration must be at least 1h0m0s" (1.x and 2.x)
+    assert "shorter than 1h" in str(load_error(write(tmp_path, "influxdb:\n  retention: 59m\n")))
+    for ok in ("0", "1h", "60m", "3600s", "2w"):
+        assert load_config(write(tmp_path, f"influxdb:\n  retention: '{ok}'\n")).config.influxdb.retention == ok
 
 
 # -- precedence: flag > ECOKIT_* environment > profile > file > default --------------------
