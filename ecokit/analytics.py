@@ -221,9 +221,16 @@ def _normalise(query: str) -> str:
     return "".join(query.split()).lower().replace('"', "")
 
 
+def task_create_request(rollup: DailyRollup, *, bucket: str, org: str) -> Any:
+    """The body of POST /api/v2/tasks (influxdb-client's TaskCreateRequest)."""
+    from influxdb_client.domain.task_create_request import TaskCreateRequest
+
+    return TaskCreateRequest(org=org, flux=rollup.task(bucket, org), status="active",  # type: ignore[no-untyped-call]
+                             description="ecokit: daily fleet analytics (ecokit.yaml analytics.daily)")
+
+
 def apply_task(client: Any, rollup: DailyRollup | None, *, bucket: str, org: str) -> str:
     """Create, update or delete the 2.x task (``client``: an influxdb_client.InfluxDBClient)."""
-    from influxdb_client.domain.task_create_request import TaskCreateRequest
     from influxdb_client.domain.task_update_request import TaskUpdateRequest
 
     tasks = client.tasks_api()
@@ -234,9 +241,7 @@ def apply_task(client: Any, rollup: DailyRollup | None, *, bucket: str, org: str
         return "deleted" if found else "unchanged"
     flux = rollup.task(bucket, org)
     if not found:
-        request = TaskCreateRequest(org=org, flux=flux, status="active",  # type: ignore[no-untyped-call]
-                                    description="ecokit: daily fleet analytics")
-        tasks.create_task(task_create_request=request)
+        tasks.create_task(task_create_request=task_create_request(rollup, bucket=bucket, org=org))
         return "created"
     task = found[0]
     if task.flux == flux and task.status == "active":
