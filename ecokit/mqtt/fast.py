@@ -1,5 +1,5 @@
-"""A minimal MQTT 5 client for ecokit's high-rate paths: the bridge's intake, replay and the
-bench subscribers.
+"""A minimal MQTT 5 client for ecokit's high-rate paths: the intake of the bridge and of the
+fleet processor, replay and the bench subscribers.
 
 paho-mqtt handles one packet per loop turn (a ``select``, several small ``recv`` calls and
 one ``send`` per QoS 1 acknowledgement, plus MQTT 5 property objects). Measured here it

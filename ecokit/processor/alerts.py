@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -86,6 +87,13 @@ class _VehicleAlerts:
     last_activity: float | None = None
 
 
+def _finite(value: Any) -> bool:
+    """A number an alert can compare and report: finite, and an integer within 64 bits."""
+    if type(value) is float:
+        return math.isfinite(value)
+    return type(value) is int and -(2**63) <= value < 2**63
+
+
 def _lookup(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = doc
     for key in path:
@@ -150,7 +158,7 @@ class AlertEngine:
             if isinstance(when.value, bool):
                 if not isinstance(value, bool):
                     continue
-            elif type(value) not in (int, float):
+            elif not _finite(value):
                 continue
             key = (c.name, when.field)
             episode = vehicle.episodes.get(key)

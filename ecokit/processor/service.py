@@ -1,4 +1,4 @@
-"""The fleet processor service: ProcessorCore driven by MQTT (paho), results published back.
+"""The fleet processor service: ProcessorCore fed from MQTT, its results published back.
 
 It subscribes to ``fleet/+/telemetry`` and ``fleet/+/status`` (the latter with MQTT 5
 no-local, and it also ignores ``"source": "processor"``, so its own updates never come
@@ -9,15 +9,22 @@ back to it) and publishes at QoS 1, not retained:
 - geofence transitions to ``fleet/{id}/events``;
 - alerts firing and resolving to ``fleet/{id}/alerts``.
 
-The geofence file is watched (mtime, size, inode every ``reload_interval`` seconds, and
-at once on SIGHUP, which ``ecokit up`` sends when it delivers a changed file): a valid
-new set replaces the old one without a restart; an invalid one is logged and counted and
-the last valid set stays in force.
+The processor reads every telemetry message of the fleet, like the bridge, so it uses the
+same fast intake (``ecokit.mqtt.fast``): paho spends about four fifths of the processor's
+time in its own per-packet work (benchmarks/README.md, "Geofences"). One thread runs the
+intake, the once-a-second tick and the geofence reloads; messages are acknowledged after
+they were handled. Each message is handled on its own: an exception is counted by type,
+dead-lettered to ``ecokit/deadletter/processor`` and the next message goes on.
+
+The geofence file is watched (mtime, size, inode every ``reload_interval`` seconds, and at
+once on SIGHUP, which ``ecokit up`` sends when it delivers a changed file): a valid new set
+replaces the old one between two messages; an invalid one is logged and counted and the
+last valid set stays in force.
 """
 
 from __future__ import annotations
 
-import functools
+import base64
 import json
 import logging
 import signal
@@ -25,24 +32,61 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ecokit.daemon import OncePerKind
+from ecokit.errors import BrokerError
 from ecokit.geofence.model import GeofenceError
 from ecokit.geofence.store import GeofenceStore, GeofenceWatcher
+from ecokit.mqtt.fast import FastMqtt, Received, Subscription
 from ecokit.processor.contract import ProcessorServiceConfig
 from ecokit.processor.core import Outputs, ProcessorCore
+from ecokit.rules.engine import decode_json
 
 TELEMETRY = "fleet/+/telemetry"
 STATUS = "fleet/+/status"
+DEADLETTER = "ecokit/deadletter/processor"
+
+
+class ProcessorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.received = Counter("ecokit_processor_messages_received", "fleet messages received", ["kind"],
+                                registry=r)
+        self.published = Counter("ecokit_processor_status_published", "status updates published",
+                                 ["state", "reason"], registry=r)
+        self.ignored = Counter("ecokit_processor_messages_ignored",
+                               "messages not usable (bad payload, own status)", registry=r)
+        self.failed = Counter("ecokit_processor_messages_failed",
+                              "messages whose handling raised (dead-lettered), by exception type", ["reason"],
+                              registry=r)
+        self.skipped = Counter("ecokit_processor_fixes_skipped", "fixes not evaluated for geofences and alerts",
+                               ["reason"], registry=r)
+        self.events = Counter("ecokit_processor_geofence_events", "geofence transitions published", ["type"],
+                              registry=r)
+        self.alerts = Counter("ecokit_processor_alerts", "alerts fired and resolved", ["alert", "state"],
+                              registry=r)
+        self.evaluated = Counter("ecokit_processor_fixes_evaluated",
+                                 "fixes evaluated against geofences and alerts", registry=r)
+        self.evaluation_time = Counter("ecokit_processor_fix_evaluation_seconds",
+                                       "time spent evaluating fixes (divide by fixes_evaluated for the mean)",
+                                       registry=r)
+        self.reloads = Counter("ecokit_processor_geofence_reloads", "geofence file loads", ["result"], registry=r)
+        self.fences = Gauge("ecokit_processor_geofences", "geofences in force", registry=r)
+        self.file_valid = Gauge("ecokit_processor_geofence_file_valid",
+                                "1 when the geofence file on disk is valid (0: the last valid set is in force)",
+                                registry=r)
+        self.connected = Gauge("ecokit_processor_mqtt_connected", "1 while subscribed to the broker", registry=r)
+        self.vehicles = Gauge("ecokit_processor_vehicles", "vehicles by state", ["state"], registry=r)
+        self.firing = Gauge("ecokit_processor_alerts_firing", "alerts firing now", ["alert"], registry=r)
+        self.file_valid.set(1)
+        for kind in ("out_of_order", "duplicate", "future"):
+            self.skipped.labels(kind)
+        for kind in ("geofence_enter", "geofence_exit"):
+            self.events.labels(kind)
+        self.telemetry = self.received.labels("telemetry")
+        self.status = self.received.labels("status")
 
 
 class Processor:
@@ -52,74 +96,39 @@ class Processor:
         self.log = log
         self.settings = config.processor
         self.geofence_settings = config.geofences.defaults()
-        alert_rules = config.alerts
-        self.core = ProcessorCore(self.settings, self.geofence_settings, alert_rules)
+        self.core = ProcessorCore(self.settings, self.geofence_settings, config.alerts)
         path = config.geofences.path
         self.watcher = GeofenceWatcher(GeofenceStore(Path(path))) if path else None
         self.reload_requested = threading.Event()
-        self.lock = threading.Lock()
         self.ready = threading.Event()
+        self.stop = threading.Event()
         self.once = OncePerKind(log)
         self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.received = Counter("ecokit_processor_messages_received", "fleet messages received", ["kind"], registry=r)
-        self.published = Counter("ecokit_processor_status_published", "status updates published",
-                                 ["state", "reason"], registry=r)
-        self.ignored = Counter("ecokit_processor_messages_ignored",
-                               "messages not usable (bad payload, own status)", registry=r)
-        self.skipped = Counter("ecokit_processor_fixes_skipped", "fixes not evaluated for geofences and alerts",
-                               ["reason"], registry=r)
-        self.events = Counter("ecokit_processor_geofence_events", "geofence transitions published", ["type"],
-                              registry=r)
-        self.alerts = Counter("ecokit_processor_alerts", "alerts fired and resolved", ["alert", "state"], registry=r)
-        self.evaluated = Counter("ecokit_processor_fixes_evaluated", "fixes evaluated against geofences and alerts",
-                                 registry=r)
-        self.evaluation_time = Counter("ecokit_processor_fix_evaluation_seconds",
-                                       "time spent evaluating fixes (divide by fixes_evaluated for the mean)",
-                                       registry=r)
-        self.reloads = Counter("ecokit_processor_geofence_reloads", "geofence file loads", ["result"], registry=r)
-        self.fences = Gauge("ecokit_processor_geofences", "geofences in force", registry=r)
-        self.fences.set_function(lambda: len(self.core.tracker.index))
-        self.file_valid = Gauge("ecokit_processor_geofence_file_valid",
-                                "1 when the geofence file on disk is valid (0: the last valid set is in force)",
-                                registry=r)
-        self.file_valid.set(1)
-        vehicles = Gauge("ecokit_processor_vehicles", "vehicles by state", ["state"], registry=r)
-        for name in ("online", "offline"):
-            vehicles.labels(name).set_function(functools.partial(self._count, name))
-        firing = Gauge("ecokit_processor_alerts_firing", "alerts firing now", ["alert"], registry=r)
-        for name in alert_rules:
-            firing.labels(name).set_function(functools.partial(self._firing, name))
-        for kind in ("out_of_order", "duplicate", "future"):
-            self.skipped.labels(kind)
-        for kind in ("geofence_enter", "geofence_exit"):
-            self.events.labels(kind)
+        self.metrics = ProcessorMetrics(self.registry)
         m = config.mqtt
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=f"ecokit-processor-{config.stack}-{uuid.uuid4().hex[:6]}",
-                                  protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(m.username, m.password)
-        tls = m.tls_context()
-        if tls is not None:
-            self.client.tls_set_context(tls)
-        self.client.max_inflight_messages_set(1000)
-        self.client.reconnect_delay_set(1, 10)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.host, self.port = m.host, m.port
+        self.mqtt = FastMqtt(m.host, m.port, client_id=f"ecokit-processor-{config.stack}-{uuid.uuid4().hex[:6]}",
+                             username=m.username, password=m.password, tls=m.tls_context(), clean_start=True,
+                             session_expiry=0, keepalive=30)
+        self._backlog: list[Received] = []
         self._load_geofences(initial=True)
+        self._gauges()
 
-    def _count(self, state: str) -> int:
-        with self.lock:
-            return self.core.fleet.counts()[state]
-
-    def _firing(self, name: str) -> int:
-        with self.lock:
-            return self.core.alerts.firing().get(name, 0)
+    def _gauges(self) -> None:
+        """The state gauges, set by the intake thread (the only one touching the core), so a
+        /metrics scrape never waits for it."""
+        m = self.metrics
+        m.fences.set(len(self.core.tracker.index))
+        for state, count in self.core.fleet.counts().items():
+            m.vehicles.labels(state).set(count)
+        for name, count in self.core.alerts.firing().items():
+            m.firing.labels(name).set(count)
 
     def is_ready(self) -> bool:
         return self.ready.is_set()
+
+    def is_alive(self) -> bool:
+        """The intake loop is the main thread: if it ends, the process ends."""
+        return True
 
     # -- geofences -----------------------------------------------------------------------
 
@@ -129,18 +138,19 @@ class Processor:
         try:
             fences = self.watcher.poll(force=force)
         except GeofenceError as exc:
-            self.reloads.labels("invalid").inc()
-            self.file_valid.set(0)
+            self.metrics.reloads.labels("invalid").inc()
+            self.metrics.file_valid.set(0)
             self.log.error("geofence file is invalid; the last valid geofences stay in force",
                            extra={"file": str(self.watcher.store.path), "problems": exc.problems})
             return
         if fences is None:
             return
-        self.reloads.labels("ok").inc()
-        self.file_valid.set(1)
-        with self.lock:
-            out = self.core.set_fences(fences.fences, time.time())
-        self._publish(out)
+        self.metrics.reloads.labels("ok").inc()
+        self.metrics.file_valid.set(1)
+        out = self.core.set_fences(fences.fences, time.time())
+        if not initial:
+            self._publish(out)
+            self._gauges()
         for warning in fences.warnings:
             self.log.warning(warning, extra={"file": str(self.watcher.store.path)})
         self.log.info("geofences loaded" if initial else "geofences reloaded",
@@ -149,89 +159,147 @@ class Processor:
     def request_reload(self, signum: int = 0, frame: object = None) -> None:
         self.reload_requested.set()
 
-    # -- MQTT ----------------------------------------------------------------------------
+    # -- the intake ----------------------------------------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
-                    props: Properties | None) -> None:
-        if reason.is_failure:
-            self.once(("connect", str(reason)), "the broker refused the processor", reason=str(reason))
-            return
-        client.subscribe([(TELEMETRY, SubscribeOptions(qos=1)), (STATUS, SubscribeOptions(qos=1, noLocal=True))])
+    def run(self, stop: threading.Event) -> None:
+        self.stop = stop
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, self.request_reload)
+        backoff = 0.5
+        try:
+            while not stop.is_set():
+                try:
+                    self._connect()
+                    backoff = 0.5
+                    self._consume(stop)
+                except (OSError, ConnectionError, BrokerError) as exc:
+                    self.ready.clear()
+                    self.metrics.connected.set(0)
+                    self.mqtt.close()
+                    if stop.is_set():
+                        break
+                    self.once(("mqtt", type(exc).__name__), "lost the broker; reconnecting", error=str(exc))
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        finally:
+            self.ready.clear()
+            self.mqtt.disconnect()
+
+    def _connect(self) -> None:
+        self.mqtt.connect()
+        subscriptions = [Subscription(TELEMETRY, 1), Subscription(STATUS, 1, no_local=True)]
+        codes = self.mqtt.subscribe(subscriptions)
+        refused = [s.topic for s, c in zip(subscriptions, codes, strict=False) if c >= 0x80]
+        if refused:
+            raise BrokerError(f"the broker refused the subscription to {', '.join(refused)} "
+                              f"(reason {codes[0]:#x}); check the ACL of ecokit-processor")
         self.ready.set()
+        self.metrics.connected.set(1)
+        self.once.seen.clear()
         self.log.info("subscribed", extra={"filters": [TELEMETRY, STATUS]})
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
-                       props: Properties | None) -> None:
-        self.ready.clear()
-        self.once(("disconnect", str(reason)), "lost the broker; reconnecting", reason=str(reason))
+    def _consume(self, stop: threading.Event) -> None:
+        mqtt = self.mqtt
+        interval = self.geofence_settings.reload_interval
+        next_tick = next_poll = time.monotonic()
+        while not stop.is_set():
+            messages, self._backlog = (self._backlog, []) if self._backlog else (mqtt.read(0.1), [])
+            if messages:
+                acks = self._handle_batch(messages)
+                mqtt.ack(acks)
+            now = time.monotonic()
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._load_geofences(force=True)
+                next_poll = now + interval
+            elif now >= next_poll:
+                self._load_geofences()
+                next_poll = now + interval
+            if now >= next_tick:
+                self._publish(self.core.tick(time.time()))
+                self._gauges()
+                next_tick = now + 1.0
+            mqtt.flush()
+            mqtt.ping_if_due()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        levels = msg.topic.split("/")
-        if len(levels) != 3:
-            return
-        kind, vehicle = levels[2], levels[1]
-        self.received.labels(kind).inc()
-        try:
-            doc = json.loads(msg.payload)
-        except ValueError:
-            doc = None
+    def _handle_batch(self, messages: list[Received]) -> list[int]:
+        """Handle each message on its own (a failure costs that message only); the packet ids
+        to acknowledge."""
+        acks = []
         now = time.time()
-        with self.lock:
-            if kind == "telemetry":
-                started = time.perf_counter()
-                out = self.core.on_telemetry(vehicle, doc, now)
-                if not out.ignored and out.skipped is None:
-                    self.evaluated.inc()
-                    self.evaluation_time.inc(time.perf_counter() - started)
-            else:
-                out = self.core.on_status(vehicle, doc, now)
-        if out.ignored:
-            self.ignored.inc()
-        if out.skipped:
-            self.skipped.labels(out.skipped).inc()
-        self._publish(out)
+        metrics, core, clock = self.metrics, self.core, time.perf_counter
+        results: list[Outputs] = []
+        for topic, payload, qos, retain, pid in messages:
+            if pid:
+                acks.append(pid)
+            levels = topic.split("/")
+            if len(levels) != 3:
+                continue
+            kind, vehicle = levels[2], levels[1]
+            try:
+                try:
+                    doc = decode_json(payload)
+                except (ValueError, RecursionError):  # not JSON, or nested beyond the parser
+                    doc = None
+                if kind == "telemetry":
+                    metrics.telemetry.inc()
+                    started = clock()
+                    out = core.on_telemetry(vehicle, doc, now)
+                    if not out.ignored and out.skipped is None:
+                        metrics.evaluated.inc()
+                        metrics.evaluation_time.inc(clock() - started)
+                else:
+                    metrics.status.inc()
+                    out = core.on_status(vehicle, doc, now)
+            except Exception as exc:  # one message never stops the processor
+                self._failed(topic, payload, qos, retain, exc)
+                continue
+            if out.ignored:
+                metrics.ignored.inc()
+            if out.skipped:
+                metrics.skipped.labels(out.skipped).inc()
+            if out.status or out.events or out.alerts:
+                results.append(out)
+        for out in results:
+            self._publish(out)
+        return acks
+
+    def _failed(self, topic: str, payload: bytes, qos: int, retain: bool, exc: Exception) -> None:
+        reason = type(exc).__name__
+        self.metrics.failed.labels(reason).inc()
+        self.once(("failed", reason), "a message could not be handled; it is dead-lettered",
+                  topic=topic, error=f"{reason}: {exc}"[:300])
+        letter = json.dumps({"rule": "processor", "reason": "error", "field": reason, "topic": topic, "qos": qos,
+                             "retain": retain, "payload": base64.b64encode(payload).decode()},
+                            separators=(",", ":")).encode()
+        self._send(DEADLETTER, letter)
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def _send(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1, within the broker's receive maximum: at the limit, wait for
+        acknowledgements (publishes read meanwhile are handled next)."""
+        mqtt = self.mqtt
+        limit = max(1, mqtt.send_quota - 1)
+        while mqtt.inflight >= limit and not self.stop.is_set():
+            mqtt.flush()
+            self._backlog += mqtt.read(0.05)
+        mqtt.publish(topic, payload, qos=1)
 
     def _publish(self, out: Outputs) -> None:
+        metrics = self.metrics
         for update in out.status:
-            self.client.publish(update.topic, update.payload(), qos=1, retain=False)
-            self.published.labels(update.state, update.reason).inc()
+            self._send(update.topic, update.payload())
+            metrics.published.labels(update.state, update.reason).inc()
             if update.reason != "periodic":
                 self.log.info(f"{update.vehicle} is {update.state}",
                               extra={"vehicle": update.vehicle, "state": update.state, "reason": update.reason})
         for event in out.events:
-            self.client.publish(event.topic, event.payload(), qos=1, retain=False)
-            self.events.labels(event.type).inc()
+            self._send(event.topic, event.payload())
+            metrics.events.labels(event.type).inc()
         for alert in out.alerts:
-            self.client.publish(alert.topic, alert.payload(), qos=1, retain=False)
-            self.alerts.labels(alert.alert, alert.state).inc()
+            self._send(alert.topic, alert.payload())
+            metrics.alerts.labels(alert.alert, alert.state).inc()
             self.log.info(f"alert {alert.alert} {alert.state} for {alert.vehicle}",
                           extra={"vehicle": alert.vehicle, "alert": alert.alert, "state": alert.state,
                                  "subject": alert.subject})
-
-    def run(self, stop: threading.Event) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGHUP, self.request_reload)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 0
-        self.client.connect_async(self.host, self.port, keepalive=30, clean_start=True, properties=props)
-        self.client.loop_start()
-        interval = self.geofence_settings.reload_interval
-        next_tick = next_poll = time.monotonic()
-        try:
-            while not stop.wait(0.1):
-                now = time.monotonic()
-                if self.reload_requested.is_set():
-                    self.reload_requested.clear()
-                    self._load_geofences(force=True)
-                    next_poll = now + interval
-                elif now >= next_poll:
-                    self._load_geofences()
-                    next_poll = now + interval
-                if now >= next_tick:
-                    with self.lock:
-                        out = self.core.tick(time.time())
-                    self._publish(out)
-                    next_tick = now + 1.0
-        finally:
-            self.client.disconnect()
-            self.client.loop_stop()

@@ -4,6 +4,7 @@ hands it its geofences and alerts."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +129,66 @@ def test_in_docker_the_processor_gets_a_reloadable_copy(tmp_path: Path) -> None:
     after = next(s for s in Stack.load(tmp_path / "ecokit.yaml", env={}).plan("docker") if s.name == "processor")
     assert after.fingerprint() == before.fingerprint()
     assert after.content_fingerprint() != before.content_fingerprint()
+
+
+# -- the service's message path (no broker: nothing is sent before connect) -------------
+
+
+def service(tmp_path: Path, alerts: dict[str, Any] | None = None) -> Any:
+    import logging
+
+    from ecokit.contract import HttpListen, MqttSettings
+    from ecokit.processor.contract import GeofenceWatch, ProcessorServiceConfig
+    from ecokit.processor.service import Processor
+
+    fences = tmp_path / "geofences.geojson"
+    fences.write_text(json.dumps({"type": "FeatureCollection", "features": [zone("red", ["restricted"])]}))
+    config = ProcessorServiceConfig(
+        mqtt=MqttSettings(host="127.0.0.1", port=1, username="ecokit-processor", password="x"),
+        http=HttpListen(host="127.0.0.1", port=0), geofences=GeofenceWatch(path=str(fences)),
+        alerts={n: AlertRule.model_validate(r) for n, r in (alerts or {}).items()})
+    return Processor(config, log=logging.getLogger("test"))
+
+
+def test_a_message_whose_handling_raises_is_dead_lettered_and_the_next_one_is_handled(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    processor = service(tmp_path)
+    real = processor.core.on_telemetry
+
+    def explode(vehicle: str, doc: Any, now: float) -> Any:
+        if vehicle == "bad":
+            raise ZeroDivisionError("a bug")
+        return real(vehicle, doc, now)
+
+    monkeypatch.setattr(processor.core, "on_telemetry", explode)
+    now_s = int(time.time())
+    acks = processor._handle_batch([
+        ("fleet/bad/telemetry", json.dumps(fix(now_s, 2.305)).encode(), 1, False, 7),
+        ("fleet/v1/telemetry", json.dumps(fix(now_s, 2.305)).encode(), 1, False, 8),
+        ("fleet/v1/status", b"not json", 1, False, 9),
+    ])
+    assert acks == [7, 8, 9]  # every message is acknowledged, the failed one once dead-lettered
+    sent = bytes(processor.mqtt._out)
+    assert b"ecokit/deadletter/processor" in sent
+    assert b'"reason":"error","field":"ZeroDivisionError"' in sent
+    assert b"fleet/v1/events" in sent  # the next message entered the zone
+    metrics = processor.registry.get_sample_value
+    assert metrics("ecokit_processor_messages_failed_total", {"reason": "ZeroDivisionError"}) == 1
+    assert metrics("ecokit_processor_messages_received_total", {"kind": "telemetry"}) == 2
+    assert metrics("ecokit_processor_messages_ignored_total") == 1
+    assert metrics("ecokit_processor_fixes_evaluated_total") == 1
+
+
+def test_hostile_payloads_are_ignored_not_fatal(tmp_path: Path) -> None:
+    processor = service(tmp_path, {"fast": {"when": "speed > 100"}})
+    deep = b"[" * 100_000 + b"]" * 100_000
+    now_ms = int(time.time() * 1000)
+    payloads = [deep, b'{"ts": 1e999, "lat": 1, "lng": 2}', b'{"ts": NaN}',
+                json.dumps({"ts": now_ms, "lat": 48.8, "lng": 2.3, "speed": 10**400}).encode(),
+                json.dumps({"ts": 10**400, "lat": 48.8, "lng": 2.3}).encode(),
+                json.dumps({"ts": now_ms, "lat": 10**400, "lng": 2.3}).encode()]
+    acks = processor._handle_batch([(f"fleet/v{i}/telemetry", p, 1, False, i + 1) for i, p in enumerate(payloads)])
+    assert acks == list(range(1, len(payloads) + 1))
+    assert processor.registry.get_sample_value("ecokit_processor_messages_failed_total",
+                                               {"reason": "OverflowError"}) is None
+    assert b"ecokit/deadletter/processor" not in bytes(processor.mqtt._out)
