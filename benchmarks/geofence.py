@@ -199,7 +199,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "fixes_per_cpu_second": round(n / cpu),
         "core_share_at_1hz": f"{args.vehicles / (n / cpu) * 100:.1f} % of one core for {args.vehicles} vehicles",
         "events": events, "alerts": alerts, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-        "lookup_only_cpu_us": {"strtree_prepared (ecokit)": round(tree_us, 2), "scan_prepared (no tree)": round(scan_us, 2),
+        "lookup_only_cpu_us": {"strtree_prepared (ecokit)": round(tree_us, 2),
+                               "scan_prepared (no tree)": round(scan_us, 2),
                            "traccar (bbox + ray casting, Python)": round(traccar_us, 2),
                            "sample": len(sample), "all_agree": agree},
     }
