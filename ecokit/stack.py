@@ -23,7 +23,7 @@ from ecokit.config.model import StackConfig
 from ecokit.config.regions import parse_region
 from ecokit.config.registry import Device, User, load_devices, load_users
 from ecokit.errors import ConfigError, RuntimeUnavailable, StackNotRunning
-from ecokit.geofence.model import GeofenceSet
+from ecokit.geofence.model import GeofenceError, GeofenceSet
 from ecokit.geofence.store import GeofenceStore
 from ecokit.paths import StackPaths
 from ecokit.render import PathMap
@@ -35,6 +35,7 @@ from ecokit.services import context as names
 from ecokit.services.broker import broker_ports
 from ecokit.services.context import Capabilities, PasswordHashes, Placement, PlanContext
 from ecokit.services.influxdb import SETUP_V1, SETUP_V2, influx_version
+from ecokit.services.pipeline import GEOFENCES_FILE, PROCESSOR
 from ecokit.services.plan import build_plan
 from ecokit.services.spec import LocalCommand, ServiceSpec, Target
 from ecokit.store.influx import InfluxEndpoint, setup_v1
@@ -325,7 +326,22 @@ class Stack:
         return PlanContext(config=self._effective_config(target), target=target,
                            policy=self.access_policy(), secrets=self.secret_values(), paths=paths,
                            caps=self.capabilities(target), hashes=self._hashes,
-                           geofences=self.geofences().dumps(), geofences_file=str(self.geofences_file.resolve()))
+                           geofences=self._deployable_geofences(), geofences_file=str(self.geofences_file.resolve()))
+
+    def _deployable_geofences(self) -> bytes:
+        """The geofence file for the plan. `up`/`render` refuse an invalid one (naming its
+        problems); every other command goes on with the copy last rendered (what the processor
+        runs with) and says so in the notes."""
+        try:
+            return self.geofences().dumps()
+        except GeofenceError as exc:
+            label = self._label(self.geofences_file)
+            note = (f"{label} is invalid ({len(exc.problems)} problem(s)); the processor keeps its last valid "
+                    "geofences: `ecokit geofences list` names the problems")
+            if note not in self.notes:
+                self.notes.append(note)
+            last = self.paths.service_config(PROCESSOR) / GEOFENCES_FILE
+            return last.read_bytes() if last.is_file() else GeofenceSet().dumps()
 
     def plan(self, target: Target) -> list[ServiceSpec]:
         if target not in self._plans:
@@ -334,6 +350,7 @@ class Stack:
 
     def render(self, target: Target) -> list[Path]:
         """Write every service's rendered files under .ecokit/<stack>/config/; return them."""
+        self.geofences()  # an invalid geofence file stops here, every problem named
         written = []
         for spec in self.plan(target):
             folder = self.paths.service_config(spec.name)

@@ -84,7 +84,7 @@ def test_an_invalid_import_is_one_red_error_listing_every_problem(cli: CliRunner
     assert cli("geofences", "import", str(tmp_path / "none.geojson"), "-c", str(project))[0] == 1
 
 
-def test_a_hand_broken_file_fails_list_and_up_with_its_problems(cli: CliRunner,
+def test_a_hand_broken_file_fails_list_and_render_but_not_status(cli: CliRunner,
                                                                project: Path) -> None:
     write(project.parent / "config" / "geofences.geojson", zone("a"), zone("a"))
     code, _, err = cli("geofences", "list", "-c", str(project))
@@ -93,6 +93,10 @@ def test_a_hand_broken_file_fails_list_and_up_with_its_problems(cli: CliRunner,
     code, _, err = cli("render", "-c", str(project))
     assert code == 1
     assert "duplicate id 'a'" in err
+    # Everything else goes on (with what the processor last got) and says so.
+    code, out, err = cli("status", "-c", str(project))
+    assert code == 0
+    assert "config/geofences.geojson is invalid (1 problem(s)); the processor keeps its last valid" in out + err
 
 
 def test_swapped_coordinates_near_the_region_warn(cli: CliRunner, project: Path,
