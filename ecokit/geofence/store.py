@@ -74,15 +74,25 @@ class GeofenceStore:
         mode = (self.path.stat().st_mode & 0o777) if self.path.exists() else 0o644
         write_atomic(self.path, fences.dumps(), mode=mode)
 
-    def update(self, change: Callable[[list[Mapping[str, Any]]], list[Mapping[str, Any]]]) -> GeofenceSet:
+    def update(self, change: Callable[[list[Mapping[str, Any]]], list[Mapping[str, Any]]], *,
+               over_invalid: bool = False, dry_run: bool = False) -> GeofenceSet:
         """Read-modify-write under the lock: ``change`` gets the current features and returns
-        the new ones; the result is validated as a whole before anything is written."""
+        the new ones; the result is validated as a whole before anything is written.
+        ``over_invalid``: the new set does not build on the current one, so a broken file
+        may be replaced (otherwise its problems are raised). ``dry_run``: write nothing."""
         with self._locked():
-            current = self.load()
+            broken = False
+            try:
+                current = self.load()
+            except GeofenceError as exc:
+                if not over_invalid:
+                    exc.hint = "fix the file first, or replace it: ecokit geofences import FILE --replace"
+                    raise
+                current, broken = GeofenceSet(), True
             features = change([f.feature for f in current.fences])
             new = parse_geofences({"type": "FeatureCollection", "features": features}, source=self.label,
                                   region=self.region)
-            if new.dumps() != current.dumps() or not self.path.exists():
+            if not dry_run and (broken or new.dumps() != current.dumps() or not self.path.exists()):
                 self._write(new)
             return new
 
@@ -142,9 +152,9 @@ class GeofenceStore:
                 merged.update({f.id: f.feature for f in incoming.fences})
                 out = list(merged.values())
             result = ImportResult(added, updated, unchanged, removed, len(out), incoming.warnings)
-            return features if dry_run else out
+            return out
 
-        self.update(change)
+        self.update(change, over_invalid=replace, dry_run=dry_run)
         assert result is not None
         return result
 

@@ -324,3 +324,19 @@ def test_the_watcher_sees_every_change_and_reports_an_invalid_one(tmp_path: Path
     assert fixed is not None
     assert [f.id for f in fixed.fences] == ["b"]
     assert watcher.poll(force=True) is not None
+
+
+def test_a_broken_file_can_be_replaced_but_not_merged_into(tmp_path: Path) -> None:
+    store = GeofenceStore(tmp_path / "g.geojson")
+    store.path.write_text(json.dumps(collection(feature("a"), feature("a"))))
+    with pytest.raises(GeofenceError) as info:
+        store.import_features(collection(feature("b")), source="in")
+    assert info.value.hint is not None
+    assert "--replace" in info.value.hint
+    result = store.import_features(collection(feature("b")), source="in", replace=True)
+    assert (result.added, result.total) == (("b",), 1)
+    assert [f.id for f in store.load().fences] == ["b"]
+    store.path.write_text("{broken")
+    before = store.path.read_bytes()
+    assert store.import_features(collection(feature("c")), source="in", replace=True, dry_run=True).total == 1
+    assert store.path.read_bytes() == before  # a dry run never writes, even over a broken file
