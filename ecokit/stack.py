@@ -34,7 +34,7 @@ from ecokit.secrets import SecretStore, generate_password, generate_token
 from ecokit.services import context as names
 from ecokit.services.broker import broker_ports
 from ecokit.services.context import Capabilities, PasswordHashes, Placement, PlanContext
-from ecokit.services.influxdb import SETUP_V1, SETUP_V2, influx_version
+from ecokit.services.influxdb import INFLUXDB, SETUP_V1, SETUP_V2, influx_version
 from ecokit.services.pipeline import GEOFENCES_FILE, PROCESSOR
 from ecokit.services.plan import build_plan
 from ecokit.services.spec import LocalCommand, ServiceSpec, Target
@@ -410,6 +410,8 @@ class Stack:
             self.generate_certs()
         self.render(name)
         actions = self.runtime(name).up(self.plan(name), on_ready=self._on_ready, progress=progress)
+        if actions.get(INFLUXDB) not in (None, "skipped"):
+            self._apply_analytics(name)
         profile_file = self.paths.active_profile_file
         if self.loaded.profile:
             profile_file.write_text(self.loaded.profile + "\n")
@@ -482,6 +484,19 @@ class Stack:
             raise ConfigError("daily analytics are off (or the telemetry rule has no speed, lat and lng)",
                               key="analytics.daily.enabled")
         return rollup
+
+    def _apply_analytics(self, target: Target) -> None:
+        """Make InfluxDB's continuous queries (1.x) or task (2.x) match `analytics:` on every
+        `up` (idempotent: unchanged ones are left alone), not only when InfluxDB starts."""
+        rollup = self.daily_rollup()
+        if influx_version(self.plan_context(target)) == 2:
+            with _influx_v2_client(self) as client:
+                apply_task(client, rollup, bucket=self.config.influxdb.database, org=self.config.influxdb.org)
+            return
+        from ecokit.store.influx import InfluxV1
+
+        with InfluxV1(self.influx_endpoint("admin", target=target)) as client:
+            apply_continuous_queries(client, rollup, self.config.influxdb.database)
 
     def refresh_daily(self, start: dt.datetime, end: dt.datetime) -> int:
         """Compute the daily rows of the days in [start, end) now; returns rows written."""
@@ -576,16 +591,12 @@ def _mosquitto_has_websockets() -> bool:
 
 
 def _setup_influx_v1(stack: Stack, spec: ServiceSpec) -> None:
-    from ecokit.store.influx import InfluxV1
-
     values = stack.secret_values()
     target: Target = stack.current_runtime() or "local"
     admin = stack.influx_endpoint("admin", target=target)
     setup_v1(admin, database=stack.config.influxdb.database, retention=stack.config.influxdb.retention,
              users={"ecokit-writer": (values[names.INFLUX_WRITER], "WRITE"),
                     "ecokit-reader": (values[names.INFLUX_READER], "READ")})
-    with InfluxV1(admin) as client:
-        apply_continuous_queries(client, stack.daily_rollup(), stack.config.influxdb.database)
 
 
 def _influx_v2_client(stack: Stack) -> Any:
@@ -604,8 +615,6 @@ def _setup_influx_v2(stack: Stack, spec: ServiceSpec) -> None:
     with InfluxV1(stack.influx_endpoint("admin", target="docker")) as client:
         client.query("SHOW MEASUREMENTS LIMIT 1")
         check_v1_mapping(client, org=stack.config.influxdb.org, database=stack.config.influxdb.database)
-    with _influx_v2_client(stack) as client:
-        apply_task(client, stack.daily_rollup(), bucket=stack.config.influxdb.database, org=stack.config.influxdb.org)
 
 
 def _refresh_daily_v2(stack: Stack, rollup: DailyRollup, start: dt.datetime, end: dt.datetime) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 from shapely import LineString, Point
 from shapely.geometry import mapping
 
@@ -299,6 +300,20 @@ def test_continuous_queries_keep_todays_daily_rows_and_refresh_computes_history(
     table = capsys.readouterr().out
     assert "daily fleet analytics since" in table
     assert "0h10m" in table
+
+
+def test_changed_analytics_reach_the_continuous_queries_on_the_next_up(stack: Stack) -> None:
+    path = stack.loaded.path("ecokit.yaml")
+    config = yaml.safe_load(path.read_text())
+    config["analytics"]["daily"]["every"] = "3s"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    actions = Stack.load(path, env={}).up()
+    assert actions["influxdb"] == "unchanged"  # no restart for a new schedule
+    with InfluxV1(stack.influx_endpoint("admin")) as admin:
+        queries = [row["query"] for row in admin.rows("SHOW CONTINUOUS QUERIES", use_db=False)
+                   if row["name"].startswith(CQ_PREFIX)]
+    assert len(queries) == 3
+    assert all("RESAMPLE EVERY 3s FOR 2d" in q for q in queries)
 
 
 def test_prometheus_loads_the_pipeline_alerting_rules(stack: Stack) -> None:
