@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from ecokit.cli import main
@@ -153,6 +154,9 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
     stack = Stack.load(docker_stack, env={})
     assert stack.up()["processor"] == "reloaded"
     assert engine.container(names.container("processor")).id == ids["processor"]  # type: ignore[union-attr]
+    metrics = f"http://{stack.readiness().host}:{stack.config.service_ports.processor}/metrics"
+    wait_for(lambda: "ecokit_processor_geofences 1.0" in requests.get(metrics, timeout=5).text, 20,
+             "the processor to load the new geofence")
     with SyncClient(stack.readiness().host, stack.config.broker.ports.mqtt, username=user,
                     password=password) as watcher:
         watcher.connect()
