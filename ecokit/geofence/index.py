@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import shapely
 from shapely import Point, STRtree
 
@@ -33,3 +34,16 @@ class GeofenceIndex:
             return []
         fences = self.fences
         return [fences[i] for i in self._tree.query(Point(lng, lat), predicate="within").tolist()]
+
+    def containing_many(self, positions: Sequence[tuple[float, float]]) -> list[list[Geofence]]:
+        """``containing`` for many (lng, lat) at once: one vectorised query, about four times
+        cheaper per position than one call each (benchmarks/README.md, "Geofences")."""
+        out: list[list[Geofence]] = [[] for _ in positions]
+        if self._tree is None or not positions:
+            return out
+        fences = self.fences
+        points = shapely.points(np.asarray(positions, dtype=float))
+        which, fence = self._tree.query(points, predicate="within")
+        for i, f in zip(which.tolist(), fence.tolist(), strict=True):
+            out[i].append(fences[f])
+        return out

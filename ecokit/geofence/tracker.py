@@ -114,8 +114,10 @@ class GeofenceTracker:
     def forget(self, vehicle_id: str) -> None:
         self.vehicles.pop(vehicle_id, None)
 
-    def on_fix(self, vehicle_id: str, ts: int, lat: float, lng: float) -> list[GeofenceEvent] | SkipReason:
-        """Evaluate one fix: the transitions it confirms, or why it was skipped."""
+    def on_fix(self, vehicle_id: str, ts: int, lat: float, lng: float,
+               hits: list[Geofence] | None = None) -> list[GeofenceEvent] | SkipReason:
+        """Evaluate one fix: the transitions it confirms, or why it was skipped. ``hits``: the
+        fences holding the position, when already looked up (``index.containing_many``)."""
         vehicle = self.vehicles.get(vehicle_id)
         if vehicle is None:
             vehicle = self.vehicles[vehicle_id] = _Vehicle()
@@ -125,7 +127,8 @@ class GeofenceTracker:
             return reason
         vehicle.last_ts = ts
         states = vehicle.fences
-        hits = self.index.containing(lng, lat)
+        if hits is None:
+            hits = self.index.containing(lng, lat)
         if not hits and not states:
             return []  # the common case: nowhere near a fence
         events: list[GeofenceEvent] = []

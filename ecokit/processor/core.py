@@ -18,6 +18,9 @@ from ecokit.geofence.tracker import GeofenceEvent, GeofenceTracker
 from ecokit.processor.alerts import AlertEngine, AlertUpdate
 from ecokit.processor.state import FleetState, StatusUpdate, parse_fix
 
+# A parsed fix (ts ms, lat, lng) and the fences holding it.
+Located = tuple[tuple[int, float, float], list[Geofence]]
+
 # A fix this far ahead of the processor's clock is a broken device clock: taken as the
 # newest fix it would make every later (correct) fix look out of order.
 MAX_FUTURE_MS = 300_000
@@ -41,8 +44,19 @@ class ProcessorCore:
                                        min_outside_s=geofences.min_outside_s)
         self.alerts = AlertEngine(alerts or {})
 
-    def on_telemetry(self, vehicle: str, doc: Any, now: float) -> Outputs:
-        fix = parse_fix(doc)
+    def locate(self, docs: Sequence[Any]) -> list[Located | None]:
+        """Parse many telemetry payloads and look up the fences of every usable fix in one
+        vectorised query; pass each result to :meth:`on_telemetry` as ``located``."""
+        fixes = [parse_fix(doc) for doc in docs]
+        usable = [(i, fix) for i, fix in enumerate(fixes) if fix is not None]
+        hits = self.tracker.index.containing_many([(lng, lat) for _, (_, lat, lng) in usable])
+        out: list[Located | None] = [None] * len(docs)
+        for (i, fix), found in zip(usable, hits, strict=True):
+            out[i] = (fix, found)
+        return out
+
+    def on_telemetry(self, vehicle: str, doc: Any, now: float, *, located: Located | None = None) -> Outputs:
+        fix = located[0] if located is not None else parse_fix(doc)
         if fix is None:
             self.fleet.ignored += 1
             return Outputs(ignored=True)
@@ -51,7 +65,7 @@ class ProcessorCore:
         if ts > now * 1000 + MAX_FUTURE_MS:
             out.skipped = "future"
             return out
-        result = self.tracker.on_fix(vehicle, ts, lat, lng)
+        result = self.tracker.on_fix(vehicle, ts, lat, lng, None if located is None else located[1])
         if isinstance(result, str):
             out.skipped = result
             return out

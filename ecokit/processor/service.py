@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -229,27 +230,33 @@ class Processor:
 
     def _handle_batch(self, messages: list[Received]) -> list[int]:
         """Handle each message on its own (a failure costs that message only); the packet ids
-        to acknowledge."""
-        acks = []
-        now = time.time()
+        to acknowledge. The fences of the batch's fixes are looked up together first."""
         metrics, core, clock = self.metrics, self.core, time.perf_counter
-        results: list[Outputs] = []
-        for topic, payload, qos, retain, pid in messages:
-            if pid:
-                acks.append(pid)
-            levels = topic.split("/")
+        now = time.time()
+        acks = [pid for _, _, _, _, pid in messages if pid]
+        decoded: list[tuple[Received, str, str, Any]] = []
+        for message in messages:
+            levels = message[0].split("/")
             if len(levels) != 3:
                 continue
-            kind, vehicle = levels[2], levels[1]
             try:
-                try:
-                    doc = decode_json(payload)
-                except (ValueError, RecursionError):  # not JSON, or nested beyond the parser
-                    doc = None
+                doc = decode_json(message[1])
+            except (ValueError, RecursionError):  # not JSON, or nested beyond the parser
+                doc = None
+            decoded.append((message, levels[2], levels[1], doc))
+        try:
+            located = core.locate([doc if kind == "telemetry" else None for _, kind, _, doc in decoded])
+        except Exception as exc:  # the lookup of every fix again, one by one, below
+            self.once(("locate", type(exc).__name__), "the batched fence lookup failed; looking up one by one",
+                      error=f"{type(exc).__name__}: {exc}"[:300])
+            located = [None] * len(decoded)
+        results: list[Outputs] = []
+        for (message, kind, vehicle, doc), where in zip(decoded, located, strict=True):
+            try:
                 if kind == "telemetry":
                     metrics.telemetry.inc()
                     started = clock()
-                    out = core.on_telemetry(vehicle, doc, now)
+                    out = core.on_telemetry(vehicle, doc, now, located=where)
                     if not out.ignored and out.skipped is None:
                         metrics.evaluated.inc()
                         metrics.evaluation_time.inc(clock() - started)
@@ -257,7 +264,7 @@ class Processor:
                     metrics.status.inc()
                     out = core.on_status(vehicle, doc, now)
             except Exception as exc:  # one message never stops the processor
-                self._failed(topic, payload, qos, retain, exc)
+                self._failed(message, exc)
                 continue
             if out.ignored:
                 metrics.ignored.inc()
@@ -269,7 +276,8 @@ class Processor:
             self._publish(out)
         return acks
 
-    def _failed(self, topic: str, payload: bytes, qos: int, retain: bool, exc: Exception) -> None:
+    def _failed(self, message: Received, exc: Exception) -> None:
+        topic, payload, qos, retain, _ = message
         reason = type(exc).__name__
         self.metrics.failed.labels(reason).inc()
         self.once(("failed", reason), "a message could not be handled; it is dead-lettered",

@@ -62,6 +62,16 @@ def test_index_handles_holes_and_multipolygons() -> None:
     assert index.containing(25, 0.5) == []  # between the two parts
 
 
+def test_many_positions_at_once_give_what_one_by_one_gives() -> None:
+    rng = random.Random(11)
+    fs = fences(*[square(f"s{i}", rng.uniform(0, 9), rng.uniform(0, 9), rng.uniform(0.1, 3)) for i in range(80)])
+    index = GeofenceIndex(fs)
+    positions = [(rng.uniform(-1, 11), rng.uniform(-1, 11)) for _ in range(2000)]
+    assert index.containing_many(positions) == [index.containing(x, y) for x, y in positions]
+    assert index.containing_many([]) == []
+    assert GeofenceIndex([]).containing_many([(1.0, 1.0)]) == [[]]
+
+
 def test_a_point_on_the_boundary_is_outside() -> None:
     index = GeofenceIndex(fences(square("a", 0, 0, 1)))
     assert index.containing(0.5, 0.0) == []

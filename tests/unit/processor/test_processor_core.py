@@ -86,6 +86,26 @@ def test_a_removed_fence_resolves_its_alert_and_forgets_membership() -> None:
     assert c.tracker.inside("v1") == []
 
 
+def test_a_batch_looked_up_at_once_gives_what_one_by_one_gives() -> None:
+    import random
+
+    rng = random.Random(5)
+    docs = []
+    for i in range(400):
+        vehicle = f"v{i % 7}"
+        doc: Any = fix(NOW + i, rng.uniform(2.28, 2.33), speed=rng.uniform(0, 200))
+        doc["lat"] = rng.uniform(48.795, 48.815)
+        docs.append((vehicle, doc if i % 50 else {"broken": True}))
+    alerts = {"fast": {"when": "speed > 150 for 2s", "clear": "speed < 100"},
+              "restricted": {"when": "enter tag:restricted"}}
+    one, many = core(alerts), core(alerts)
+    expected = [one.on_telemetry(v, d, NOW + 500) for v, d in docs]
+    located = many.locate([d for _, d in docs])
+    got = [many.on_telemetry(v, d, NOW + 500, located=where) for (v, d), where in zip(docs, located, strict=True)]
+    assert got == expected
+    assert sum(len(o.events) for o in got) > 10
+
+
 def test_default_min_times_come_from_the_geofences_section() -> None:
     c = core(min_inside_s=5)
     assert c.on_telemetry("v1", fix(NOW, 2.305), NOW).events == []
@@ -155,10 +175,10 @@ def test_a_message_whose_handling_raises_is_dead_lettered_and_the_next_one_is_ha
     processor = service(tmp_path)
     real = processor.core.on_telemetry
 
-    def explode(vehicle: str, doc: Any, now: float) -> Any:
+    def explode(vehicle: str, doc: Any, now: float, **kwargs: Any) -> Any:
         if vehicle == "bad":
             raise ZeroDivisionError("a bug")
-        return real(vehicle, doc, now)
+        return real(vehicle, doc, now, **kwargs)
 
     monkeypatch.setattr(processor.core, "on_telemetry", explode)
     now_s = int(time.time())
