@@ -69,8 +69,9 @@ def main() -> None:
 
     from ecokit.clients import fleet_ids, stack_connection
     from ecokit.config.regions import REGIONS
+    from ecokit.sim.base import SimSettings
     from ecokit.sim.fleet import FleetSpec, build_fleet
-    from ecokit.sim.runner import SimSettings, Simulator
+    from ecokit.sim.runner import Simulator
     from ecokit.testing import running_stack, write_project
 
     total = args.vehicles * args.count

@@ -55,8 +55,10 @@ def main() -> None:
 
     from ecokit.clients import fleet_ids, stack_connection
     from ecokit.config.regions import parse_region
+    from ecokit.sim.base import SimSettings
     from ecokit.sim.fleet import FleetSpec, build_fleet
-    from ecokit.sim.runner import SimSettings, Simulator, Snapshot
+    from ecokit.sim.runner import Simulator
+    from ecokit.sim.stats import Snapshot
     from ecokit.testing import running_stack, write_project
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -58,6 +58,21 @@ DEVICE_DENIED: tuple[Grant, ...] = (
 )
 
 
+def _shadow_answers() -> tuple[str, ...]:
+    found: list[str] = []
+    for prefix in ("things/+/shadow", "things/+/shadow/name/+"):
+        found += [f"{prefix}/+/accepted", f"{prefix}/+/rejected", f"{prefix}/update/delta",
+                  f"{prefix}/update/documents"]
+    return tuple(found)
+
+
+# Topics only ecokit's own services publish, which other clients trust: dead letters, the
+# shadow service's answers, the fleet processor's geofence events and alerts. On an open
+# broker (auth.open) anonymous clients may neither publish nor subscribe to them (Mosquitto's
+# `deny` covers both).
+SERVICE_TOPICS: tuple[str, ...] = ("ecokit/#", *_shadow_answers(), "fleet/+/events", "fleet/+/alerts")
+
+
 @dataclass(frozen=True)
 class ServiceRole:
     """One of ecokit's own services, with the rights it needs and nothing more."""
@@ -75,6 +90,7 @@ BRIDGE_USER = "ecokit-bridge"
 PROCESSOR_USER = "ecokit-processor"
 SHADOW_USER = "ecokit-shadow"
 REPLAY_USER = "ecokit-replay"
+BROKERSTATS_USER = "ecokit-brokerstats"
 
 SERVICE_ROLES: tuple[ServiceRole, ...] = (
     ServiceRole(ADMIN_USER, "operators, the simulator as admin, command sending, tests",
@@ -91,6 +107,8 @@ SERVICE_ROLES: tuple[ServiceRole, ...] = (
                         Grant("publish", "things/+/shadow/#"))),
     ServiceRole(REPLAY_USER, "replay: republishes archived messages to any topic",
                 grants=(Grant("publish", "#"),)),
+    ServiceRole(BROKERSTATS_USER, "broker metrics: reads Mosquitto's $SYS tree, nothing else",
+                grants=(Grant("subscribe", "$SYS/#"),)),
 )
 
 SERVICE_USERNAMES = tuple(role.username for role in SERVICE_ROLES)
@@ -122,6 +140,8 @@ class AccessPolicy:
     device_grants: tuple[Grant, ...] = DEVICE_GRANTS
     device_denied: tuple[Grant, ...] = DEVICE_DENIED
     anonymous: bool = False
+    # The test sandbox: anonymous clients reach every topic but $SYS writes and SERVICE_TOPICS.
+    open: bool = False
 
     @property
     def superusers(self) -> tuple[Principal, ...]:
@@ -143,6 +163,12 @@ class AccessPolicy:
         principal's topics.
         """
         if not username:
+            if self.anonymous and self.open:
+                if any(topic_matches(f, topic) for f in SERVICE_TOPICS):
+                    return False
+                if topic.startswith("$"):
+                    return access == "subscribe" and topic_matches("$SYS/#", topic)
+                return True
             # Anonymous clients exist only with `auth.anonymous: true`; like in both
             # brokers they get the pattern grants that do not name a username.
             return self.anonymous and any(

@@ -221,32 +221,28 @@ def _normalise(query: str) -> str:
     return "".join(query.split()).lower().replace('"', "")
 
 
-def task_create_request(rollup: DailyRollup, *, bucket: str, org: str) -> Any:
-    """The body of POST /api/v2/tasks (influxdb-client's TaskCreateRequest)."""
-    from influxdb_client.domain.task_create_request import TaskCreateRequest
-
-    return TaskCreateRequest(org=org, flux=rollup.task(bucket, org), status="active",  # type: ignore[no-untyped-call]
-                             description="ecokit: daily fleet analytics (ecokit.yaml analytics.daily)")
+def task_create_request(rollup: DailyRollup, *, bucket: str, org: str) -> dict[str, str]:
+    """The body of POST /api/v2/tasks."""
+    return {"org": org, "flux": rollup.task(bucket, org), "status": "active",
+            "description": "ecokit: daily fleet analytics (ecokit.yaml analytics.daily)"}
 
 
-def apply_task(client: Any, rollup: DailyRollup | None, *, bucket: str, org: str) -> str:
-    """Create, update or delete the 2.x task (``client``: an influxdb_client.InfluxDBClient)."""
-    from influxdb_client.domain.task_update_request import TaskUpdateRequest
-
-    tasks = client.tasks_api()
-    found = tasks.find_tasks(name=TASK_NAME)
+def apply_task(client: InfluxV1, rollup: DailyRollup | None, *, bucket: str, org: str) -> str:
+    """Create, update or delete the 2.x task through InfluxDB 2's /api/v2/tasks."""
+    found = client.send_json("GET", "/api/v2/tasks", params={"name": TASK_NAME, "org": org}) or {}
+    tasks = [t for t in found.get("tasks", []) if t.get("name") == TASK_NAME]
     if rollup is None:
-        for task in found:
-            tasks.delete_task(task.id)
-        return "deleted" if found else "unchanged"
-    flux = rollup.task(bucket, org)
-    if not found:
-        tasks.create_task(task_create_request=task_create_request(rollup, bucket=bucket, org=org))
+        for task in tasks:
+            client.send_json("DELETE", f"/api/v2/tasks/{task['id']}")
+        return "deleted" if tasks else "unchanged"
+    body = task_create_request(rollup, bucket=bucket, org=org)
+    if not tasks:
+        client.send_json("POST", "/api/v2/tasks", body)
         return "created"
-    task = found[0]
-    if task.flux == flux and task.status == "active":
+    task = tasks[0]
+    if task.get("flux") == body["flux"] and task.get("status") == "active":
         return "unchanged"
-    tasks.update_task_request(task.id, TaskUpdateRequest(flux=flux, status="active"))  # type: ignore[no-untyped-call]
+    client.send_json("PATCH", f"/api/v2/tasks/{task['id']}", {"flux": body["flux"], "status": "active"})
     return "updated"
 
 

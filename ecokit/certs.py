@@ -79,6 +79,7 @@ class CertStatus:
     days_left: int | None = None
     subject: str = ""
     problems: tuple[str, ...] = ()
+    not_after: float | None = None  # expiry, seconds since the epoch
 
 
 @dataclass
@@ -257,7 +258,8 @@ def inspect(name: str, cert_path: Path, key_path: Path | None, ca: x509.Certific
         problems.append(f"missing subject alternative names: {', '.join(sorted(missing))}")
     subject = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return CertStatus(name, cert_path, not problems, days,
-                      subject=str(subject[0].value) if subject else "", problems=tuple(problems))
+                      subject=str(subject[0].value) if subject else "", problems=tuple(problems),
+                      not_after=cert.not_valid_after_utc.timestamp())
 
 
 class CertAuthority:

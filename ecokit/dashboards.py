@@ -6,9 +6,12 @@
 The JSON under ``dashboards/`` is generated from this module and committed; Grafana loads
 it through file provisioning (``templates/grafana/dashboards.yaml.j2``). Panels query
 InfluxDB with InfluxQL (datasource uid ``ecokit-influxdb``, which works on InfluxDB 1.x,
-2.x and 3.x) and Prometheus (uid ``ecokit-prometheus``): the bridge's metrics and EMQX's.
+2.x and 3.x) and Prometheus (uid ``ecokit-prometheus``): ecokit's services' metrics, and the
+broker's (Mosquitto's $SYS through ecokit's brokerstats service, or EMQX's own endpoint).
 
-The SDK is a development dependency: only this generator needs it, the stack ships JSON.
+A development tool: the SDK is a development dependency and this module is left out of the
+wheel (pyproject.toml), so an installed ecokit ships the JSON and never a generator that
+cannot import.
 """
 
 from __future__ import annotations
@@ -299,37 +302,110 @@ def pipeline_health() -> dash.Dashboard:
     )
 
 
+def either(mosquitto: str, emqx: str) -> str:
+    """One PromQL expression for both brokers: Mosquitto's $SYS (ecokit's brokerstats service)
+    or EMQX's own endpoint, whichever the stack runs (the other side has no series)."""
+    return f"({mosquitto}) or ({emqx})"
+
+
 def broker() -> dash.Dashboard:
+    connected = either("sum(mosquitto_clients_connected)", "sum(emqx_connections_count)")
+    received = either("sum(rate(mosquitto_publish_messages_received_total[1m]))",
+                      "sum(rate(emqx_messages_received[1m]))")
+    sent = either("sum(rate(mosquitto_publish_messages_sent_total[1m]))", "sum(rate(emqx_messages_sent[1m]))")
+    dropped = either("sum(rate(mosquitto_publish_messages_dropped_total[1m]))",
+                     "sum(rate(emqx_messages_dropped[1m]))")
     connections = _ts("Connections", "short", [
-        promql("sum(emqx_connections_count)", "connections", "A"),
-        promql("sum(emqx_sessions_count)", "sessions", "B"),
-    ], PROMETHEUS)
-    messages = _ts("Messages", "reqps", [
-        promql("sum(rate(emqx_messages_received[1m]))", "received/s", "A"),
-        promql("sum(rate(emqx_messages_sent[1m]))", "sent/s", "B"),
-    ], PROMETHEUS)
+        promql(connected, "connected", "A"),
+        promql(either("sum(mosquitto_clients_total)", "sum(emqx_sessions_count)"), "sessions", "B"),
+        promql(either("sum(mosquitto_clients_maximum)", "max(emqx_connections_max)"), "maximum", "C"),
+    ], PROMETHEUS, "Clients connected now, sessions kept (connected or persistent), and the most ever connected")
+    messages = _ts("PUBLISH messages", "reqps", [
+        promql(received, "received/s", "A"),
+        promql(sent, "sent/s", "B"),
+    ], PROMETHEUS, "Application messages in and out (MQTT control packets not counted)")
     drops = _ts("Drops", "reqps", [
-        promql("sum(rate(emqx_messages_dropped[1m]))", "dropped/s", "A"),
-        promql("sum(rate(emqx_messages_dropped_no_subscribers[1m]))", "no subscribers/s", "B"),
-        promql("sum(rate(emqx_delivery_dropped[1m]))", "delivery dropped/s", "C"),
-    ], PROMETHEUS, "Messages EMQX dropped, and deliveries dropped per subscriber (queue full, expired, ...)")
-    topics = _ts("Topics and retained", "short", [
-        promql("sum(emqx_topics_count)", "topics", "A"),
-        promql("sum(emqx_retained_count)", "retained", "B"),
+        promql(dropped, "dropped/s", "A"),
+        promql("sum(rate(emqx_messages_dropped_no_subscribers[1m]))", "no subscribers/s (EMQX)", "B"),
+        promql("sum(rate(emqx_delivery_dropped[1m]))", "delivery dropped/s (EMQX)", "C"),
+    ], PROMETHEUS, "Messages the broker dropped: Mosquitto counts queue overflows "
+                   "(max_queued_messages) here, EMQX splits them by cause")
+    traffic = _ts("Network traffic", "Bps", [
+        promql(either("sum(rate(mosquitto_bytes_received_total[1m]))", "sum(rate(emqx_bytes_received[1m]))"),
+               "received", "A"),
+        promql(either("sum(rate(mosquitto_bytes_sent_total[1m]))", "sum(rate(emqx_bytes_sent[1m]))"), "sent", "B"),
+    ], PROMETHEUS, "Bytes on the wire, all packets")
+    state = _ts("Subscriptions, retained and stored", "short", [
+        promql(either("sum(mosquitto_subscriptions_count)", "sum(emqx_subscriptions_count)"), "subscriptions", "A"),
+        promql(either("sum(mosquitto_retained_messages_count)", "sum(emqx_retained_count)"), "retained", "B"),
+        promql("sum(mosquitto_messages_stored)", "stored, queued + retained (Mosquitto)", "C"),
     ], PROMETHEUS)
-    now_connections = _stat("Connections now", "short", promql("sum(emqx_connections_count)", instant=True),
-                            PROMETHEUS)
-    now_rate = _stat("Received msgs/s", "reqps", promql("sum(rate(emqx_messages_received[1m]))", instant=True),
-                     PROMETHEUS)
-    now_drops = _stat("Dropped msgs/s", "reqps", promql("sum(rate(emqx_messages_dropped[1m]))", instant=True),
-                      PROMETHEUS)
+    now_connections = _stat("Connections now", "short", promql(connected, instant=True), PROMETHEUS)
+    now_rate = _stat("Received msgs/s", "reqps", promql(received, instant=True), PROMETHEUS)
+    now_drops = _stat("Dropped msgs/s", "reqps", promql(dropped, instant=True), PROMETHEUS)
+    uptime = _stat("Broker up for", "s", promql("max(mosquitto_uptime_seconds)", instant=True), PROMETHEUS,
+                   "Mosquitto's $SYS/broker/uptime (EMQX shows its uptime on its own dashboard, port 18083)")
+    freshness = _stat("Metrics age", "s", promql(
+        either("max(ecokit_brokerstats_age_seconds)", "max(time() - timestamp(emqx_connections_count))"),
+        instant=True), PROMETHEUS,
+        "Seconds since the broker last reported (Mosquitto publishes $SYS every sys_interval, 10 s)")
     return (
         _dashboard("ecokit-broker", "ecokit / Broker",
-                   "EMQX, from its Prometheus endpoint: connections, messages and drops")
-        .with_panel(_grid(now_connections, 0, 0, 8, 4)).with_panel(_grid(now_rate, 8, 0, 8, 4))
-        .with_panel(_grid(now_drops, 16, 0, 8, 4))
+                   "The broker, Mosquitto ($SYS, through ecokit's brokerstats service) or EMQX (its Prometheus "
+                   "endpoint): connections, messages, drops and traffic")
+        .with_panel(_grid(now_connections, 0, 0, 5, 4)).with_panel(_grid(now_rate, 5, 0, 5, 4))
+        .with_panel(_grid(now_drops, 10, 0, 5, 4)).with_panel(_grid(uptime, 15, 0, 5, 4))
+        .with_panel(_grid(freshness, 20, 0, 4, 4))
         .with_panel(_grid(connections, 0, 4, 12, 8)).with_panel(_grid(messages, 12, 4, 12, 8))
-        .with_panel(_grid(drops, 0, 12, 12, 8)).with_panel(_grid(topics, 12, 12, 12, 8))
+        .with_panel(_grid(drops, 0, 12, 12, 8)).with_panel(_grid(traffic, 12, 12, 12, 8))
+        .with_panel(_grid(state, 0, 20, 12, 8))
+    )
+
+
+SHADOW_REQUESTS = "ecokit_shadow_requests_total"
+SHADOW_REJECTIONS = "ecokit_shadow_rejections_total"
+SHADOW_LATENCY = "ecokit_shadow_request_seconds"
+PROCESSOR_RECEIVED = "ecokit_processor_messages_received_total"
+PROCESSOR_PUBLISHED = "ecokit_processor_status_published_total"
+PROCESSOR_IGNORED = "ecokit_processor_messages_ignored_total"
+
+
+def services() -> dash.Dashboard:
+    """ecokit's own services besides the bridge: the fleet processor and the shadow service."""
+    up = _ts("Services up", "short", [
+        promql('up{job=~"ecokit-.*"}', "{{job}}", "A"),
+    ], PROMETHEUS, "1 while Prometheus can scrape the service")
+    processor_in = _ts("Processor: messages in", "reqps", [
+        promql(f"sum by (kind) (rate({PROCESSOR_RECEIVED}[1m]))", "{{kind}}/s", "A"),
+        promql(f"sum(rate({PROCESSOR_IGNORED}[1m]))", "ignored/s", "B"),
+    ], PROMETHEUS, "Fleet messages the processor reads, and those it could not use")
+    processor_out = _ts("Processor: status published", "reqps", [
+        promql(f"sum by (state, reason) (rate({PROCESSOR_PUBLISHED}[5m]))", "{{state}} ({{reason}})", "A"),
+    ], PROMETHEUS, "Online/offline updates to fleet/{id}/status, by reason")
+    vehicles = _ts("Processor: vehicles", "short", [
+        promql("sum by (state) (ecokit_processor_vehicles)", "{{state}}", "A"),
+    ], PROMETHEUS, "Vehicles the processor sees online and offline")
+    shadow_rate = _ts("Shadow: requests", "reqps", [
+        promql(f"sum by (operation, result) (rate({SHADOW_REQUESTS}[1m]))", "{{operation}} {{result}}", "A"),
+    ], PROMETHEUS, "Shadow requests answered, by operation and outcome")
+    shadow_errors = _ts("Shadow: rejections", "reqps", [
+        promql(f"sum by (code) (rate({SHADOW_REJECTIONS}[5m]))", "{{code}}", "A"),
+    ], PROMETHEUS, "Rejected requests by error code (400 bad request, 409 version conflict, ...)")
+    shadow_latency = _ts("Shadow: handling time", "s", [
+        promql(f"histogram_quantile({q}, sum by (le) (rate({SHADOW_LATENCY}_bucket[5m])))", f"p{int(q * 100)}",
+               ref) for q, ref in ((0.5, "A"), (0.99, "B"))
+    ], PROMETHEUS, "Time from a request's arrival to its answer")
+    shadows = _stat("Shadows", "short", promql("sum(ecokit_shadow_shadows)", instant=True), PROMETHEUS)
+    online = _stat("Vehicles online", "short", promql('sum(ecokit_processor_vehicles{state="online"})',
+                                                      instant=True), PROMETHEUS)
+    return (
+        _dashboard("ecokit-services", "ecokit / Services",
+                   "ecokit's fleet processor and shadow service, from their /metrics")
+        .with_panel(_grid(online, 0, 0, 6, 4)).with_panel(_grid(shadows, 6, 0, 6, 4))
+        .with_panel(_grid(up, 12, 0, 12, 4))
+        .with_panel(_grid(processor_in, 0, 4, 12, 8)).with_panel(_grid(processor_out, 12, 4, 12, 8))
+        .with_panel(_grid(vehicles, 0, 12, 12, 8)).with_panel(_grid(shadow_rate, 12, 12, 12, 8))
+        .with_panel(_grid(shadow_errors, 0, 20, 12, 8)).with_panel(_grid(shadow_latency, 12, 20, 12, 8))
     )
 
 
@@ -338,6 +414,7 @@ DASHBOARDS: dict[str, Callable[[], dash.Dashboard]] = {
     "vehicle-telemetry.json": vehicle_telemetry,
     "pipeline-health.json": pipeline_health,
     "broker.json": broker,
+    "services.json": services,
 }
 
 

@@ -13,6 +13,7 @@ from ecokit.runtime import docker_engine_answers, docker_runtime_installed
 from ecokit.runtime.local import find_binary
 from ecokit.runtime.process import port_is_free
 from ecokit.services.spec import LocalCommand
+from ecokit.status import stack_status
 
 Level = Literal["ok", "warn", "fail", "info"]
 
@@ -88,7 +89,7 @@ def check_stack(stack: object) -> list[Check]:
     runtime = stack.current_runtime()
     if runtime is not None:
         try:
-            statuses = stack.status().services
+            statuses = stack_status(stack).services
             for svc in statuses:
                 if svc.state == "running":
                     running_ports.update(svc.ports.values())

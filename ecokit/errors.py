@@ -96,15 +96,29 @@ class ReadinessTimeout(ServiceError):
 
 
 class PortInUse(EcokitError):
-    """A port the stack needs is taken by a process that is not part of the stack."""
+    """A port the stack needs is taken by a process that is not part of the stack.
 
-    def __init__(self, service: str, port: int, host: str) -> None:
+    ``key`` is the configuration key that chose the port (``broker.ports.mqtt``), ``source``
+    where its value came from, ``holder`` the process listening on it, when known.
+    """
+
+    def __init__(self, service: str, port: int, host: str, *, key: str | None = None, source: str | None = None,
+                 holder: str | None = None) -> None:
         self.service = service
         self.port = port
-        super().__init__(
-            f"{service}: port {host}:{port} is already in use by another process",
-            hint=f"free the port or set another one for {service} in ecokit.yaml",
-        )
+        self.host = host
+        self.key = key
+        self.source = source
+        self.holder = holder
+        chosen = f" ({key}, from {source})" if key and source else f" ({key})" if key else ""
+        who = f"by {holder}" if holder else "by another process"
+        if key:
+            env = "ECOKIT_" + key.upper().replace(".", "__")
+            hint = (f"stop {holder or 'that process'}, or give {service} another port: set {key} in ecokit.yaml, or "
+                    f"{env}=<port> for one command")
+        else:
+            hint = f"free the port or set another one for {service} in ecokit.yaml"
+        super().__init__(f"{service}: port {host}:{port}{chosen} is already in use {who}", hint=hint)
 
 
 class StackNotRunning(EcokitError):

@@ -1,9 +1,14 @@
-"""Where a stack keeps its files: everything under ``<project>/.ecokit/<stack>/``."""
+"""Where a stack keeps its files (everything under ``<project>/.ecokit/<stack>/``) and where
+its services run (``Target``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+# Where a plan's services run: local processes, or containers of a Docker engine.
+Target = Literal["local", "docker"]
 
 STATE_DIRNAME = ".ecokit"
 

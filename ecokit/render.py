@@ -16,8 +16,8 @@ from typing import Any
 import jinja2
 
 from ecokit.errors import RenderError
+from ecokit.paths import Target
 from ecokit.resources import templates_dir
-from ecokit.services.spec import Target
 
 
 def _hocon_str(value: object) -> str:

@@ -9,7 +9,6 @@ import datetime as dt
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,23 +21,24 @@ from ecokit.config.loader import LoadedConfig, find_config_file, load_config
 from ecokit.config.model import StackConfig
 from ecokit.config.regions import parse_region
 from ecokit.config.registry import Device, User, load_devices, load_users
-from ecokit.errors import ConfigError, RuntimeUnavailable, StackNotRunning
+from ecokit.errors import ConfigError, PortInUse, RuntimeUnavailable, StackNotRunning
 from ecokit.geofence.model import GeofenceError, GeofenceSet
 from ecokit.geofence.store import GeofenceStore
-from ecokit.paths import StackPaths
+from ecokit.machine import StackIndex, new_entry, state_dir
+from ecokit.paths import StackPaths, Target
 from ecokit.render import PathMap
 from ecokit.runtime import RuntimeName, docker_engine_answers, docker_runtime_installed
-from ecokit.runtime.base import Action, Progress, ReadinessContext, Runtime, ServiceStatus, no_progress
+from ecokit.runtime.base import Action, Progress, ReadinessContext, Runtime, no_progress
 from ecokit.runtime.local import find_binary
 from ecokit.secrets import SecretStore, generate_password, generate_token
 from ecokit.services import context as names
 from ecokit.services.broker import broker_ports
 from ecokit.services.context import Capabilities, PasswordHashes, Placement, PlanContext
-from ecokit.services.influxdb import INFLUXDB, SETUP_V1, SETUP_V2, influx_version
+from ecokit.services.influxdb import INFLUXDB, POST_START, PostStart, influx_version
 from ecokit.services.pipeline import GEOFENCES_FILE, PROCESSOR
 from ecokit.services.plan import build_plan
-from ecokit.services.spec import LocalCommand, ServiceSpec, Target
-from ecokit.store.influx import InfluxEndpoint, setup_v1
+from ecokit.services.spec import LocalCommand, ServiceSpec
+from ecokit.store.influx import InfluxEndpoint, InfluxV1
 
 if TYPE_CHECKING:
     from ecokit.runtime.docker import DockerSettings
@@ -59,40 +59,16 @@ STACK_SECRETS: dict[str, Callable[[], str]] = {
 }
 
 DOCKER_HOSTNAMES = ("broker", "emqx", "mosquitto", "influxdb", "grafana", "prometheus",
-                    "bridge", "processor", "shadow")
-
-
-@dataclass(frozen=True)
-class StackStatus:
-    stack: str
-    runtime: str | None
-    state: Literal["running", "partial", "stopped"]
-    services: list[ServiceStatus]
-    broker: dict[str, Any]
-    influxdb: dict[str, Any]
-    web: dict[str, str]
-    credentials: dict[str, Any]
-    project_dir: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "stack": self.stack, "runtime": self.runtime, "state": self.state,
-            "project_dir": self.project_dir,
-            "services": {s.name: {k: v for k, v in {
-                "state": s.state, "description": s.description, "pid": s.pid, "container": s.container,
-                "ports": s.ports, "log": s.log, "detail": s.detail or None}.items() if v is not None}
-                for s in self.services},
-            "broker": self.broker, "influxdb": self.influxdb, "web": self.web,
-            "credentials": self.credentials, "notes": self.notes,
-        }
+                    "bridge", "processor", "shadow", "brokerstats")
 
 
 class Stack:
     """Everything about one stack, loaded once and passed down explicitly."""
 
-    def __init__(self, loaded: LoadedConfig) -> None:
+    def __init__(self, loaded: LoadedConfig, *, index: StackIndex | None = None) -> None:
         self.loaded = loaded
+        # The machine-wide list of stacks (`ecokit ps`); `up` records this stack there.
+        self.index = index or StackIndex(state_dir({}))
         self.config: StackConfig = loaded.config
         self.project_dir = loaded.project_dir
         self.paths = StackPaths(self.project_dir, self.config.stack)
@@ -128,7 +104,7 @@ class Stack:
                 if loaded.config.stack != stack_name:
                     raise ConfigError(f"profile {name!r} changes the stack name; profiles cannot",
                                       key="stack")
-        return cls(loaded)
+        return cls(loaded, index=StackIndex(state_dir(env or {})))
 
     # -- registry and credentials -------------------------------------------------------
 
@@ -234,7 +210,7 @@ class Stack:
                            [Grant("subscribe", t) for t in user.subscribe])
             principals.append(Principal(user.username, user.password or values[f"user/{user.username}"],
                                         "user", superuser=user.superuser, grants=grants))
-        return AccessPolicy(tuple(principals), anonymous=self.config.auth.anonymous)
+        return AccessPolicy(tuple(principals), anonymous=self.config.auth.anonymous, open=self.config.auth.open)
 
     # -- certificates ------------------------------------------------------------------
 
@@ -396,8 +372,13 @@ class Stack:
                               ecokit_image=self.config.images.ecokit)
 
     def _on_ready(self, spec: ServiceSpec) -> None:
+        if not spec.post_start:
+            return
+        target: Target = self.current_runtime() or "local"
+        context = PostStart(admin=self.influx_endpoint("admin", target=target), config=self.config,
+                            secrets=self.secret_values())
         for step in spec.post_start:
-            POST_START[step](self, spec)
+            POST_START[step](context)
 
     def up(self, runtime: str | None = None, *, progress: Progress = no_progress) -> dict[str, Action]:
         """Bring the stack up (idempotent): certs when TLS is on, render, start, provision."""
@@ -409,15 +390,39 @@ class Stack:
         if self.config.tls.enabled:
             self.generate_certs()
         self.render(name)
-        actions = self.runtime(name).up(self.plan(name), on_ready=self._on_ready, progress=progress)
+        # The profile stays active (for every later command, across down and up) until
+        # another --profile is given; --profile default goes back to none.
+        if self.loaded.profile:
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+            self.paths.active_profile_file.write_text(self.loaded.profile + "\n")
+        recorded = self.index.get(self.project_dir, self.config.stack)
+        self.index.record(new_entry(
+            stack=self.config.stack, project_dir=self.project_dir,
+            config_file=self.loaded.config_file or self.project_dir / "ecokit.yaml", runtime=name,
+            profile=self.active_profile, started=recorded.started if recorded and current else None))
+        try:
+            actions = self.runtime(name).up(self.plan(name), on_ready=self._on_ready, progress=progress)
+        except PortInUse as exc:
+            raise self._port_error(exc) from None
         if actions.get(INFLUXDB) not in (None, "skipped"):
             self._apply_analytics(name)
-        profile_file = self.paths.active_profile_file
-        if self.loaded.profile:
-            profile_file.write_text(self.loaded.profile + "\n")
-        else:
-            profile_file.unlink(missing_ok=True)
         return actions
+
+    def _port_error(self, exc: PortInUse) -> PortInUse:
+        """The same error, naming the key that chose the port and where its value came from."""
+        if exc.key is not None:
+            return exc
+        # Ports are distinct across the configuration (checked at load), so one key chose it.
+        key = next((k for k, v in self.config.host_ports().items() if v == exc.port), None)
+        if key is None:
+            return exc
+        return PortInUse(exc.service, exc.port, exc.host, key=key, source=self.loaded.source_of(key),
+                         holder=exc.holder)
+
+    @property
+    def active_profile(self) -> str | None:
+        """The profile this stack was loaded with (given, or recorded by an earlier `up`)."""
+        return self.loaded.profile
 
     def down(self, *, purge: bool = False, progress: Progress = no_progress) -> list[str]:
         name = self.current_runtime()
@@ -434,8 +439,14 @@ class Stack:
                 shutil.rmtree(self.paths.logs_dir, ignore_errors=True)
         if purge and name == "docker":
             shutil.rmtree(self.paths.logs_dir, ignore_errors=True)
-        self.paths.active_profile_file.unlink(missing_ok=True)
+        self.index.forget(self.project_dir, self.config.stack)
         return stopped
+
+    def require_running(self) -> None:
+        """Raise StackNotRunning (with the way out) unless the last `up` left services running."""
+        if self.current_runtime() is None:
+            raise StackNotRunning(f"stack {self.config.stack!r} is not up",
+                                  hint="run `ecokit up` (`ecokit ps` lists the stacks running on this machine)")
 
     def restart(self, services: Sequence[str] = (), *, progress: Progress = no_progress) -> None:
         name = self.current_runtime()
@@ -444,7 +455,20 @@ class Stack:
         self.render(name)
         self.runtime(name).restart(self.plan(name), services, on_ready=self._on_ready, progress=progress)
 
+    def service_names(self) -> list[str]:
+        """The services of this stack's plan, in start order."""
+        from ecokit.services.spec import ordered
+
+        target: Target = self.current_runtime() or self.resolve_runtime(None)
+        return [s.name for s in ordered(self.plan(target))]
+
     def logs(self, service: str, *, follow: bool = False, tail: int = 50) -> Any:
+        from ecokit.errors import UsageError
+
+        known = self.service_names()
+        if service not in known:
+            raise UsageError(f"stack {self.config.stack!r} has no service {service!r}",
+                             hint=f"its services: {', '.join(known)} (or no name for all of them)")
         name = self.current_runtime() or self.resolve_runtime(None)
         return self.runtime(name).logs(service, follow=follow, tail=tail)
 
@@ -489,30 +513,27 @@ class Stack:
         """Make InfluxDB's continuous queries (1.x) or task (2.x) match `analytics:` on every
         `up` (idempotent: unchanged ones are left alone), not only when InfluxDB starts."""
         rollup = self.daily_rollup()
-        if influx_version(self.plan_context(target)) == 2:
-            with _influx_v2_client(self) as client:
-                apply_task(client, rollup, bucket=self.config.influxdb.database, org=self.config.influxdb.org)
-            return
-        from ecokit.store.influx import InfluxV1
-
         with InfluxV1(self.influx_endpoint("admin", target=target)) as client:
-            apply_continuous_queries(client, rollup, self.config.influxdb.database)
+            if influx_version(self.placement(target)) == 2:
+                apply_task(client, rollup, bucket=self.config.influxdb.database, org=self.config.influxdb.org)
+            else:
+                apply_continuous_queries(client, rollup, self.config.influxdb.database)
 
     def refresh_daily(self, start: dt.datetime, end: dt.datetime) -> int:
         """Compute the daily rows of the days in [start, end) now; returns rows written."""
         rollup = self._rollup_or_fail()
         endpoint = self.influx_endpoint("admin")
-        if endpoint.version == 2:
-            return _refresh_daily_v2(self, rollup, start, end)
-        from ecokit.store.influx import InfluxV1
-
         with InfluxV1(endpoint, timeout=120.0) as client:
+            if endpoint.version == 2:
+                # 2.x has no SELECT INTO on its InfluxQL endpoint: the task's Flux over the window.
+                first = dt.datetime.combine(start.astimezone(dt.UTC).date(), dt.time(), dt.UTC)
+                flux = rollup.flux(self.config.influxdb.database, self.config.influxdb.org,
+                                   start=f"time(v: \"{_rfc3339(first)}\")", stop=f"time(v: \"{_rfc3339(end)}\")")
+                return client.flux(flux, org=self.config.influxdb.org)
             return refresh_daily(client, rollup, self.config.influxdb.database, start, end)
 
     def daily_rows(self, start: dt.datetime, *, vehicle: str | None = None) -> list[dict[str, Any]]:
         rollup = self._rollup_or_fail()
-        from ecokit.store.influx import InfluxV1
-
         with InfluxV1(self.influx_endpoint("reader")) as client:
             return read_daily(client, rollup, start, vehicle=vehicle)
 
@@ -523,50 +544,9 @@ class Stack:
         schemes = ("mqtt", "mqtts", "ws", "wss")
         return {p.name: p.url(ctx.client_host) for p in broker_ports(ctx) if p.scheme in schemes}
 
-    def status(self, *, show_secrets: bool = False) -> StackStatus:
-        name = self.current_runtime()
-        target: Target = name or self.resolve_runtime(None)
-        plan = self.plan(target)
-        services = self.runtime(target).status(plan)
-        running = [s for s in services if s.state == "running"]
-        required = [s for s in services if s.state != "unavailable"]
-        state: Literal["running", "partial", "stopped"] = (
-            "stopped" if not running else "running" if len(running) == len(required) else "partial")
-        ctx = self.plan_context(target)
-        broker_spec = next(s for s in plan if s.role == "broker")
-        broker = {"kind": ctx.config.broker.kind, "endpoints": self.broker_endpoints(target),
-                  "ca": str(self.cert_paths.ca_cert) if self.config.tls.enabled else None,
-                  "tls": self.config.tls.enabled, "mtls": self.config.tls.mtls}
-        if any(p.name == "dashboard" for p in broker_spec.ports):
-            broker["dashboard"] = broker_spec.port("dashboard").url(ctx.client_host)
-        reader = self.influx_endpoint("reader", target=target)
-        writer = self.influx_endpoint("writer", target=target)
-        influx: dict[str, Any] = {"url": reader.url, "version": reader.version, "database": reader.database}
-        if reader.version == 1:
-            influx.update(username=reader.username, writer_username=writer.username)
-            if show_secrets:
-                influx.update(password=reader.password, writer_password=writer.password)
-        else:
-            influx.update(org=self.config.influxdb.org)
-            if show_secrets:
-                influx.update(token=reader.token)
-        web = {}
-        for svc in plan:
-            if svc.role in ("dashboard", "metrics"):
-                web[svc.name] = svc.port("http").url(ctx.client_host)
-        credentials: dict[str, Any] = {
-            "secrets_file": str(self.paths.secrets_file),
-            "devices_registry": str(self.devices_file),
-            "users_registry": str(self.users_file),
-            "certs_dir": str(self.cert_paths.root),
-            "device_passwords": "secrets_file: device/<id> (or the registry when set there)",
-            "service_users": [r.username for r in SERVICE_ROLES],
-        }
-        if show_secrets:
-            credentials["service_passwords"] = {r.username: self.service_credentials(r.username)[1]
-                                                for r in SERVICE_ROLES}
-        return StackStatus(self.config.stack, name, state, services, broker, influx, web, credentials,
-                           project_dir=str(self.project_dir), notes=list(self.notes))
+
+def _rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _write_file(path: Path, content: bytes, mode: int) -> None:
@@ -588,47 +568,3 @@ def _mosquitto_has_websockets() -> bool:
         return b"libwebsockets.so" in Path(binary).read_bytes()
     except OSError:
         return False
-
-
-def _setup_influx_v1(stack: Stack, spec: ServiceSpec) -> None:
-    values = stack.secret_values()
-    target: Target = stack.current_runtime() or "local"
-    admin = stack.influx_endpoint("admin", target=target)
-    setup_v1(admin, database=stack.config.influxdb.database, retention=stack.config.influxdb.retention,
-             users={"ecokit-writer": (values[names.INFLUX_WRITER], "WRITE"),
-                    "ecokit-reader": (values[names.INFLUX_READER], "READ")})
-
-
-def _influx_v2_client(stack: Stack) -> Any:
-    from influxdb_client.client.influxdb_client import InfluxDBClient
-
-    endpoint = stack.influx_endpoint("admin", target="docker")
-    return InfluxDBClient(url=endpoint.url, token=endpoint.token or "", org=stack.config.influxdb.org, timeout=30_000)
-
-
-def _setup_influx_v2(stack: Stack, spec: ServiceSpec) -> None:
-    # The image's entrypoint creates org, bucket and operator token on an empty volume;
-    # buckets map to databases automatically (virtual DBRP, 2.4+). Prove it answers v1, and
-    # that no explicit DBRP mapping sends the database's writes to another bucket.
-    from ecokit.store.influx import InfluxV1, check_v1_mapping
-
-    with InfluxV1(stack.influx_endpoint("admin", target="docker")) as client:
-        client.query("SHOW MEASUREMENTS LIMIT 1")
-        check_v1_mapping(client, org=stack.config.influxdb.org, database=stack.config.influxdb.database)
-
-
-def _refresh_daily_v2(stack: Stack, rollup: DailyRollup, start: dt.datetime, end: dt.datetime) -> int:
-    """2.x has no SELECT INTO on its InfluxQL endpoint: run the task's Flux over the window."""
-    first = dt.datetime.combine(start.astimezone(dt.UTC).date(), dt.time(), dt.UTC)
-    flux = rollup.flux(stack.config.influxdb.database, stack.config.influxdb.org,
-                       start=f"time(v: \"{first.isoformat().replace('+00:00', 'Z')}\")",
-                       stop=f"time(v: \"{end.astimezone(dt.UTC).isoformat().replace('+00:00', 'Z')}\")")
-    with _influx_v2_client(stack) as client:
-        tables = client.query_api().query(flux)
-    return sum(len(table.records) for table in tables)
-
-
-POST_START: dict[str, Callable[[Stack, ServiceSpec], None]] = {
-    SETUP_V1: _setup_influx_v1,
-    SETUP_V2: _setup_influx_v2,
-}

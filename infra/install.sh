@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 SYSTEM_PACKAGES=(python3 python3-venv python3-pip mosquitto mosquitto-clients influxdb prometheus
                  ca-certificates curl git)
 # The docker runtime's test lane: a private dockerd and images built from debootstrap.
+# (Debian bookworm has no `docker compose` v2 plugin; its docker-compose 1.29 rejects the
+# inline `content` configs `ecokit compose` writes, so the lane checks the file against the
+# Compose Specification's schema instead, and runs `docker compose config` where v2 exists.)
 SYSTEM_PACKAGES+=(docker.io debootstrap)
 
 missing=()

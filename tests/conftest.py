@@ -12,6 +12,9 @@ import pytest
 from ecokit.stack import Stack
 from ecokit.testing import running_stack, write_project
 
+# pytester: the tests of ecokit's own pytest plugin (tests/integration/test_pytest_plugin.py).
+pytest_plugins = ("pytester",)
+
 REQUIRED_BINARIES = {"mosquitto": "/usr/sbin/mosquitto", "influxd": "/usr/bin/influxd"}
 
 
@@ -70,21 +73,3 @@ def running(project: Path, server_binaries: None) -> Iterator[Stack]:
     """The default local stack (mosquitto + influxd), up for one test, purged after."""
     with running_stack(project) as stack:
         yield stack
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    # tests/conformance: the broker under test (default: a stack the suite starts itself).
-    group = parser.getgroup("ecokit conformance")
-    group.addoption("--broker", default=None, help="broker URL (mqtt://, mqtts://, ws://, wss://; "
-                    "user:password@ allowed); default $ECOKIT_BROKER_URL, else a stack started by ecokit")
-    group.addoption("--broker-username", default=None, help="username (overrides the URL's)")
-    group.addoption("--broker-password", default=None, help="password (overrides the URL's)")
-    group.addoption("--broker-ca", default=None, help="CA bundle that signs the broker's certificate")
-    group.addoption("--broker-cert", default=None, help="client certificate (mTLS)")
-    group.addoption("--broker-key", default=None, help="client key (mTLS)")
-    group.addoption("--broker-insecure", action="store_true", help="do not verify the broker's certificate")
-    group.addoption("--restricted-username", default=None,
-                    help="a user with limited rights, for the authorization checks")
-    group.addoption("--restricted-password", default=None)
-    group.addoption("--denied-topic", default=None,
-                    help="a topic the restricted user may neither publish nor subscribe to")

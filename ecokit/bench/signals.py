@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 import ssl
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ecokit.mqtt.loop import close_socket
 from ecokit.mqtt.target import BrokerTarget, ClientAuth
 
 _NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)")
@@ -88,7 +88,7 @@ class SysMonitor:
             client.connect(self.target.host, self.target.port, keepalive=30)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self.note = f"$SYS not read: cannot connect ({exc})"
-            _close(client)
+            close_socket(client)
             return
         self._client = client
         client.loop_start()
@@ -140,7 +140,7 @@ class SysMonitor:
             with contextlib.suppress(Exception):
                 client.disconnect()
             client.loop_stop()
-            _close(client)
+            close_socket(client)
 
     def summary(self) -> dict[str, Any]:
         with self._lock:
@@ -171,13 +171,6 @@ class SysMonitor:
             out["note"] = (f"counters between the first and the last $SYS sample of the run "
                            f"({out['sample_span_s']:g} s apart)")
         return out
-
-
-def _close(client: mqtt.Client) -> None:
-    sock = client.socket()
-    if isinstance(sock, socket.socket | ssl.SSLSocket):
-        with contextlib.suppress(OSError):
-            sock.close()
 
 
 class ProcessSampler:

@@ -10,7 +10,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ecokit.config.slo import Slo, SloError, format_value
+from ecokit.config.bench import ScenarioSpec
+from ecokit.config.slo import Slo, SloError, format_value, parse_slo
 
 
 def merge_slos(*layers: Iterable[Slo]) -> list[Slo]:
@@ -20,6 +21,17 @@ def merge_slos(*layers: Iterable[Slo]) -> list[Slo]:
         for slo in layer:
             merged[slo.key] = slo
     return list(merged.values())
+
+
+def scenario_slos(spec: ScenarioSpec, extra: Iterable[str] = (), phases: Sequence[str] | None = None) -> list[Slo]:
+    """A run's SLOs: the scenario's, its phases' own, then ``extra`` (``--slo``) over them;
+    each phase an SLO names must be one of ``phases`` (default: the scenario's)."""
+    slos = merge_slos(
+        [parse_slo(f"{k}={v}") for k, v in spec.slo.items()],
+        [parse_slo(f"{p.name}.{k}={v}") for p in spec.phases for k, v in p.slo.items()],
+        [parse_slo(text) for text in extra])
+    check_phases(slos, [p.name for p in spec.phases] if phases is None else phases)
+    return slos
 
 
 def check_phases(slos: Iterable[Slo], phases: Sequence[str]) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ecokit.acl import ADMIN_USER
 from ecokit.bench.scenario import Overrides
-from ecokit.clients import fleet_ids, stack_connection
+from ecokit.clients import fleet_ids, register_devices, stack_connection
 from ecokit.errors import ConfigError, UsageError
-from ecokit.mqtt.target import BrokerTarget, ClientAuth, url_connection
+from ecokit.mqtt.target import BrokerChoice, BrokerTarget, ClientAuth
 from ecokit.runtime.local import LocalRuntime
 from ecokit.services.broker import BROKER
 from ecokit.stack import Stack
@@ -61,9 +61,9 @@ def url_target(url: str, *, username: str | None = None, password: str | None = 
                ca_file: Path | None = None, client_cert: tuple[Path, Path] | None = None,
                verify: bool = True) -> BenchTarget:
     """Any broker; every client uses the same credentials (from the URL or the arguments)."""
-    conn = url_connection(url, username=username, password=password, ca_file=ca_file, client_cert=client_cert,
+    broker = BrokerChoice(url, username=username, password=password, ca_file=ca_file, client_cert=client_cert,
                           verify=verify)
-    return BenchTarget(conn.target, conn.auth("bench"), conn.description)
+    return choose_target(None, broker)[0]
 
 
 # -- the environment of load tests ---------------------------------------------------------
@@ -124,6 +124,44 @@ def _int(text: str, name: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ConfigError(f"{value} is outside {low}..{high}", source="environment", key=name)
     return value
+
+
+def broker_choice(url: str | None, env: Mapping[str, str], *, username: str | None = None,
+                  password: str | None = None, ca_file: Path | None = None,
+                  client_cert: tuple[Path, Path] | None = None, verify: bool = True) -> BrokerChoice | None:
+    """The broker a run was pointed at: ``url`` (--broker), else the environment's
+    (``ECOKIT_BROKER_URL``, ``BROKER_HOST``/``BROKER_PORT``), else None (the running stack).
+    Credentials given here win over the environment's and the URL's."""
+    if url is None:
+        from_env = broker_from_env(env)
+        if from_env is None:
+            return None
+        url = from_env.url
+        username = username if username is not None else from_env.username
+        password = password if password is not None else from_env.password
+        ca_file = ca_file if ca_file is not None else from_env.ca_file
+    return BrokerChoice(url, username=username, password=password, ca_file=ca_file, client_cert=client_cert,
+                        verify=verify)
+
+
+def choose_target(stack: Stack | None, broker: BrokerChoice | None, *, devices: int | None = None,
+                  register: bool = False) -> tuple[BenchTarget, list[str]]:
+    """Where the run connects: ``broker``, else the running stack (publishers as its first
+    ``devices`` registered devices when given, registering the missing ones with ``register``).
+    Returns the target and the devices registered for it."""
+    if broker is not None:
+        if devices is not None:
+            raise UsageError("--as-devices uses the stack's registered devices; it does not go with a broker URL")
+        conn = broker.connection()
+        return BenchTarget(conn.target, conn.auth("bench"), conn.description), []
+    if stack is None:
+        raise ConfigError("no stack to run against", hint="run `ecokit init`, or give --broker URL")
+    added: list[str] = []
+    if devices is not None and devices > len(stack.devices()):
+        if not register:
+            require_devices(stack, devices)
+        added = register_devices(stack, devices - len(stack.devices()))
+    return stack_target(stack, devices=devices), added
 
 
 def require_devices(stack: Stack, count: int) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from ecokit.cli import bench, certs, compose, devices, geofences, pipeline, shadow, simulate, stack
-from ecokit.cli.common import err
+from ecokit.cli import bench, certs, compose, conformance, devices, geofences, pipeline, shadow, simulate, stack
+from ecokit.cli.common import err, out, reset_emitted
 from ecokit.errors import EcokitError, UsageError
 
 
@@ -43,12 +44,28 @@ app = typer.Typer(
     name="ecokit",
     help="An MQTT test ecosystem: broker, InfluxDB, Grafana, fleet simulator, shadows, replay.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion (bash, zsh, fish, PowerShell): typer's own.
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ecokit import __version__
+
+        out.print(f"ecokit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
+                                                help="print ecokit's version and exit")] = False) -> None:
+    """An MQTT test ecosystem: broker, InfluxDB, Grafana, fleet simulator, shadows, replay."""
+
 # Each module holds its own commands (its own Typer); joined here, in this order.
-for _module in (bench, certs, compose, devices, geofences, pipeline, shadow, simulate, stack):
+for _module in (bench, certs, compose, conformance, devices, geofences, pipeline, shadow, simulate, stack):
     app.add_typer(_module.app)
 
 
@@ -60,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this directly)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
+    reset_emitted()
     try:
         result = app(args=args, prog_name="ecokit", standalone_mode=False)
     except typer.Exit as exc:
@@ -73,14 +91,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         err.print(f"[red]Usage error:[/red] {escape(str(exc))}", soft_wrap=True)
         if exc.hint:
-            err.print(f"[dim]{escape(exc.hint)}[/dim]", soft_wrap=True)
+            err.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}", soft_wrap=True)
+        _error_document(args, exc)
         return 2
     except EcokitError as exc:
         if debug:
             err.print_exception(show_locals=False)
         _print_error(exc)
+        _error_document(args, exc)
         return 1
     return int(result) if isinstance(result, int) else 0
+
+
+def _error_document(args: Sequence[str], exc: EcokitError) -> None:
+    """Under --json, a script parsing stdout gets one document even when the command failed."""
+    from ecokit.cli.common import emitted
+    from ecokit.report import to_json
+
+    if "--json" in args and not emitted():
+        sys.stdout.write(to_json({"error": {"type": type(exc).__name__, "message": str(exc), "hint": exc.hint}}))
+        sys.stdout.flush()
 
 
 def _print_error(exc: EcokitError) -> None:

@@ -108,28 +108,21 @@ def bench(
 
     Measures end-to-end latency, throughput, loss, duplicates and reconnects; exits 1 when an SLO is violated.
     Scenarios: `ecokit bench --list`; their format and the SLO keys: docs/bench.md."""
-    from ecokit.bench import (
-        BenchOptions,
-        Overrides,
-        apply_overrides,
-        find_scenario,
-        merge_slos,
-        parse_slo,
-    )
+    from ecokit.bench import BenchOptions, Overrides, apply_overrides, find_scenario
     from ecokit.bench.runner import Bench
     from ecokit.bench.scenario import DEVICE_TOPIC, busiest, compile_phases
-    from ecokit.bench.slo import check_phases
-    from ecokit.bench.targets import broker_from_env, require_devices, stack_target, url_target
+    from ecokit.bench.slo import scenario_slos
+    from ecokit.bench.targets import broker_choice, choose_target
 
-    env_broker = None
-    if broker is None:
-        env_broker = broker_from_env(os.environ)
-    url = broker or (env_broker.url if env_broker else None)
+    if (cert is None) != (key is None):
+        raise UsageError("--cert and --key go together")
+    chosen = broker_choice(broker, os.environ, username=username, password=password, ca_file=ca,
+                           client_cert=(cert, key) if cert and key else None, verify=not insecure)
     stack = None
     try:
         stack = load_stack(config, profile)
     except ConfigError:
-        if url is None and not list_scenarios:
+        if chosen is None and not list_scenarios:
             raise
     bench_config = stack.config.bench if stack is not None else None
     if list_scenarios:
@@ -143,7 +136,7 @@ def bench(
         raise UsageError(f"--fanout {fanout!r}: expected all or shared")
     if mqtt_version not in ("5", "3.1.1", "311"):
         raise UsageError(f"--mqtt {mqtt_version!r}: expected 5 or 3.1.1")
-    if as_devices and url is not None:
+    if as_devices and chosen is not None:
         raise UsageError("--as-devices uses the stack's registered devices; it does not go with a broker URL")
 
     spec = original = find_scenario(scenario, bench_config)
@@ -153,31 +146,10 @@ def bench(
         duration=_duration(duration, "--duration"), publishers=publishers, rate=rate, qos=qos,
         payload_size=payload_size, payload=payload, topic=topic, subscribers=subscribers, fanout=fanout))
     phases = compile_phases(spec)
-    slos = merge_slos(
-        [parse_slo(f"{k}={v}") for k, v in spec.slo.items()],
-        [parse_slo(f"{p.name}.{k}={v}") for p in spec.phases for k, v in p.slo.items()],
-        [parse_slo(text) for text in slo or []])
-    check_phases(slos, [p.name for p in phases])
-
-    if url is not None:
-        if (cert is None) != (key is None):
-            raise UsageError("--cert and --key go together")
-        target = url_target(url, username=username if username is not None else (
-                                env_broker.username if env_broker else None),
-                            password=password if password is not None else (
-                                env_broker.password if env_broker else None),
-                            ca_file=ca, client_cert=(cert, key) if cert and key else None, verify=not insecure)
-    else:
-        assert stack is not None
-        count = busiest(phases) if as_devices else None
-        if count is not None and count > len(stack.devices()):
-            if not register:
-                require_devices(stack, count)
-            from ecokit.clients import register_devices
-
-            added = register_devices(stack, count - len(stack.devices()))
-            out.print(f"[green]registered {len(added)}[/green] device(s) and reloaded the broker's users")
-        target = stack_target(stack, devices=count)
+    slos = scenario_slos(spec, slo or [], [p.name for p in phases])
+    target, added = choose_target(stack, chosen, devices=busiest(phases) if as_devices else None, register=register)
+    if added:
+        out.print(f"[green]registered {len(added)}[/green] device(s) and reloaded the broker's users")
 
     options = BenchOptions(workers=workers, protocol=5 if mqtt_version == "5" else 4,
                            drain=_duration(drain, "--drain") or 10.0)

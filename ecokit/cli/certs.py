@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from ecokit.cli.common import ConfigOption, DebugOption, ProfileOption, load_stack, out
+from ecokit.cli.common import (
+    ConfigOption,
+    DebugOption,
+    JsonOption,
+    OutputOption,
+    ProfileOption,
+    emit,
+    err,
+    load_stack,
+    out,
+)
 
 # This module's commands; ecokit.cli joins them into the `ecokit` command.
 app = typer.Typer()
@@ -49,20 +59,33 @@ def issue(device: Annotated[str, typer.Argument(help="a registered device id or 
 
 
 @certs_app.command("check")
-def check(config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False) -> None:
-    """Chain validity, key match and days to expiry of every certificate."""
+def check(config: ConfigOption = None, profile: ProfileOption = None, as_json: JsonOption = False,
+          output: OutputOption = None, debug: DebugOption = False) -> None:
+    """Chain validity, key match and days to expiry of every certificate (exit 1 when one needs attention)."""
     stack = load_stack(config, profile)
     statuses = stack.check_certs()
-    table = Table(box=None, header_style="bold")
-    for column in ("", "certificate", "subject", "days left", "problems"):
-        table.add_column(column)
-    for s in statuses:
-        table.add_row("[green]✓[/green]" if s.ok else "[red]✗[/red]", s.name, s.subject,
-                      "" if s.days_left is None else str(s.days_left), "; ".join(s.problems))
-    out.print(table)
     bad = [s for s in statuses if not s.ok]
+    emit({"certs_dir": str(stack.cert_paths.root), "ok": not bad, "needing_attention": len(bad),
+          "certificates": [_cert_row(s) for s in statuses]}, as_json=as_json, output=output)
+    if not as_json:
+        table = Table(box=None, header_style="bold")
+        for column in ("", "certificate", "subject", "days left", "problems"):
+            table.add_column(column)
+        for s in statuses:
+            table.add_row("[green]✓[/green]" if s.ok else "[red]✗[/red]", s.name, s.subject,
+                          "" if s.days_left is None else str(s.days_left), "; ".join(s.problems))
+        out.print(table)
     if bad:
-        out.print(f"[red]{len(bad)} of {len(statuses)} certificates need attention[/red]: "
+        err.print(f"[red]{len(bad)} of {len(statuses)} certificates need attention[/red]: "
                   "run `ecokit certs generate`")
         raise typer.Exit(1)
-    out.print(f"[green]all {len(statuses)} certificates valid[/green]")
+    if not as_json:
+        out.print(f"[green]all {len(statuses)} certificates valid[/green]")
+
+
+def _cert_row(status: Any) -> dict[str, Any]:
+    from ecokit.report import stamped
+
+    return {"name": status.name, "path": str(status.path), "ok": status.ok, "subject": status.subject or None,
+            "days_left": status.days_left, **stamped("not_after", status.not_after),
+            "problems": list(status.problems)}

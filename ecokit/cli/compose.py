@@ -28,7 +28,7 @@ def compose(
     if stack.config.tls.enabled:
         stack.generate_certs()
     plan = stack.plan("docker")
-    text = render_compose(stack, plan)
+    text = render_compose(stack.docker_settings(), plan)
     if output is not None and str(output) == "-":
         out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
         return

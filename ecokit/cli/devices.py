@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import itertools
-import json
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, ProfileOption, load_stack, out
+from ecokit.cli.common import (
+    ConfigOption,
+    DebugOption,
+    JsonOption,
+    OutputOption,
+    ProfileOption,
+    emit,
+    human,
+    load_stack,
+    out,
+)
 from ecokit.errors import UsageError
 
 # This module's commands; ecokit.cli joins them into the `ecokit` command.
@@ -20,7 +29,7 @@ app.add_typer(devices_app, name="devices")
 
 
 @devices_app.command("list")
-def list_devices(as_json: JsonOption = False,
+def list_devices(as_json: JsonOption = False, output: OutputOption = None,
                  show_secrets: Annotated[bool, typer.Option("--show-secrets", help="include passwords")] = False,
                  config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False) -> None:
     """Registered devices, their usernames and certificates."""
@@ -34,8 +43,8 @@ def list_devices(as_json: JsonOption = False,
         if show_secrets:
             row["password"] = stack.device_password(device)
         rows.append(row)
+    emit({"registry": str(stack.devices_file), "count": len(rows), "devices": rows}, as_json=as_json, output=output)
     if as_json:
-        out.print_json(json.dumps(rows))
         return
     table = Table(box=None, header_style="bold", title=f"{len(rows)} devices in {stack.devices_file}")
     for column in ("id", "password", "cert"):
@@ -50,6 +59,7 @@ def list_devices(as_json: JsonOption = False,
 def add(ids: Annotated[list[str] | None, typer.Argument(help="device ids")] = None,
         count: Annotated[int, typer.Option("--count", help="add N numbered devices", min=0)] = 0,
         prefix: Annotated[str, typer.Option("--prefix", help="prefix of numbered devices")] = "vehicle-",
+        as_json: JsonOption = False, output: OutputOption = None,
         config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False) -> None:
     """Register devices; their passwords are generated into the stack's secrets."""
     from ecokit.config.registry import append_devices
@@ -66,11 +76,16 @@ def add(ids: Annotated[list[str] | None, typer.Argument(help="device ids")] = No
     added = append_devices(stack.devices_file, wanted)
     stack.reload_registry()
     stack.secret_values()  # generate their passwords now, in one locked write
-    out.print(f"[green]added {len(added)}[/green] device(s) to {stack.devices_file}"
-              + (f": {', '.join(added[:10])}{' …' if len(added) > 10 else ''}" if added else " (all existed)"))
+    console = human(as_json)
+    console.print(f"[green]added {len(added)}[/green] device(s) to {stack.devices_file}"
+                  + (f": {', '.join(added[:10])}{' …' if len(added) > 10 else ''}" if added else " (all existed)"))
+    loaded = False
     if added and stack.current_runtime() and stack.runtime(stack.current_runtime() or "local").is_up():
         # The running broker learns the new credentials now (Mosquitto: SIGHUP, no restart).
         if stack.config.tls.enabled:
             stack.generate_certs()
         stack.up()
-        out.print("[green]loaded[/green] into the running broker")
+        loaded = True
+        console.print("[green]loaded[/green] into the running broker")
+    emit({"registry": str(stack.devices_file), "added": added, "existing": [i for i in wanted if i not in added],
+          "loaded_into_broker": loaded}, as_json=as_json, output=output)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +10,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, ProfileOption, err, load_stack, out
+from ecokit.cli.common import (
+    ConfigOption,
+    DebugOption,
+    JsonOption,
+    OutputOption,
+    ProfileOption,
+    emit,
+    err,
+    load_stack,
+    out,
+)
 from ecokit.stack import Stack
 
 # This module's commands; ecokit.cli joins them into the `ecokit` command.
@@ -27,17 +36,18 @@ def _warn(warnings: tuple[str, ...]) -> None:
 
 
 @geofences_app.command("list")
-def list_geofences(as_json: JsonOption = False, config: ConfigOption = None, profile: ProfileOption = None,
-                   debug: DebugOption = False) -> None:
+def list_geofences(as_json: JsonOption = False, output: OutputOption = None, config: ConfigOption = None,
+                   profile: ProfileOption = None, debug: DebugOption = False) -> None:
     """The declared geofences (the file is validated: every problem is named)."""
     stack = load_stack(config, profile)
     fences = stack.geofences()
-    rows = [f.summary() for f in fences.fences]
-    if as_json:
-        out.print_json(json.dumps(rows))
-        return
-    _warn(fences.warnings)
     label = stack.geofence_store().label
+    rows = [f.summary() for f in fences.fences]
+    emit({"file": label, "exists": stack.geofences_file.exists(), "geofences": rows,
+          "warnings": list(fences.warnings)}, as_json=as_json, output=output)
+    _warn(fences.warnings)
+    if as_json:
+        return
     if not rows:
         out.print(f"no geofences in {label}" + ("" if stack.geofences_file.exists() else " (no such file yet)"))
         out.print("[dim]add some: ecokit geofences import zones.geojson[/dim]")
@@ -61,8 +71,8 @@ def import_geofences(
     = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and show what would change, write nothing")]
     = False,
-    as_json: JsonOption = False, config: ConfigOption = None, profile: ProfileOption = None,
-    debug: DebugOption = False,
+    as_json: JsonOption = False, output: OutputOption = None, config: ConfigOption = None,
+    profile: ProfileOption = None, debug: DebugOption = False,
 ) -> None:
     """Add (or replace, by id) geofences from FILE; the result is validated as a whole and
     written atomically, and the running processor picks it up without a restart."""
@@ -78,12 +88,13 @@ def import_geofences(
     delivered = None
     if not dry_run and (result.added or result.updated or result.removed):
         delivered = _deliver(stack)
-    if as_json:
-        out.print_json(json.dumps({"added": result.added, "updated": result.updated, "unchanged": result.unchanged,
-                                   "removed": result.removed, "total": result.total, "dry_run": dry_run,
-                                   "warnings": result.warnings, "processor": delivered}))
-        return
+    emit({"file": store.label, "added": list(result.added), "updated": list(result.updated),
+          "unchanged": list(result.unchanged), "removed": list(result.removed), "total": result.total,
+          "dry_run": dry_run, "warnings": list(result.warnings), "processor": delivered},
+         as_json=as_json, output=output)
     _warn(result.warnings)
+    if as_json:
+        return
     verb = "would change" if dry_run else "changed"
     parts = [f"{len(result.added)} added", f"{len(result.updated)} updated", f"{len(result.unchanged)} unchanged"]
     if replace:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
+import re
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,8 +19,19 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, ProfileOption, load_stack, out
+from ecokit.cli.common import (
+    ConfigOption,
+    DebugOption,
+    JsonOption,
+    OutputOption,
+    ProfileOption,
+    emit,
+    human,
+    load_stack,
+    out,
+)
 from ecokit.errors import UsageError
+from ecokit.report import iso_from_ns, stamped_ns
 from ecokit.stack import Stack
 
 # This module's commands; ecokit.cli joins them into the `ecokit` command.
@@ -27,9 +39,7 @@ app = typer.Typer()
 
 
 def _iso(ns: int | None) -> str:
-    if ns is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_from_ns(ns) or "-"
 
 
 def _speed(value: str) -> float | None:
@@ -56,7 +66,7 @@ def replay(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be sent, send nothing")] = False,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="send at most N messages")] = None,
     config: ConfigOption = None, profile: ProfileOption = None, as_json: JsonOption = False,
-    debug: DebugOption = False,
+    output: OutputOption = None, debug: DebugOption = False,
 ) -> None:
     """Republish archived messages in time order with their original spacing (or faster)."""
     from ecokit.clients import replay_publisher
@@ -64,11 +74,13 @@ def replay(
     from ecokit.store.influx import InfluxV1
 
     stack = load_stack(config, profile)
+    # The arguments first: a usage error is reported as one, running stack or not.
     now = dt.datetime.now(dt.UTC)
     start, end = parse_time(since, now=now), parse_time(until, now=now)
     if start >= end:
         raise UsageError(f"--since {since} ({_iso(start)}) is not before --until {until} ({_iso(end)})")
     factor = _speed(speed)
+    stack.require_running()
     filters = list(topic or [])
     with InfluxV1(stack.influx_endpoint("reader")) as client:
         archive = Archive(client)
@@ -76,36 +88,42 @@ def replay(
         if limit is not None:
             total = min(total, limit)
         window = f"{_iso(start)} .. {_iso(end)}"
+        span = {**stamped_ns("since", start), **stamped_ns("until", end), "topics_filter": filters}
+        console = human(as_json)
         if dry_run:
-            _dry_run(archive.read(start, end, filters), total, limit, window, prefix, as_json)
+            _dry_run(archive.read(start, end, filters), limit, window, prefix, span, as_json, output)
             return
         if total == 0:
-            out.print(f"nothing archived in {window}" + (f" on {', '.join(filters)}" if filters else ""))
+            console.print(f"nothing archived in {window}" + (f" on {', '.join(filters)}" if filters else ""))
+            emit({**span, "sent": 0, "acknowledged": 0, "bytes": 0, "topics": 0, "duration_s": 0.0, "rate": 0.0},
+                 as_json=as_json, output=output)
             return
         mqtt = replay_publisher(stack)
         try:
-            out.print(f"replaying {total} messages from {window} at "
-                      f"{'maximum speed' if factor is None else f'{factor:g}x'}"
-                      + (f" under {prefix}" if prefix else ""))
+            console.print(f"replaying {total} messages from {window} at "
+                          f"{'maximum speed' if factor is None else f'{factor:g}x'}"
+                          + (f" under {prefix}" if prefix else ""))
             columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                        TextColumn("ETA"), TimeRemainingColumn())
-            with Progress(*columns, console=out, transient=False) as progress:
+            # A bar only on a terminal: a pipe or a CI log gets the summary alone.
+            with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as progress:
                 task = progress.add_task("replay", total=total)
                 summary = Replayer(mqtt, speed=factor, prefix=prefix, qos=qos).run(
                     archive.read(start, end, filters), limit=limit, progress=lambda n: progress.advance(task, n))
         finally:
             mqtt.disconnect()
     result: dict[str, Any] = {
+        **span, "speed": factor, "prefix": prefix or None,
         "sent": summary.sent, "acknowledged": summary.acknowledged, "bytes": summary.bytes,
-        "topics": len(summary.topics), "seconds": round(summary.duration, 3), "rate": round(summary.rate, 1),
-        "first": _iso(summary.first_ns), "last": _iso(summary.last_ns),
+        "topics": len(summary.topics), "duration_s": round(summary.duration, 3), "rate": round(summary.rate, 1),
+        **stamped_ns("first", summary.first_ns), **stamped_ns("last", summary.last_ns),
     }
     if summary.errors_ms:
         result.update(send_error_ms_p50=round(summary.error_percentile(50) or 0, 3),
                       send_error_ms_p99=round(summary.error_percentile(99) or 0, 3),
                       send_error_ms_max=round(summary.error_percentile(100) or 0, 3))
+    emit(result, as_json=as_json, output=output)
     if as_json:
-        out.print_json(json.dumps(result))
         return
     out.print(f"[green]sent {summary.sent}[/green] messages ({summary.bytes} bytes, {len(summary.topics)} topics) "
               f"in {summary.duration:.3g}s = {summary.rate:,.0f} msg/s; {summary.acknowledged} acknowledged")
@@ -115,7 +133,8 @@ def replay(
                   f"p99 {result['send_error_ms_p99']} ms, max {result['send_error_ms_max']} ms")
 
 
-def _dry_run(messages: Any, total: int, limit: int | None, window: str, prefix: str, as_json: bool) -> None:
+def _dry_run(messages: Any, limit: int | None, window: str, prefix: str, span: dict[str, Any], as_json: bool,
+             output: Path | None) -> None:
     shown: list[Any] = []
     topics: set[str] = set()
     size = count = 0
@@ -130,9 +149,9 @@ def _dry_run(messages: Any, total: int, limit: int | None, window: str, prefix: 
         last = msg.time_ns
         if len(shown) < 20:
             shown.append(msg)
+    emit({**span, "dry_run": True, "would_send": count, "bytes": size, "topics": sorted(topics),
+          **stamped_ns("first", first), **stamped_ns("last", last)}, as_json=as_json, output=output)
     if as_json:
-        out.print_json(json.dumps({"would_send": count, "bytes": size, "topics": sorted(topics),
-                                   "first": _iso(first), "last": _iso(last), "window": window}))
         return
     table = Table(title=f"dry run: {count} messages in {window} (nothing sent)", box=None, header_style="bold")
     for column in ("archived at", "topic", "qos", "retain", "bytes", "payload"):
@@ -149,6 +168,11 @@ def _dry_run(messages: Any, total: int, limit: int | None, window: str, prefix: 
               f"archived {_iso(first)} .. {_iso(last)}")
 
 
+# A bare name is a measurement the user meant, not an InfluxQL statement.
+BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+INFLUXQL_VERBS = ("select", "show", "explain", "create", "drop", "delete", "alter", "grant", "revoke", "kill")
+
+
 @app.command()
 def query(
     influxql: Annotated[str | None, typer.Argument(help="an InfluxQL statement (default: latest telemetry)")] = None,
@@ -163,26 +187,31 @@ def query(
     refresh: Annotated[bool, typer.Option("--refresh", help="with --daily: compute the days in the window "
                                           "now (history the continuous queries never saw)")] = False,
     config: ConfigOption = None, profile: ProfileOption = None, as_json: JsonOption = False,
-    debug: DebugOption = False,
+    output: OutputOption = None, debug: DebugOption = False,
 ) -> None:
     """Show what landed in InfluxDB: the latest points of a measurement, any InfluxQL query, or
     the daily fleet analytics (--daily)."""
     from ecokit.replay import parse_time
     from ecokit.store.influx import InfluxV1, quote_ident, quote_string
 
-    stack = load_stack(config, profile)
     if refresh and not daily:
         raise UsageError("--refresh goes with --daily")
+    if daily and influxql:
+        raise UsageError("--daily shows the daily analytics; give either it or an InfluxQL statement")
+    if influxql is not None:
+        _check_statement(influxql)
+    stack = load_stack(config, profile)
+    stack.require_running()
     if daily:
-        if influxql:
-            raise UsageError("--daily shows the daily analytics; give either it or an InfluxQL statement")
-        _daily(stack, parse_time(since or "7d"), vehicle, refresh, as_json)
+        _daily(stack, parse_time(since or "7d"), vehicle, refresh, as_json, output)
         return
     since = since or "15m"
+    document: dict[str, Any] = {}
     with InfluxV1(stack.influx_endpoint("reader")) as client:
         if influxql:
             rows = list(client.rows(influxql))
             title = influxql
+            document["query"] = influxql
         else:
             start = parse_time(since)
             where = f"time >= {start}"
@@ -194,8 +223,11 @@ def query(
                 if counted else 0
             rows = list(client.rows(f"SELECT * FROM {name} WHERE {where} ORDER BY time DESC LIMIT {limit}"))
             title = f"{measurement}: {total} points since {_iso(start)}, latest {min(limit, len(rows))}"
+            document.update(measurement=measurement, vehicle=vehicle, **stamped_ns("since", start), total=total,
+                            limit=limit)
+    document["rows"] = [_json_row(row) for row in rows]
+    emit(document, as_json=as_json, output=output)
     if as_json:
-        out.print_json(json.dumps(rows, default=str))
         return
     if not rows:
         out.print(f"{title}\n[yellow]no points[/yellow]")
@@ -220,15 +252,19 @@ def query(
         out.print(f"[bold]{head}[/bold]  " + "  ".join(rest), soft_wrap=True, highlight=False, markup=True)
 
 
-def _daily(stack: Stack, start_ns: int, vehicle: str | None, refresh: bool, as_json: bool) -> None:
+def _daily(stack: Stack, start_ns: int, vehicle: str | None, refresh: bool, as_json: bool,
+           output: Path | None) -> None:
     start = dt.datetime.fromtimestamp(start_ns / 1e9, dt.UTC)
+    document: dict[str, Any] = {"since_day": start.date().isoformat(), "vehicle": vehicle}
     if refresh:
         written = stack.refresh_daily(start, dt.datetime.now(dt.UTC))
-        if not as_json:
-            out.print(f"[green]computed[/green] the days since {start.date().isoformat()}: {written} row(s) written")
+        document["refreshed_rows"] = written
+        human(as_json).print(f"[green]computed[/green] the days since {start.date().isoformat()}: "
+                             f"{written} row(s) written")
     rows = stack.daily_rows(start, vehicle=vehicle)
+    document["rows"] = rows
+    emit(document, as_json=as_json, output=output)
     if as_json:
-        out.print_json(json.dumps(rows))
         return
     title = f"daily fleet analytics since {start.date().isoformat()}" + (f", {vehicle}" if vehicle else "")
     if not rows:
@@ -256,6 +292,27 @@ def _daily_cell(key: str, value: Any) -> str:
     if value is None:
         return "-"
     return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def _check_statement(text: str) -> None:
+    """A bare word (``ecokit query status``) is a measurement the user wanted to see."""
+    word = text.strip()
+    if BARE_NAME.fullmatch(word) and word.lower() not in INFLUXQL_VERBS:
+        raise UsageError(f"{word!r} is not an InfluxQL statement",
+                         hint=f"to see the latest points of the {word} measurement: ecokit query -m {word}")
+    if word.split(" ", 1)[0].lower() not in INFLUXQL_VERBS:
+        raise UsageError(f"{text!r} does not start like an InfluxQL statement (SELECT, SHOW, ...)",
+                         hint="e.g. ecokit query \"SELECT count(seq) FROM telemetry WHERE time > now() - 1h\"; "
+                              "the latest points of a measurement: ecokit query -m telemetry")
+
+
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row with its time as ISO 8601 UTC, and the raw nanoseconds alongside."""
+    found = dict(row)
+    value = found.get("time")
+    if isinstance(value, int):
+        found.update(stamped_ns("time", value))
+    return found
 
 
 def _cell(column: str, value: Any) -> str:

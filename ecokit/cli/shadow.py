@@ -42,17 +42,21 @@ def _show(reply: Any) -> int:
     return 1
 
 
-def _client(config: Any, profile: str | None) -> Any:
+def _client(config: Any, profile: str | None, thing: str, name: str) -> Any:
     from ecokit.clients import shadow_client
+    from ecokit.shadow.client import check_names
 
-    return shadow_client(load_stack(config, profile)).connect()
+    check_names(thing, name)  # before connecting: a bad name is the user's, not the broker's
+    stack = load_stack(config, profile)
+    stack.require_running()
+    return shadow_client(stack).connect()
 
 
 @shadow_app.command("get")
 def get(thing: ThingArg, name: NameOption = "", timeout: TimeoutOption = 5.0, config: ConfigOption = None,
         profile: ProfileOption = None, debug: DebugOption = False) -> int:
     """Print a shadow's document (state, delta, metadata, version)."""
-    with _client(config, profile) as client:
+    with _client(config, profile, thing, name) as client:
         return _show(client.get(thing, name=name, timeout=timeout))
 
 
@@ -72,7 +76,7 @@ def update(
     have = _json_object(reported, "--reported")
     if want is None and have is None:
         raise UsageError("give --desired JSON and/or --reported JSON")
-    with _client(config, profile) as client:
+    with _client(config, profile, thing, name) as client:
         return _show(client.update(thing, desired=want, reported=have, version=version, name=name,
                                    timeout=timeout))
 
@@ -81,5 +85,5 @@ def update(
 def delete(thing: ThingArg, name: NameOption = "", timeout: TimeoutOption = 5.0, config: ConfigOption = None,
            profile: ProfileOption = None, debug: DebugOption = False) -> int:
     """Delete a shadow (its version is kept for a shadow recreated within 48 hours)."""
-    with _client(config, profile) as client:
+    with _client(config, profile, thing, name) as client:
         return _show(client.delete(thing, name=name, timeout=timeout))

@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, LiveLine, ProfileOption, err, load_stack, out
+from ecokit.cli.common import (
+    ConfigOption,
+    DebugOption,
+    JsonOption,
+    LiveLine,
+    OutputOption,
+    ProfileOption,
+    emit,
+    err,
+    load_stack,
+    out,
+)
 from ecokit.durations import duration_seconds
 from ecokit.errors import BrokerError, ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from ecokit.mqtt.target import BrokerChoice
 
 # This module's commands; ecokit.cli joins them into the `ecokit` command.
 app = typer.Typer()
@@ -48,15 +63,15 @@ InsecureOption = Annotated[bool, typer.Option("--insecure", help="with --broker:
                                                                  "certificate")]
 
 
-def _url_connection(broker: str, username: str | None, password: str | None, ca: Path | None,
-                    cert: Path | None, key: Path | None, insecure: bool) -> Any:
-    from ecokit.mqtt.target import url_connection
+def _broker_choice(broker: str, username: str | None, password: str | None, ca: Path | None,
+                   cert: Path | None, key: Path | None, insecure: bool) -> BrokerChoice:
+    from ecokit.mqtt.target import BrokerChoice
 
     if (cert is None) != (key is None):
         raise UsageError("--cert and --key go together")
     client_cert = (cert, key) if cert is not None and key is not None else None
-    return url_connection(broker, username=username, password=password, ca_file=ca, client_cert=client_cert,
-                          verify=not insecure)
+    return BrokerChoice(broker, username=username, password=password, ca_file=ca, client_cert=client_cert,
+                        verify=not insecure)
 
 
 class _StatusLine(LiveLine):
@@ -124,108 +139,89 @@ def simulate(
     client_id_prefix: Annotated[str, typer.Option("--client-id-prefix", help="prefix of every client id")] = "",
     drain: Annotated[str, typer.Option("--drain", help="at the end, wait this long for acks and queues")] = "15s",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no status line")] = False,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
     config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False,
 ) -> None:
     """Simulate a fleet of vehicles publishing telemetry and answering commands.
 
-    Defaults come from the `simulator:` section of ecokit.yaml (flags override it)."""
-    from ecokit.clients import fleet_ids, missing_devices, register_devices, stack_connection, stack_runs_shadows
-    from ecokit.config.model import SimulatorConfig
-    from ecokit.config.regions import parse_region
-    from ecokit.sim.fleet import FleetSpec, build_fleet
-    from ecokit.sim.runner import SimSettings, Simulator
+    Ctrl-C (or SIGTERM) stops it: vehicles drain and disconnect, the summary says it was
+    interrupted, and the exit code is 130.
 
-    if duration is not None and count is not None:
-        raise UsageError("give --duration or --count, not both")
+    Defaults come from the `simulator:` section of ecokit.yaml (flags override it)."""
+    from ecokit.config.loader import load_config
+    from ecokit.sim.launch import SimRequest, prepare
+    from ecokit.sim.runner import Simulator
+
+    # The flags that have a key in the simulator section reach it as overrides: they are
+    # validated (and reported) like the section, and the library sees one merged config.
+    overrides = {"simulator.rate": rate, "simulator.qos": qos, "simulator.jitter": jitter,
+                 "simulator.region": region, "simulator.mqtt": "3.1.1" if mqtt_version == "311" else mqtt_version,
+                 "simulator.session_expiry": session_expiry, "simulator.keepalive": keepalive,
+                 "simulator.queue_limit": queue_limit}
     stack = None
     try:
-        stack = load_stack(config, profile)
-    except ConfigError:
+        stack = load_stack(config, profile, overrides)
+        simulator = stack.config.simulator
+    except ConfigError as exc:
+        if exc.source is not None and exc.source.startswith("flag "):
+            raise UsageError(str(exc)) from None  # a flag the simulator section refuses: exit 2
         if broker is None:
             raise
-    defaults = stack.config.simulator if stack is not None else SimulatorConfig()
-    rate = rate if rate is not None else defaults.rate
-    qos = qos if qos is not None else defaults.qos
-    jitter = jitter if jitter is not None else defaults.jitter
-    region = region if region is not None else defaults.region
-    mqtt_version = mqtt_version if mqtt_version is not None else defaults.mqtt
-    session_expiry = session_expiry if session_expiry is not None else defaults.session_expiry
-    keepalive = keepalive if keepalive is not None else defaults.keepalive
-    queue_limit = queue_limit if queue_limit is not None else defaults.queue_limit
-    interval = parse_duration(rate, "--rate")
-    flat_out = interval == 0
-    jitter_s = parse_duration(jitter, "--jitter")
-    if mqtt_version not in ("5", "3.1.1", "311"):
-        raise UsageError(f"--mqtt {mqtt_version!r}: expected 5 or 3.1.1")
-    the_region = parse_region(region)
-    if broker is not None:
-        connection = _url_connection(broker, username, password, ca, cert, key, insecure)
-        ids = ([d.id for d in stack.devices()[:vehicles]] if stack is not None else [])
-        width = max(4, len(str(vehicles)))
-        ids += [f"vehicle-{n:0{width}d}" for n in range(1, vehicles + 1) if f"vehicle-{n:0{width}d}" not in ids]
-        ids = ids[:vehicles]
-    else:
-        assert stack is not None
-        connection = stack_connection(stack, as_admin=as_admin)
-        missing = missing_devices(stack, vehicles)
-        if missing and not as_admin:
-            if not register and not (sys.stdin.isatty() and typer.confirm(
-                    f"The registry has {len(stack.devices())} devices; register {missing} more for this stack?")):
-                raise ConfigError(f"{vehicles} vehicles need {missing} more registered devices",
-                                  source=str(stack.devices_file), hint="run again with --register")
-            added = register_devices(stack, missing)
-            out.print(f"[green]registered {len(added)}[/green] device(s) and reloaded the broker's users")
-            connection = stack_connection(stack, as_admin=as_admin)
-        if as_admin and missing:
-            width = max(4, len(str(vehicles)))
-            ids = [d.id for d in stack.devices()]
-            ids += [f"vehicle-{n:0{width}d}" for n in range(1, vehicles + 1)
-                    if f"vehicle-{n:0{width}d}" not in ids]
-            ids = ids[:vehicles]
-        else:
-            ids = fleet_ids(stack, vehicles)
+        try:  # any broker without a project: the section's defaults, the environment and the flags
+            simulator = load_config(None, env=dict(os.environ), overrides=overrides).config.simulator
+        except ConfigError as flag:
+            raise UsageError(str(flag)) from None
+    request = SimRequest(
+        vehicles=vehicles, seed=seed, duration=parse_duration(duration, "--duration") if duration is not None else None,
+        count=count, broker=_broker_choice(broker, username, password, ca, cert, key, insecure) if broker else None,
+        as_admin=as_admin, register=register, queue_file=queue_file, keep_queue=keep_queue, shadow=shadow,
+        client_id_prefix=client_id_prefix, drain=parse_duration(drain, "--drain"))
 
-    if shadow is None:  # against a foreign broker only when asked: nothing may answer there
-        shadow = broker is None and stack is not None and defaults.shadow and stack_runs_shadows(stack)
+    def confirm(registered: int, missing: int) -> bool:
+        return sys.stdin.isatty() and typer.confirm(
+            f"The registry has {registered} devices; register {missing} more for this stack?")
 
-    if queue_file is None:
-        queue_file = (stack.paths.root / "sim" / "queue.sqlite") if stack is not None \
-            else Path(".ecokit") / "sim" / "queue.sqlite"
-    settings = SimSettings(
-        qos=qos, protocol=5 if mqtt_version == "5" else 4, keepalive=keepalive, session_expiry=session_expiry,
-        duration=parse_duration(duration, "--duration") if duration is not None else None, count=count,
-        queue_path=queue_file, queue_limit=queue_limit, keep_queue=keep_queue, flat_out=flat_out,
-        client_id_prefix=client_id_prefix, drain_timeout=parse_duration(drain, "--drain"), shadow=shadow)
-    fleet = build_fleet(FleetSpec(ids, the_region, seed, interval=interval if not flat_out else 1.0,
-                                  jitter=jitter_s))
+    run = prepare(simulator, request, stack=stack, confirm_register=confirm)
+    if run.registered:
+        out.print(f"[green]registered {len(run.registered)}[/green] device(s) and reloaded the broker's users")
+    fleet, connection, settings = run.fleet, run.connection, run.settings
     if not as_json:
         limit = (f"for {duration}" if duration else f"{count} message(s) each" if count else "until Ctrl-C")
-        out.print(f"simulating [bold]{len(fleet)}[/bold] vehicle(s) in {the_region.describe()}, seed {seed}, "
-                  f"{'flat out' if flat_out else f'every {rate}'}, QoS {qos}, {limit}")
+        out.print(f"simulating [bold]{len(fleet)}[/bold] vehicle(s) in {run.region.describe()}, seed {seed}, "
+                  f"{'flat out' if run.flat_out else f'every {simulator.rate}'}, QoS {settings.qos}, {limit}")
         out.print(f"[dim]broker {connection.description}; MQTT {'5' if settings.protocol == 5 else '3.1.1'}, "
-                  f"offline queue {queue_file}; device shadows {'on' if shadow else 'off'}[/dim]")
+                  f"offline queue {settings.queue_path}; device shadows {'on' if settings.shadow else 'off'}[/dim]")
     _raise_nofile(len(fleet) * 2 + 256)
     status = _StatusLine(quiet or as_json)
     sim = Simulator(fleet, connection.target, connection.auth, settings, progress=status)
+    interrupted: list[str] = []
     with status:
-        summary = asyncio.run(_run(sim))
+        summary = asyncio.run(_run(sim, interrupted))
     if sim.discarded and not as_json:
         out.print(f"[yellow]note:[/yellow] discarded {sim.discarded} message(s) an earlier run left queued "
                   "(--keep-queue sends them)")
-    if as_json:
-        out.print_json(json.dumps(summary.to_dict()))
-    else:
+    emit({**summary.to_dict(), "interrupted": bool(interrupted), "stopped_by": interrupted[0] if interrupted else None},
+         as_json=as_json, output=output)
+    if not as_json:
         _print_summary(summary)
     if summary.ever_connected == 0:
         last = summary.last_errors[-1] if summary.last_errors else "no answer"
         raise BrokerError(f"no vehicle could connect to {connection.target.url} ({last})")
+    if interrupted:
+        err.print(f"[yellow]interrupted ({interrupted[0]}): the summary covers the part that ran[/yellow]")
+        raise typer.Exit(130)
 
 
-async def _run(sim: Any) -> Any:
+async def _run(sim: Any, interrupted: list[str]) -> Any:
+    """Run the fleet; SIGINT/SIGTERM stop it cleanly (drained, summarised) and are noted."""
     loop = asyncio.get_running_loop()
+
+    def stop(name: str) -> None:
+        interrupted.append(name)
+        sim.request_stop()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, sim.request_stop)
+        loop.add_signal_handler(sig, stop, sig.name)
     try:
         return await sim.run()
     finally:
@@ -294,13 +290,14 @@ def send(
                                                show_default=False)] = None,
     broker: BrokerOption = None, username: UsernameOption = None, password: PasswordOption = None,
     ca: CaOption = None, cert: CertOption = None, key: KeyOption = None, insecure: InsecureOption = False,
-    as_json: JsonOption = False,
+    as_json: JsonOption = False, output: OutputOption = None,
     config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False,
 ) -> None:
     """Send a command (as ecokit-admin on the running stack, or to --broker) and show the acks."""
     from ecokit.clients import stack_connection
+    from ecokit.report import stamped
     from ecokit.sim.commands import CommandError, new_command
-    from ecokit.sim.control import Ack, send_command
+    from ecokit.sim.control import Ack, check_vehicle_id, send_command
 
     if all_vehicles:
         vehicle, rest = None, words
@@ -308,6 +305,7 @@ def send(
         if len(words) < 2:
             raise UsageError("give VEHICLE NAME (or --all NAME)")
         vehicle, rest = words[0], words[1:]
+        check_vehicle_id(vehicle)
     if not rest:
         raise UsageError("give the command NAME")
     try:
@@ -315,7 +313,7 @@ def send(
     except CommandError as exc:
         raise UsageError(str(exc)) from None
     if broker is not None:
-        connection = _url_connection(broker, username, password, ca, cert, key, insecure)
+        connection = _broker_choice(broker, username, password, ca, cert, key, insecure).connection()
     else:
         connection = stack_connection(load_stack(config, profile), as_admin=True)
     auth = connection.auth("ecokit-admin")
@@ -334,9 +332,11 @@ def send(
         out.print(f"{command.name} {json.dumps(dict(command.args)) if command.args else ''} -> "
                   f"{vehicle or 'all vehicles'} [dim](id {command.id})[/dim]")
     acks = send_command(connection.target, auth, command, vehicle, timeout=timeout, expect=expect, on_ack=shown)
-    if as_json:
-        out.print_json(json.dumps({"id": command.id, "name": command.name, "acks": [a.__dict__ for a in acks]}))
-    elif all_vehicles:
+    sent_at = command.ts / 1000 if command.ts is not None else None
+    emit({"id": command.id, "name": command.name, "args": dict(command.args), "vehicle": vehicle,
+          "broadcast": vehicle is None, **stamped("sent_at", sent_at), "timeout_s": timeout,
+          "acks": [{**a.__dict__, "ok": a.result == "ok"} for a in acks]}, as_json=as_json, output=output)
+    if all_vehicles and not as_json:
         out.print(f"{len(acks)} ack(s) within {timeout:g}s")
     if vehicle is not None and not acks:
         raise BrokerError(f"no ack from {vehicle} within {timeout:g}s",

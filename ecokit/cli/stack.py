@@ -1,26 +1,32 @@
-"""Stack lifecycle commands: init, doctor, render, up, status, logs, restart, down."""
+"""Stack lifecycle commands: init, doctor, render, up, status, ps, logs, restart, down."""
 
 from __future__ import annotations
 
-import json
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from ecokit.cli.common import (
     ConfigOption,
     DebugOption,
     JsonOption,
+    OutputOption,
     ProfileOption,
     RuntimeChoice,
     RuntimeOption,
+    emit,
+    err,
+    human,
     load_stack,
     out,
 )
 from ecokit.errors import EcokitError
 from ecokit.runtime.base import ServiceEvent
+from ecokit.status import stack_status
 
 # This module's commands; ecokit.cli joins them into the `ecokit` command.
 app = typer.Typer()
@@ -35,24 +41,29 @@ def _runtime(value: RuntimeChoice | None) -> str | None:
 
 
 class _Progress:
-    """Prints each service event as one line, with a spinner while a service starts."""
+    """Prints each service event as one line, with a spinner while a service starts (on a
+    terminal only: a log or a pipe gets the lines alone)."""
 
-    def __init__(self) -> None:
-        self.status = out.status("")
+    def __init__(self, console: Console = out) -> None:
+        self.console = console
+        self.status = console.status("") if console.is_terminal else None
 
     def __call__(self, event: ServiceEvent) -> None:
         if event.phase in ("starting", "waiting", "provisioning", "stopping", "pulling", "reloading", "building"):
-            self.status.update(f"{event.service}: {event.phase} {event.detail}".strip())
-            self.status.start()
+            if self.status is not None:
+                self.status.update(f"{event.service}: {event.phase} {event.detail}".strip())
+                self.status.start()
             return
-        self.status.stop()
+        if self.status is not None:
+            self.status.stop()
         style = PHASE_STYLE.get(event.phase, "")
         detail = f" [dim]({event.detail})[/dim]" if event.detail else ""
-        out.print(f"  [{style}]{event.phase:>9}[/{style}]  {event.service}{detail}" if style
-                  else f"  {event.phase:>9}  {event.service}{detail}")
+        self.console.print(f"  [{style}]{event.phase:>9}[/{style}]  {event.service}{detail}" if style
+                           else f"  {event.phase:>9}  {event.service}{detail}")
 
     def close(self) -> None:
-        self.status.stop()
+        if self.status is not None:
+            self.status.stop()
 
 
 @app.command()
@@ -80,7 +91,8 @@ def init(
 
 
 @app.command()
-def doctor(config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False) -> None:
+def doctor(config: ConfigOption = None, profile: ProfileOption = None, as_json: JsonOption = False,
+           output: OutputOption = None, debug: DebugOption = False) -> None:
     """Check runtimes, binaries, free ports and certificates; say how to fix what is missing."""
     from ecokit.doctor import check_machine, check_stack
 
@@ -92,19 +104,24 @@ def doctor(config: ConfigOption = None, profile: ProfileOption = None, debug: De
 
         checks.append(Check("config", "info" if "no ecokit.yaml" in str(exc) else "fail", str(exc),
                             exc.hint or ""))
-    table = Table(show_header=True, header_style="bold", box=None)
-    for column in ("", "check", "result", "fix"):
-        table.add_column(column)
-    icons = {"ok": "[green]✓[/green]", "warn": "[yellow]![/yellow]", "fail": "[red]✗[/red]",
-             "info": "[blue]i[/blue]"}
-    for check in checks:
-        table.add_row(icons[check.level], check.area, check.detail, check.fix)
-    out.print(table)
     failed = [c for c in checks if c.level == "fail"]
+    emit({"ready": not failed, "problems": len(failed),
+          "checks": [{"area": c.area, "level": c.level, "detail": c.detail, "fix": c.fix or None} for c in checks]},
+         as_json=as_json, output=output)
+    if not as_json:
+        table = Table(show_header=True, header_style="bold", box=None)
+        for column in ("", "check", "result", "fix"):
+            table.add_column(column)
+        icons = {"ok": "[green]✓[/green]", "warn": "[yellow]![/yellow]", "fail": "[red]✗[/red]",
+                 "info": "[blue]i[/blue]"}
+        for check in checks:
+            table.add_row(icons[check.level], check.area, check.detail, check.fix)
+        out.print(table)
     if failed:
-        out.print(f"[red]{len(failed)} problem(s) to fix.[/red]")
+        err.print(f"[red]{len(failed)} problem(s) to fix[/red] (the ✗ lines above say how)")
         raise typer.Exit(1)
-    out.print("[green]Ready.[/green]")
+    if not as_json:
+        out.print("[green]Ready.[/green]")
 
 
 @app.command()
@@ -131,29 +148,49 @@ def render(config: ConfigOption = None, profile: ProfileOption = None, runtime: 
 
 @app.command()
 def up(config: ConfigOption = None, profile: ProfileOption = None, runtime: RuntimeOption = None,
-       debug: DebugOption = False) -> None:
-    """Start the stack (idempotent: running services with unchanged config are left alone)."""
+       as_json: JsonOption = False, output: OutputOption = None, debug: DebugOption = False) -> None:
+    """Start the stack (idempotent: running services with unchanged config are left alone).
+
+    The profile given (--profile) stays active for later commands, across down and up, until
+    another one is given (--profile default goes back to none)."""
     stack = load_stack(config, profile)
     name = stack.resolve_runtime(_runtime(runtime))
-    out.print(f"stack [bold]{stack.config.stack}[/bold] on the [bold]{name}[/bold] runtime"
-              + (f" with profile [bold]{stack.loaded.profile}[/bold]" if stack.loaded.profile else ""))
-    progress = _Progress()
+    console = human(as_json)
+    console.print(f"stack [bold]{stack.config.stack}[/bold] on the [bold]{name}[/bold] runtime"
+                  + (f" with profile [bold]{stack.active_profile}[/bold]" if stack.active_profile else ""))
+    progress = _Progress(console)
     try:
         actions = stack.up(name, progress=progress)
     finally:
         progress.close()
     for note in stack.notes:
-        out.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {note}")
     if all(a in ("unchanged", "skipped") for a in actions.values()):
-        out.print("[green]Already up; nothing changed.[/green]")
-    _print_endpoints(stack)
+        console.print("[green]Already up; nothing changed.[/green]")
+    status = stack_status(stack)
+    _open_warning(status)
+    emit({**_status_document(status), "actions": actions}, as_json=as_json, output=output)
+    if not as_json:
+        _print_endpoints(status)
 
 
-def _print_endpoints(stack: object) -> None:
-    from ecokit.stack import Stack
+def _status_document(status: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = status.to_dict()
+    return doc
 
-    assert isinstance(stack, Stack)
-    status = stack.status()
+
+def _open_warning(status: Any) -> None:
+    """An open broker is said loudly, on stderr (seen even when stdout is parsed)."""
+    if not status.open_broker or status.state == "stopped":
+        return
+    urls = ", ".join(u for k, u in status.broker["endpoints"].items() if k in ("mqtt", "ws"))
+    err.print(f"[bold red]OPEN BROKER:[/bold red] [red]clients without credentials may publish and subscribe to "
+              f"any topic (but $SYS and ecokit's service topics) at {urls or 'every listener'}[/red]", soft_wrap=True)
+    err.print("[yellow]hint:[/yellow] a test sandbox (profile open): keep it on loopback; "
+              "`ecokit up --profile default` closes it", soft_wrap=True)
+
+
+def _print_endpoints(status: Any) -> None:
     for name, url in status.broker["endpoints"].items():
         out.print(f"  {name:<10} {url}")
     out.print(f"  {'influxdb':<10} {status.influxdb['url']} (database {status.influxdb['database']})")
@@ -166,16 +203,20 @@ def _print_endpoints(stack: object) -> None:
 
 @app.command()
 def status(config: ConfigOption = None, profile: ProfileOption = None, as_json: JsonOption = False,
+           output: OutputOption = None,
            show_secrets: Annotated[bool, typer.Option("--show-secrets", help="include passwords and tokens")]
            = False, debug: DebugOption = False) -> None:
-    """Show the stack's services, endpoints and where credentials live."""
+    """Show the stack's services, endpoints, active profile and where credentials live."""
     stack = load_stack(config, profile)
-    st = stack.status(show_secrets=show_secrets)
+    st = stack_status(stack, show_secrets=show_secrets)
+    _open_warning(st)
+    emit(_status_document(st), as_json=as_json, output=output)
     if as_json:
-        out.print_json(json.dumps(st.to_dict()))
         return
+    since = f", up {_age(st.started)}" if st.started and st.state != "stopped" else ""
     out.print(f"stack [bold]{st.stack}[/bold]: [bold]{st.state}[/bold]"
-              + (f" on {st.runtime}" if st.runtime else ""))
+              + (f" on {st.runtime}" if st.runtime else "") + since
+              + f", profile [bold]{st.profile or 'none'}[/bold]")
     table = Table(box=None, header_style="bold")
     for column in ("service", "state", "pid/container", "ports", "detail"):
         table.add_column(column)
@@ -195,15 +236,91 @@ def status(config: ConfigOption = None, profile: ProfileOption = None, as_json: 
         out.print(f"[yellow]note:[/yellow] {note}")
 
 
+def _age(started: float) -> str:
+    seconds = max(0, int(time.time() - started))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+    return f"{seconds // 86400}d"
+
+
 @app.command()
-def logs(service: Annotated[str, typer.Argument(help="service name, e.g. broker, influxdb")],
+def ps(as_json: JsonOption = False, output: OutputOption = None,
+       all_stacks: Annotated[bool, typer.Option("--all", "-a", help="also stacks that are down (not yet purged)")]
+       = False, debug: DebugOption = False) -> None:
+    """Every ecokit stack on this machine: state, runtime, profile, endpoints, project."""
+    from ecokit.cli.common import machine_index
+    from ecokit.stack import Stack
+
+    rows: list[dict[str, Any]] = []
+    for entry in machine_index().entries():
+        row = _ps_row(entry, Stack)
+        if all_stacks or row["state"] != "stopped":
+            rows.append(row)
+    emit({"stacks": rows}, as_json=as_json, output=output)
+    if as_json:
+        return
+    if not rows:
+        out.print("no ecokit stack is running on this machine" + ("" if all_stacks else " (--all shows stopped ones)"))
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("stack", "state", "runtime", "profile", "up", "endpoints", "project"):
+        table.add_column(column)
+    for row in rows:
+        style = {"running": "green", "partial": "yellow", "stopped": "dim"}.get(row["state"], "red")
+        state = f"[{style}]{row['state']}[/{style}] {row['services_running']}/{row['services']}" \
+            if row["services"] else f"[{style}]{row['state']}[/{style}]"
+        endpoints = " ".join(row["endpoints"].values())
+        table.add_row(row["stack"], state, row["runtime"] or "", row["profile"] or "",
+                      _age(row["started_at_epoch"]) if row["started_at_epoch"] and row["state"] != "stopped" else "",
+                      endpoints, row["project_dir"])
+    out.print(table)
+
+
+def _ps_row(entry: Any, stack_class: Any) -> dict[str, Any]:
+    from ecokit.report import stamped
+
+    row: dict[str, Any] = {"stack": entry.stack, "project_dir": entry.project_dir, "config_file": entry.config_file,
+                           "runtime": entry.runtime, "profile": entry.profile,
+                           **stamped("started_at", entry.started), "state": "unknown", "services": 0,
+                           "services_running": 0, "endpoints": {}, "open_broker": False, "error": None}
+    try:
+        stack = stack_class.load(Path(entry.config_file), profile=entry.profile, env={})
+        st = stack_status(stack)
+    except EcokitError as exc:
+        row["error"] = str(exc)
+        return row
+    required = [s for s in st.services if s.state != "unavailable"]
+    row.update(state=st.state, runtime=st.runtime or entry.runtime, services=len(required),
+               services_running=sum(1 for s in required if s.state == "running"),
+               endpoints=dict(st.broker["endpoints"]), open_broker=st.open_broker)
+    return row
+
+
+@app.command()
+def logs(service: Annotated[str | None, typer.Argument(help="a service (broker, influxdb, ...); none: all of "
+                                                            "them, interleaved, each line prefixed")] = None,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
-         lines: Annotated[int, typer.Option("--lines", "-n", help="lines to show", min=0)] = 50,
+         lines: Annotated[int, typer.Option("--lines", "-n", help="lines to show (per service)", min=0)] = 50,
          config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False) -> None:
-    """Print a service's log (the tail, or follow it with -f)."""
+    """Print a service's log, or every service's, interleaved by time (the tail, or follow it with -f)."""
+    from ecokit.logs import all_logs
+
     stack = load_stack(config, profile)
     try:
-        for line in stack.logs(service, follow=follow, tail=lines):
+        if service is not None:
+            for line in stack.logs(service, follow=follow, tail=lines):
+                out.print(line, markup=False, highlight=False, soft_wrap=True)
+            return
+        names = stack.service_names()
+        width = max(len(n) for n in names)
+        colours = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green")
+        for name, line in all_logs(stack, names, follow=follow, tail=lines):
+            colour = colours[names.index(name) % len(colours)] if name in names else "white"
+            out.print(f"[{colour}]{name:<{width}} |[/{colour}] ", end="")
             out.print(line, markup=False, highlight=False, soft_wrap=True)
     except KeyboardInterrupt:
         pass

@@ -134,6 +134,17 @@ class LoadedConfig:
     project_dir: Path
     config_file: Path | None
     profile: str | None
+    # Where each key that was set came from (dotted key → "ecokit.yaml", "environment
+    # ECOKIT_…", "profile tls", "flag --…"); keys absent here are defaults.
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def source_of(self, dotted: str) -> str:
+        parts = dotted.split(".")
+        for end in range(len(parts), 0, -1):
+            found = self.sources.get(".".join(parts[:end]))
+            if found is not None:
+                return found
+        return "default"
 
     def path(self, relative: str) -> Path:
         """Resolve a path from the configuration against the project folder."""
@@ -226,13 +237,14 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
-        layered.merge(_nest(tuple(dotted.split(".")), value), f"flag --{dotted.split('.')[-1]}")
+        layered.merge(_nest(tuple(dotted.split(".")), value), f"flag --{dotted.split('.')[-1].replace('_', '-')}")
 
     try:
         config = StackConfig.model_validate(layered.data)
     except ValidationError as exc:
         raise _config_error(exc, layered, file_label) from None
-    return LoadedConfig(config=config, project_dir=project, config_file=config_file, profile=profile)
+    return LoadedConfig(config=config, project_dir=project, config_file=config_file, profile=profile,
+                        sources={".".join(str(p) for p in k): v for k, v in layered.sources.items()})
 
 
 def _profile_overlay(name: str, user_profiles: Any, project: Path) -> tuple[dict[str, Any], str]:

@@ -57,6 +57,8 @@ class BrokerConfig(Section):
     password_iterations: int = Field(1000, ge=1, le=1_000_000,
                                      description="PBKDF2-SHA512 rounds in the Mosquitto password file")
     log_verbose: bool = False
+    sys_interval: int = Field(10, ge=1, le=3600,
+                              description="seconds between Mosquitto's $SYS updates (what broker metrics show)")
 
 
 class TlsConfig(Section):
@@ -85,6 +87,16 @@ class CertsConfig(Section):
 
 class AuthConfig(Section):
     anonymous: bool = Field(False, description="allow clients without credentials (never implied)")
+    open: bool = Field(False, description="a test sandbox (profile `open`): clients without credentials may "
+                                          "publish and subscribe to any topic except $SYS writes and ecokit's "
+                                          "own service topics; needs anonymous: true")
+
+    @model_validator(mode="after")
+    def _open_needs_anonymous(self) -> AuthConfig:
+        if self.open and not self.anonymous:
+            raise KeyedValueError("open: true needs anonymous: true (an open broker takes clients without "
+                                  "credentials; say so explicitly)", "open")
+        return self
 
 
 class InfluxConfig(Section):
@@ -127,6 +139,7 @@ class EcokitServicePorts(Section):
     bridge: Port = 9101
     processor: Port = 9102
     shadow: Port = 9103
+    brokerstats: Port = Field(9104, description="Mosquitto's $SYS as Prometheus metrics")
 
 
 class ImagesConfig(Section):
@@ -156,8 +169,8 @@ class SimulatorConfig(Section):
     """Defaults of `ecokit simulate`; its flags override them."""
 
     region: str = Field("paris", description="paris, dubai, or a box SOUTH,WEST,NORTH,EAST in degrees")
-    rate: str = Field("1s", pattern=r"^\d+(\.\d+)?(ms|s|m|h)?$", description="telemetry interval per vehicle")
-    jitter: str = Field("0s", pattern=r"^\d+(\.\d+)?(ms|s|m|h)?$")
+    rate: str = Field("1s", description="telemetry interval per vehicle (0: flat out)")
+    jitter: str = Field("0s", description="± random spread of each interval (seeded)")
     qos: Literal[0, 1] = 1
     mqtt: Literal["5", "3.1.1"] = "5"
     session_expiry: int = Field(3600, ge=0, description="seconds (MQTT 5)")
@@ -165,6 +178,13 @@ class SimulatorConfig(Section):
     queue_limit: int = Field(10_000, ge=1, description="offline queue bound per vehicle")
     shadow: bool = Field(True, description="against the stack (when it runs the shadow service): vehicles "
                          "report to their device shadows and apply desired.publish_interval")
+
+    @field_validator("rate", "jitter")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if duration_seconds(value) is None:
+            raise ValueError(f"{value!r}: expected a duration like 500ms, 1s, 10m or 1h")
+        return value
 
     @field_validator("region")
     @classmethod

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import shapely
 from shapely import Point, STRtree
 
@@ -42,7 +41,7 @@ class GeofenceIndex:
         if self._tree is None or not positions:
             return out
         fences = self.fences
-        points = shapely.points(np.asarray(positions, dtype=float))
+        points = shapely.points(list(positions))
         which, fence = self._tree.query(points, predicate="within")
         for i, f in zip(which.tolist(), fence.tolist(), strict=True):
             out[i].append(fences[f])

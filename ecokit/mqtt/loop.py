@@ -228,11 +228,20 @@ def persistent_connect_args(protocol: int, keepalive: int, session_expiry: int) 
 
 
 def close_socket(client: mqtt.Client) -> None:
-    """Close a client's socket without any MQTT exchange (after DISCONNECT, or when giving up)."""
+    """Close a client's sockets without any MQTT exchange (after DISCONNECT and ``loop_stop``,
+    or when giving up): its connection, and the socket pair ``loop_start`` opens to wake its
+    thread, which paho leaves to the garbage collector (that may finalise the sockets before
+    the client: a ResourceWarning)."""
     sock = client.socket()
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.close()
+    for name in ("_sockpairR", "_sockpairW"):
+        pair = getattr(client, name, None)
+        if isinstance(pair, socket.socket):
+            with contextlib.suppress(OSError):
+                pair.close()
+            setattr(client, name, None)
 
 
 def _connect(client: mqtt.Client, host: str, port: int, kwargs: dict[str, Any]) -> None:

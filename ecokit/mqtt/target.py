@@ -88,3 +88,19 @@ def url_connection(url: str, *, username: str | None = None, password: str | Non
     auth = ClientAuth(user, pw, client_cert)
     who = f" as {user}" if user else " anonymously"
     return Connection(target, lambda name: auth, f"{target.url}{who}")
+
+
+@dataclass(frozen=True)
+class BrokerChoice:
+    """Any broker (instead of a running stack): its URL and the one set of credentials every client uses."""
+
+    url: str
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    client_cert: tuple[Path, Path] | None = None
+    verify: bool = True
+
+    def connection(self) -> Connection:
+        return url_connection(self.url, username=self.username, password=self.password, ca_file=self.ca_file,
+                              client_cert=self.client_cert, verify=self.verify)

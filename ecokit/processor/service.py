@@ -14,8 +14,9 @@ same fast intake (``ecokit.mqtt.fast``): paho spends about four fifths of the pr
 time in its own per-packet work (benchmarks/README.md, "Geofences"). One thread runs the
 intake, the once-a-second tick and the geofence reloads; messages are acknowledged after
 they were handled. The fences of a received batch of fixes are looked up in one vectorised
-query; the per-vehicle logic then runs fix by fix, in order. Each message is handled on its own: an exception is counted by type,
-dead-lettered to ``ecokit/deadletter/processor`` and the next message goes on.
+query; the per-vehicle logic then runs fix by fix, in order. Each message is handled on its
+own: an exception is counted by type, dead-lettered to ``ecokit/deadletter/processor`` and
+the next message goes on.
 
 The geofence file is watched (mtime, size, inode every ``reload_interval`` seconds, and at
 once on SIGHUP, which ``ecokit up`` sends when it delivers a changed file): a valid new set

@@ -126,7 +126,7 @@ class LocalRuntime:
                                          hint=spec.local.install_hint if spec.local else None)
             for port in spec.ports:
                 if not process.port_is_free(host, port.host):
-                    raise PortInUse(spec.name, port.host, host)
+                    raise PortInUse(spec.name, port.host, host, holder=process.port_holder(port.host))
 
     def _ensure(self, spec: ServiceSpec, services: dict[str, Any], on_ready: OnReady,
                 progress: Progress) -> Action:
@@ -190,7 +190,7 @@ class LocalRuntime:
         host = self.readiness.host
         for port in spec.ports:
             if not process.port_is_free(host, port.host):
-                raise PortInUse(spec.name, port.host, host)
+                raise PortInUse(spec.name, port.host, host, holder=process.port_holder(port.host))
         for volume in spec.volumes:
             self.paths.service_data(spec.name).joinpath(volume.name).mkdir(parents=True, exist_ok=True)
         log_path = self.paths.log(spec.name)
@@ -280,7 +280,8 @@ class LocalRuntime:
     def logs(self, service: str, *, follow: bool = False, tail: int = 50) -> Iterator[str]:
         path = self.paths.log(service)
         if not path.exists():
-            raise ServiceError(service, f"has no log yet ({path})")
+            raise ServiceError(service, f"has no log yet ({path})",
+                               hint="it has not run since the last `ecokit down --purge`: `ecokit up` starts it")
         if follow:
             yield from process.follow(path, tail_lines=tail)
         else:

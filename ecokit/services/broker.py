@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 
-from ecokit.acl import HEALTH_USER, USERNAME, AccessPolicy, Grant, Principal
+from ecokit.acl import HEALTH_USER, SERVICE_TOPICS, USERNAME, AccessPolicy, Grant, Principal
 from ecokit.render import render_template
 from ecokit.services.context import (
     EMQX_API_SECRET,
@@ -84,9 +84,14 @@ def _mosquitto_access(grant: Grant) -> str:
     return {"publish": "write", "subscribe": "read", "all": "readwrite"}[grant.access]
 
 
-def mosquitto_acl_lines(policy: AccessPolicy) -> list[tuple[str, list[str]]]:
-    """(username or '' for patterns, lines) blocks of a Mosquitto acl_file."""
-    blocks: list[tuple[str, list[str]]] = []
+def mosquitto_acl_lines(policy: AccessPolicy) -> list[tuple[str | None, list[str]]]:
+    """(username, or None for anonymous clients, or '' for patterns; lines) blocks of a
+    Mosquitto acl_file. Anonymous clients' lines come first: before any `user` line."""
+    blocks: list[tuple[str | None, list[str]]] = []
+    if policy.anonymous and policy.open:
+        # `deny` is checked before anything else and covers reading as well as writing.
+        blocks.append((None, [*(f"topic deny {t}" for t in SERVICE_TOPICS), "topic read $SYS/#",
+                              "topic readwrite #"]))
     for principal in sorted(policy.principals, key=lambda p: p.username):
         if principal.superuser:
             blocks.append((principal.username, ["topic readwrite #", "topic read $SYS/#"]))
@@ -159,6 +164,14 @@ def emqx_acl_rules(policy: AccessPolicy) -> list[str]:
         rules += [rule(who, g) for g in principal.grants]
     # Device rights follow the username, like Mosquitto's `pattern` lines.
     rules += [rule("all", g) for g in policy.device_grants]
+    if policy.anonymous and policy.open:
+        # The sandbox is for clients without a username: whoever has one stops here. EMQX
+        # checks a subscription when it is made, so an anonymous `#` also receives the
+        # service topics denied below (Mosquitto filters each message).
+        rules.append('{deny, {username, {re, "."}}, all, ["#", "$SYS/#"]}.')
+        rules.append("{deny, all, all, [" + ", ".join(f'"{t}"' for t in SERVICE_TOPICS) + "]}.")
+        rules.append('{allow, all, subscribe, ["$SYS/#"]}.')
+        rules.append('{allow, all, all, ["#"]}.')
     rules.append("{deny, all}.")
     return rules
 

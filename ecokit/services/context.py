@@ -14,8 +14,8 @@ from typing import Literal
 from ecokit.acl import AccessPolicy
 from ecokit.config.model import StackConfig
 from ecokit.errors import RenderError
+from ecokit.paths import Target
 from ecokit.render import PathMap
-from ecokit.services.spec import Target
 
 # Names of the per-stack secrets. Devices and users are `device/<id>` and `user/<name>`,
 # ecokit's own MQTT users `service/<username>`.

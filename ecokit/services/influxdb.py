@@ -5,8 +5,12 @@ Both are spoken to through the v1 HTTP API (/write, /query), which every version
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from ecokit.config.model import StackConfig
 from ecokit.render import render_template
-from ecokit.services.context import INFLUX_ADMIN, INFLUX_TOKEN, Placement, PlanContext
+from ecokit.services.context import INFLUX_ADMIN, INFLUX_READER, INFLUX_TOKEN, INFLUX_WRITER, Placement, PlanContext
 from ecokit.services.spec import (
     ContainerSpec,
     LocalCommand,
@@ -16,6 +20,7 @@ from ecokit.services.spec import (
     ServiceSpec,
     Volume,
 )
+from ecokit.store.influx import InfluxEndpoint, InfluxV1, check_v1_mapping, setup_v1
 
 INFLUXDB = "influxdb"
 SETUP_V1 = "influxdb-v1-setup"
@@ -83,3 +88,36 @@ def _influxdb_v2(ctx: PlanContext, port: PortSpec) -> ServiceSpec:
         container=ContainerSpec(cfg.images.influxdb, env=env),
         post_start=(SETUP_V2,),
     )
+
+
+@dataclass(frozen=True)
+class PostStart:
+    """What InfluxDB's provisioning needs once it answers: its admin endpoint and the users'
+    passwords (``secrets``, by name)."""
+
+    admin: InfluxEndpoint
+    config: StackConfig
+    secrets: Mapping[str, str]
+
+
+def setup_influx_v1(ctx: PostStart) -> None:
+    """InfluxDB 1.x: the database, its retention and the writer and reader users."""
+    setup_v1(ctx.admin, database=ctx.config.influxdb.database, retention=ctx.config.influxdb.retention,
+             users={"ecokit-writer": (ctx.secrets[INFLUX_WRITER], "WRITE"),
+                    "ecokit-reader": (ctx.secrets[INFLUX_READER], "READ")})
+
+
+def check_influx_v2(ctx: PostStart) -> None:
+    """InfluxDB 2.x: the image's entrypoint creates org, bucket and operator token on an empty
+    volume, and buckets map to databases automatically (virtual DBRP, 2.4+); prove it answers v1,
+    and that no explicit DBRP mapping sends the database's writes to another bucket."""
+    with InfluxV1(ctx.admin) as client:
+        client.query("SHOW MEASUREMENTS LIMIT 1")
+        check_v1_mapping(client, org=ctx.config.influxdb.org, database=ctx.config.influxdb.database)
+
+
+# The steps a ServiceSpec names in ``post_start``, run once the service is ready.
+POST_START: dict[str, Callable[[PostStart], None]] = {
+    SETUP_V1: setup_influx_v1,
+    SETUP_V2: check_influx_v2,
+}

@@ -35,7 +35,7 @@ def metrics_targets(ctx: PlanContext, plan_names: tuple[str, ...]) -> list[dict[
     """Scrape jobs: ecokit's own services and EMQX's Prometheus endpoint."""
     jobs = []
     ports = ctx.config.service_ports.model_dump()
-    for name in ("bridge", "processor", "shadow"):
+    for name in ("bridge", "processor", "shadow", "brokerstats"):
         if name in plan_names:
             jobs.append({"job": f"ecokit-{name}", "path": "/metrics",
                          "target": f"{ctx.service_host(name)}:{ports[name]}"})

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-Target = Literal["local", "docker"]
 Role = Literal["broker", "store", "dashboard", "metrics", "ecokit"]
 
 

@@ -20,9 +20,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ecokit.errors import BrokerError
+from ecokit.errors import BrokerError, UsageError
+from ecokit.mqtt.loop import close_socket
 from ecokit.shadow import topics
-from ecokit.shadow.machine import Operation
+from ecokit.shadow.machine import SHADOW_NAME, THING_NAME, Operation
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,16 @@ class ShadowReply:
     def version(self) -> int | None:
         version = self.document.get("version")
         return int(version) if isinstance(version, int) else None
+
+
+def check_names(thing: str, name: str = "") -> None:
+    """Refuse, before anything is sent, a thing or shadow name the service would never see as a
+    request (``veh/1`` makes a topic of other levels: the request would wait for nothing)."""
+    if not THING_NAME.match(thing):
+        raise UsageError(f"{thing!r} is not a thing name: 1-128 letters, digits, ':', '_' or '-'",
+                         hint="a thing is a device id (`ecokit devices list`)")
+    if name and not SHADOW_NAME.match(name):
+        raise UsageError(f"{name!r} is not a shadow name: 1-64 letters, digits, '$', ':', '_' or '-'")
 
 
 class ShadowTimeout(BrokerError):
@@ -129,6 +140,7 @@ class ShadowClient:
     def request(self, operation: Operation, thing: str, body: Mapping[str, Any] | None = None, *,
                 name: str = "", timeout: float = 5.0) -> ShadowReply:
         """Send one request and wait for its accepted/rejected reply."""
+        check_names(thing, name)
         self._subscribe(thing, name, operation, timeout)
         token = uuid.uuid4().hex
         doc = {**(body or {}), "clientToken": token}
@@ -172,6 +184,7 @@ class ShadowClient:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        close_socket(self._client)
 
     def __enter__(self) -> ShadowClient:
         return self

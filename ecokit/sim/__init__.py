@@ -8,13 +8,15 @@ running stack's broker and devices, ``ecokit.clients``.
 """
 
 from ecokit.config.regions import REGIONS, Region, parse_region
+from ecokit.sim.base import SimSettings
 from ecokit.sim.commands import Command, CommandError, new_command
 from ecokit.sim.control import Ack, send_command
 from ecokit.sim.fleet import FleetSpec, SimVehicle, build_fleet, build_vehicle
 from ecokit.sim.offline import OfflineQueue
 from ecokit.sim.routes import Route, generate_route
-from ecokit.sim.runner import SimSettings, Simulator, Snapshot, Summary
+from ecokit.sim.runner import Simulator
 from ecokit.sim.shadow import VehicleShadow
+from ecokit.sim.stats import Snapshot, Summary
 from ecokit.sim.vehicle import PROFILES, Fix, VehicleModel, VehicleProfile
 
 __all__ = [

@@ -14,7 +14,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ecokit.errors import BrokerError
+from ecokit.errors import BrokerError, UsageError
 from ecokit.mqtt.loop import close_socket
 from ecokit.mqtt.target import BrokerTarget, ClientAuth
 from ecokit.sim.commands import Command
@@ -35,6 +35,15 @@ class Ack:
                    float(data.get("latency_ms") or 0.0), round_trip_ms)
 
 
+def check_vehicle_id(vehicle: str) -> None:
+    """A vehicle id is one topic level: no '/', '+', '#' (nor NUL), not empty."""
+    bad = sorted({ch for ch in vehicle if ch in "/+#\0"})
+    if not vehicle or bad:
+        what = "is empty" if not vehicle else "contains " + ", ".join(repr(ch) for ch in bad)
+        raise UsageError(f"{vehicle!r} is not a vehicle id: it {what} (an id is one MQTT topic level)",
+                         hint="`ecokit devices list` shows the registered ids; broadcast with --all")
+
+
 def send_command(target: BrokerTarget, auth: ClientAuth, command: Command, vehicle: str | None, *,
                  timeout: float = 5.0, expect: int | None = None,
                  on_ack: Callable[[Ack], None] | None = None) -> list[Ack]:
@@ -42,6 +51,8 @@ def send_command(target: BrokerTarget, auth: ClientAuth, command: Command, vehic
 
     Waits until ``expect`` acks arrived (1 for a single vehicle) or ``timeout`` passed.
     """
+    if vehicle is not None:
+        check_vehicle_id(vehicle)
     wanted = expect if expect is not None else (1 if vehicle is not None else None)
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ecokit-command-{uuid.uuid4().hex[:10]}",

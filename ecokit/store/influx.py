@@ -69,8 +69,12 @@ class InfluxV1:
         try:
             return self.session.request(method, url, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
         except requests.RequestException as exc:
-            raise StoreError(f"InfluxDB is not reachable at {self.endpoint.url}: {exc.__class__.__name__}",
-                             url=self.endpoint.url) from exc
+            why = "connection refused" if isinstance(exc, requests.ConnectionError) else \
+                "no answer in time" if isinstance(exc, requests.Timeout) else exc.__class__.__name__
+            error = StoreError(f"InfluxDB is not reachable at {self.endpoint.url} ({why})")
+            error.url = self.endpoint.url
+            error.hint = "`ecokit status` shows whether influxdb runs, `ecokit logs influxdb` why it stopped"
+            raise error from exc
 
     def ping(self) -> str | None:
         """The server version if it answers /ping, else None (never raises)."""
@@ -133,6 +137,28 @@ class InfluxV1:
             raise StoreError(f"InfluxDB refused GET {path}", url=resp.url.split("?")[0],
                              status=resp.status_code, body=_error_text(resp))
         return resp.json()
+
+    def send_json(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
+                  params: Mapping[str, str] | None = None) -> Any:
+        """A JSON request to InfluxDB 2's /api/v2 (the same token); its JSON answer, or None
+        for 204. Raises StoreError with InfluxDB's message on any other status."""
+        resp = self._request(method, path, params=dict(params or {}), json=body)
+        if resp.status_code not in (200, 201, 204):
+            raise StoreError(f"InfluxDB refused {method} {path}", url=resp.url.split("?")[0],
+                             status=resp.status_code, body=_error_text(resp))
+        return None if resp.status_code == 204 or not resp.content else resp.json()
+
+    def flux(self, query: str, *, org: str) -> int:
+        """Run a Flux program (InfluxDB 2's /api/v2/query); the number of result rows."""
+        resp = self._request("POST", "/api/v2/query", params={"org": org},
+                             json={"query": query, "type": "flux", "dialect": {"annotations": []}},
+                             headers={"Accept": "application/csv", "Accept-Encoding": "gzip"})
+        if resp.status_code != 200:
+            raise StoreError("InfluxDB refused a Flux query", url=resp.url.split("?")[0],
+                             status=resp.status_code, body=_error_text(resp))
+        # Annotation-free CSV: one header line per table (",result,table,..."), then rows.
+        lines = [line for line in resp.text.splitlines() if line.strip()]
+        return sum(1 for line in lines if not line.startswith(",result,"))
 
     def rows(self, q: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Rows of every series of every statement, as dicts (tags included)."""

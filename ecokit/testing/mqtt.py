@@ -19,6 +19,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from ecokit.mqtt.loop import close_socket
+
 
 @dataclass
 class Received:
@@ -41,8 +43,10 @@ class SyncClient:
                  client_id: str | None = None, protocol: MQTTProtocolVersion = mqtt.MQTTv5, clean_start: bool = True,
                  tls: ssl.SSLContext | None = None, transport: str = "tcp", keepalive: int = 30,
                  session_expiry: int | None = None, will: tuple[str, bytes, int, bool] | None = None,
-                 connect_properties: Properties | None = None) -> None:
+                 connect_properties: Properties | None = None, timeout: float = 5.0) -> None:
         self.host, self.port = host, port
+        # The deadline of every wait that is not given its own.
+        self.timeout = timeout
         self.client_id = client_id or f"ecokit-test-{uuid.uuid4().hex[:10]}"
         self.protocol = protocol
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol,
@@ -101,11 +105,12 @@ class SyncClient:
         self._ack_queue(mid).put(reason)
 
     # operations
-    def connect(self, timeout: float = 5.0) -> tuple[ReasonCode, dict[str, Any], Properties | None]:
+    def connect(self, timeout: float | None = None) -> tuple[ReasonCode, dict[str, Any], Properties | None]:
         """Connect and wait for CONNACK; returns (reason, flags, properties) even on refusal.
 
         A TLS handshake the server refuses raises ssl.SSLError (as paho would).
         """
+        timeout = self.timeout if timeout is None else timeout
         if self._tls is not None:
             # Handshake once on a socket we close: paho leaves a failed handshake's socket open.
             with socket.create_connection((self.host, self.port), timeout=timeout) as raw, \
@@ -125,7 +130,8 @@ class SyncClient:
         except queue.Empty:
             raise TimeoutError(f"no CONNACK from {self.host}:{self.port} within {timeout}s") from None
 
-    def subscribe(self, topic: str, qos: int = 1, timeout: float = 5.0, **kwargs: Any) -> list[ReasonCode]:
+    def subscribe(self, topic: str, qos: int = 1, timeout: float | None = None, **kwargs: Any) -> list[ReasonCode]:
+        timeout = self.timeout if timeout is None else timeout
         result, mid = self.client.subscribe(topic, qos, **kwargs)
         if result != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"subscribe failed locally: {mqtt.error_string(result)}")
@@ -136,7 +142,8 @@ class SyncClient:
         except queue.Empty:
             raise TimeoutError(f"no SUBACK for {topic!r} within {timeout}s") from None
 
-    def unsubscribe(self, topic: str, timeout: float = 5.0) -> Any:
+    def unsubscribe(self, topic: str, timeout: float | None = None) -> Any:
+        timeout = self.timeout if timeout is None else timeout
         result, mid = self.client.unsubscribe(topic)
         if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise ConnectionError(f"unsubscribe failed locally: {mqtt.error_string(result)}")
@@ -146,8 +153,9 @@ class SyncClient:
             raise TimeoutError(f"no UNSUBACK for {topic!r} within {timeout}s") from None
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False,
-                properties: Properties | None = None, timeout: float = 5.0) -> ReasonCode | None:
+                properties: Properties | None = None, timeout: float | None = None) -> ReasonCode | None:
         """Publish; for QoS 1/2 wait for the PUBACK/PUBCOMP and return its reason code."""
+        timeout = self.timeout if timeout is None else timeout
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS or info.mid is None:
             raise ConnectionError(f"publish failed locally: {mqtt.error_string(info.rc)}")
@@ -159,8 +167,9 @@ class SyncClient:
         except queue.Empty:
             raise TimeoutError(f"no acknowledgement for QoS {qos} publish to {topic!r} within {timeout}s") from None
 
-    def expect(self, count: int, timeout: float = 5.0) -> list[Received]:
+    def expect(self, count: int, timeout: float | None = None) -> list[Received]:
         """Wait for ``count`` messages; raise TimeoutError naming how many arrived."""
+        timeout = self.timeout if timeout is None else timeout
         got: list[Received] = []
         deadline = time.monotonic() + timeout
         while len(got) < count:
@@ -190,10 +199,7 @@ class SyncClient:
             self.client.disconnect()
         self.client.loop_stop()
         # The network thread may stop before it closed the socket (e.g. mid-reconnect).
-        sock = self.client.socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
+        close_socket(self.client)
 
     def __enter__(self) -> SyncClient:
         return self

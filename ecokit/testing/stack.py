@@ -63,18 +63,24 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port found")
 
 
+def free_ports_overlay() -> dict[str, Any]:
+    """Every host port a stack may bind (``StackConfig.host_ports``), each set to a free one."""
+    from ecokit.config.model import StackConfig
+
+    overlay: dict[str, Any] = {}
+    for dotted in StackConfig().host_ports():
+        *parents, last = dotted.split(".")
+        node = overlay
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = free_port()
+    return overlay
+
+
 def project_config(*, stack: str = "test", extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """An ecokit.yaml body with every port free, local runtime, no Grafana."""
-    cfg: dict[str, Any] = {
-        "version": 1,
-        "stack": stack,
-        "runtime": "local",
-        "broker": {"ports": {k: free_port() for k in ("mqtt", "mqtts", "ws", "wss", "dashboard")}},
-        "influxdb": {"port": free_port(), "rpc_port": free_port()},
-        "grafana": {"enabled": False, "port": free_port()},
-        "prometheus": {"enabled": False, "port": free_port()},
-        "service_ports": {k: free_port() for k in ("bridge", "processor", "shadow")},
-    }
+    cfg: dict[str, Any] = {"version": 1, "stack": stack, "runtime": "local", **free_ports_overlay()}
+    _deep_update(cfg, {"grafana": {"enabled": False}, "prometheus": {"enabled": False}})
     for key, value in (extra or {}).items():
         if isinstance(value, Mapping) and isinstance(cfg.get(key), dict):
             _deep_update(cfg[key], value)

@@ -1,20 +1,8 @@
-"""MQTT 3.1.1 / 5.0 conformance: every check in mqtt_checks against the target broker.
+"""ecokit's own suite runs the packaged conformance checks (ecokit/conformance/) here, so
+`pytest tests/conformance` and the CI run keep them; the fixtures, options (--broker, ...)
+and the summary table come from ecokit's pytest plugin. Users run the same checks with
+`pytest --pyargs ecokit.conformance` or `ecokit conformance`."""
 
-    pytest tests/conformance                              # a stack ecokit starts (mosquitto)
-    pytest tests/conformance --broker mqtts://u:p@host:8883 --broker-ca ca.pem
-    ECOKIT_BROKER_URL=ws://host:8083/mqtt pytest tests/conformance
-"""
+from ecokit.conformance.test_mqtt_conformance import test_broker_behaviour
 
-from __future__ import annotations
-
-import pytest
-from broker_target import Target
-from mqtt_checks import CHECKS, Check
-
-
-@pytest.mark.parametrize("check", CHECKS, ids=[c.name for c in CHECKS])
-def test_broker_behaviour(check: Check, target: Target, request: pytest.FixtureRequest) -> None:
-    if check.needs == "mtls":
-        check(request.getfixturevalue("mtls_target"))
-    else:
-        check(target)
+__all__ = ["test_broker_behaviour"]

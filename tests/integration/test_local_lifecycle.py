@@ -209,7 +209,9 @@ def test_a_busy_port_fails_before_anything_starts(make_project: ProjectFactory, 
     with socket.create_server((HOST, port)):
         assert main(["up", "--config", str(config_file)]) == 1
         err = capsys.readouterr().err
-        assert error_lines(err) == [f"Error: influxdb: port {HOST}:{port} is already in use by another process"]
+        me = f"pid {os.getpid()} ({Path('/proc/self/comm').read_text().strip()})"
+        assert error_lines(err) == [f"Error: influxdb: port {HOST}:{port} (influxdb.port, from {config_file}) "
+                                    f"is already in use by {me}"]
         assert "Traceback" not in err
         with pytest.raises(PortInUse):
             Stack.load(config_file, env={}).up()

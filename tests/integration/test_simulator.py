@@ -24,12 +24,14 @@ from ecokit.clients import fleet_ids, stack_connection
 from ecokit.config.regions import REGIONS
 from ecokit.config.registry import load_devices
 from ecokit.runtime import process
+from ecokit.sim.base import SimSettings
 from ecokit.sim.commands import Command, new_command
 from ecokit.sim.control import send_command
 from ecokit.sim.fleet import FleetSpec, build_fleet
-from ecokit.sim.runner import SimSettings, Simulator, Summary
+from ecokit.sim.runner import Simulator
+from ecokit.sim.stats import Summary
 from ecokit.stack import Stack
-from ecokit.testing import Received, SyncClient, running_stack
+from ecokit.testing import Received, SyncClient, running_stack, wait_for
 
 pytestmark = pytest.mark.usefixtures("server_binaries")
 
@@ -186,10 +188,12 @@ def test_broker_restart_during_a_qos1_run_loses_nothing(stack5: Stack, tmp_path:
         sub.connect()
         sub.subscribe("fleet/+/telemetry", qos=1)
         with Background(sim) as bg:
-            time.sleep(2.5)
+            wait_for(lambda: sim.stats.acked >= 50, 30, "the fleet publishing, the broker acknowledging")
             entry = runtime._load()["services"]["broker"]  # the test stops the broker by pid
             assert process.stop(process.ProcessRef(int(entry["pid"]), int(entry["start_ticks"])))
-            time.sleep(2.0)  # vehicles queue offline meanwhile
+            # Vehicles queue offline meanwhile: every one of them has something waiting.
+            wait_for(lambda: sim.queue is not None and all(sim.queue.depth(v.id) >= 3 for v in fleet), 30,
+                     "each vehicle queueing offline")
             queued_while_down = sim.queue.size if sim.queue else 0
             stack5.up()  # the broker comes back on the same port with its persisted sessions
             summary = bg.join(60)
@@ -242,11 +246,12 @@ def test_commands_are_executed_and_acked(stack5: Stack, tmp_path: Path, capsys: 
         sub.connect()
         sub.subscribe("fleet/vehicle-0001/telemetry", qos=1)
         with Background(sim) as bg:
-            time.sleep(1.5)
+            # Every vehicle connected, subscribed (its SUBSCRIBE went before its telemetry) and heard.
+            wait_for(lambda: sim.stats.connected == 3 and sim.stats.acked >= 6, 30, "the fleet connected")
             acks = send_command(conn.target, admin, new_command("set_interval", {"seconds": 0.5}, ts_ms=0),
                                 "vehicle-0001", timeout=5)
             assert [(a.vehicle, a.result, a.detail) for a in acks] == [("vehicle-0001", "ok", "interval 0.2s -> 0.5s")]
-            assert 0 <= acks[0].latency_ms < 100
+            assert acks[0].latency_ms >= 0  # how fast: benchmarks/sim_timing.py
             changed = time.time() * 1000
             pings = send_command(conn.target, admin, new_command("ping", ts_ms=0), None, timeout=5, expect=3)
             assert sorted(a.vehicle for a in pings) == ["vehicle-0001", "vehicle-0002", "vehicle-0003"]
@@ -256,16 +261,20 @@ def test_commands_are_executed_and_acked(stack5: Stack, tmp_path: Path, capsys: 
             assert bad[0].result == "error"
             assert "between" in bad[0].detail
             code = main(["command", "send", "-c", str(stack5.project_dir / "ecokit.yaml"), "vehicle-0003",
-                         "engine_stop"])
+                         "engine_stop", "--json"])
             assert code == 0
-            assert "vehicle-0003" in capsys.readouterr().out
-            time.sleep(3.0)
-            summary = bg.join(30)
+            sent = json.loads(capsys.readouterr().out)
+            assert (sent["name"], sent["vehicle"], sent["broadcast"]) == ("engine_stop", "vehicle-0003", False)
+            assert sent["sent_at"].endswith("Z")
+            assert [(a["vehicle"], a["ok"]) for a in sent["acks"]] == [("vehicle-0003", True)]
+            summary = bg.join(30)  # the rest of the 8 s at the new interval
         got = telemetry_by_vehicle(sub.drain(0.5))["vehicle-0001"]
     after = sorted(m["ts"] for m in got if m["ts"] > changed + 600)
     gaps = [b - a for a, b in itertools.pairwise(after)]
-    assert gaps
-    assert all(400 <= g <= 650 for g in gaps), gaps
+    assert len(gaps) >= 3
+    # The new interval holds (its accuracy is a figure of benchmarks/sim_timing.py).
+    assert sum(gaps) / len(gaps) == pytest.approx(500, rel=0.25), gaps
+    assert min(gaps) > 300, gaps  # never the old 200 ms
     assert summary.commands >= 6
     assert summary.errors == 0
 
@@ -279,7 +288,7 @@ def test_engine_stop_parks_the_vehicle(stack5: Stack, tmp_path: Path) -> None:
         sub.connect()
         sub.subscribe("fleet/vehicle-0001/telemetry", qos=1)
         with Background(sim) as bg:
-            time.sleep(1.0)
+            wait_for(lambda: sim.stats.acked >= 2, 30, "the vehicle connected and heard")
             acks = send_command(conn.target, admin, new_command("engine_stop", ts_ms=0), "vehicle-0001")
             assert acks[0].result == "ok"
             bg.join(30)
@@ -429,3 +438,29 @@ def test_defaults_come_from_the_simulator_section_and_flags_win(make_project: Pr
     assert all(m.qos == 1 for m in from_env_and_flags)
     assert all(REGIONS["paris"].contains(json.loads(m.payload)["lat"], json.loads(m.payload)["lng"])
                for m in from_env_and_flags)
+
+
+def test_an_interrupted_run_exits_130_and_its_summary_says_so(stack5: Stack, tmp_path: Path) -> None:
+    config = stack5.project_dir / "ecokit.yaml"
+    with admin_client(stack5) as sub:
+        sub.connect()
+        sub.subscribe("fleet/vehicle-0001/telemetry", qos=1)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        proc = subprocess.Popen([sys.executable, "-m", "ecokit", "simulate", "-c", str(config), "--vehicles", "1",
+                                 "--rate", "200ms", "--duration", "60s", "--json", "--drain", "2s", "--queue",
+                                 str(tmp_path / "q.sqlite")],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            sub.expect(2, timeout=30)  # running: telemetry arrives
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 130, err
+    summary = json.loads(out)
+    assert summary["interrupted"] is True
+    assert summary["stopped_by"] == "SIGINT"
+    assert summary["produced"] >= 2
+    assert "interrupted (SIGINT)" in err

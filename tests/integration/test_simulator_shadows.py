@@ -18,10 +18,12 @@ import pytest
 from ecokit.cli import main
 from ecokit.clients import fleet_ids, shadow_client, stack_connection
 from ecokit.config.regions import REGIONS
+from ecokit.sim.base import SimSettings
 from ecokit.sim.fleet import FleetSpec, build_fleet
-from ecokit.sim.runner import SimSettings, Simulator, Summary
+from ecokit.sim.runner import Simulator
+from ecokit.sim.stats import Summary
 from ecokit.stack import Stack
-from ecokit.testing import Received, SyncClient, running_stack
+from ecokit.testing import Received, SyncClient, running_stack, wait_for
 
 pytestmark = pytest.mark.usefixtures("server_binaries")
 
@@ -62,16 +64,6 @@ def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[
     return code, json.loads(capsys.readouterr().out)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout}s")
-
-
 def test_desired_publish_interval_reaches_a_running_vehicle_and_comes_back_reported(
         stack2: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = str(stack2.project_dir / "ecokit.yaml")
@@ -91,7 +83,9 @@ def test_desired_publish_interval_reaches_a_running_vehicle_and_comes_back_repor
             assert reported["publish_interval"] == 1
             assert set(reported) == {"engine", "publish_interval", "firmware", "kind", "region"}
             assert reported["region"] == "paris"
-            time.sleep(2.5)
+            # Three fixes at 1 s first (counted, not consumed: they are checked below).
+            wait_for(lambda: sum(m.topic == "fleet/vehicle-0001/telemetry" for m in list(sub.messages.queue)) >= 3,
+                     20, "three fixes of vehicle-0001 at the 1 s interval")
             asked_ms = time.time() * 1000
             code, _ = cli_json(capsys, "shadow", "update", "-c", config, "vehicle-0001",
                                "--desired", '{"publish_interval": 0.25}')
@@ -128,11 +122,13 @@ def test_desired_publish_interval_reaches_a_running_vehicle_and_comes_back_repor
     fast = telemetry_ts(messages, "vehicle-0001")
     before = [t for t in fast if t < asked_ms]
     after = [t for t in fast if t > applied_ms]
+    # Which interval holds, not how exactly: the schedule's accuracy is a figure of
+    # benchmarks/sim_timing.py (a loaded machine delays single fixes, not the interval).
     assert len(before) >= 3
-    assert spacing(before) == pytest.approx(1000, abs=60), gaps(before)
+    assert spacing(before) == pytest.approx(1000, rel=0.25), gaps(before)
     assert len(after) >= 20
-    assert spacing(after) == pytest.approx(250, abs=15), gaps(after)
-    assert max(gaps(after)) < 600, gaps(after)
+    assert spacing(after) == pytest.approx(250, rel=0.25), gaps(after)
+    assert max(gaps(after)) < 1000, gaps(after)  # never the old interval once applied
     assert len(fast) >= 35  # about 3 at 1 s, then 4 a second for the rest of the 11 s
     slow = telemetry_ts(messages, "vehicle-0002")
     assert 6 <= len(slow) <= 12  # 1 s, then 2 s after the command: never the other vehicle's rate
@@ -172,8 +168,8 @@ def test_a_desired_change_made_while_the_simulator_is_stopped_is_applied_when_it
                        ["publish_interval"] == 0.4 and d, 5, "0.4 reported")
         assert "delta" not in doc["state"]
     # Publishing starts once the vehicle heard back from its shadow: the first fix already has it.
-    assert spacing(first) == pytest.approx(200, abs=20), gaps(first)
-    assert spacing(second) == pytest.approx(400, abs=30), gaps(second)
+    assert spacing(first) == pytest.approx(200, rel=0.25), gaps(first)
+    assert spacing(second) == pytest.approx(400, rel=0.25), gaps(second)
     assert max(gaps(first)) < 500, gaps(first)  # not the --rate of 1 s, not even for the first fix
     assert max(gaps(second)) < 700, gaps(second)
 

@@ -230,7 +230,7 @@ class MosquittoAcl:
         def ok(rule_access: str, rule_topic: str) -> bool:
             return rule_access in (need, "readwrite") and topic_matches_sub(rule_topic, topic)
 
-        # `deny` lines (the user's or patterns) are checked before any grant.
+        # `deny` lines (the user's or patterns) are checked first and refuse reading and writing alike.
         own = self.users.get(username, [])
         patterns = [(a, t.replace("%u", username or "").replace("%c", "client-id")) for a, t in self.patterns
                     if username is not None or "%u" not in t]
@@ -247,9 +247,13 @@ class MosquittoAcl:
 
 
 ERL_RULE = re.compile(
-    r'^\{(?P<perm>allow|deny),\s*(?P<who>all|\{username,\s*"(?P<user>[^"\\]+)"\}),\s*'
+    r'^\{(?P<perm>allow|deny),\s*(?P<who>all|\{username,\s*"(?P<user>[^"\\]+)"\}'
+    r'|(?P<named>\{username,\s*\{re,\s*"\."\}\})),\s*'
     r'(?P<action>publish|subscribe|all),\s*\[(?P<topics>"[^"\\]*"(?:,\s*"[^"\\]*")*)\]\}\.$'
 )
+
+
+NAMED = "\0any client with a username"
 
 
 @dataclasses.dataclass
@@ -274,7 +278,8 @@ class EmqxAcl:
             m = ERL_RULE.match(line)
             assert m, f"not an acl.conf rule of the expected shape: {raw!r}"
             topics = re.findall(r'"([^"\\]*)"', m["topics"])
-            rules.append((m["perm"], m["user"], m["action"], topics))
+            # {username, {re, "."}}: any client that has a username.
+            rules.append((m["perm"], NAMED if m["named"] else m["user"], m["action"], topics))
         rows = list(csv.DictReader(io.StringIO(users_csv)))
         supers = {r["user_id"] for r in rows if r["is_superuser"] == "true"}
         return cls(rules, supers)
@@ -283,7 +288,10 @@ class EmqxAcl:
         if username in self.superusers:
             return True
         for perm, who, action, topics in self.rules:
-            if who is not None and who != username:
+            if who == NAMED:
+                if not username:
+                    continue
+            elif who is not None and who != username:
                 continue
             if action not in (access, "all"):
                 continue
@@ -354,3 +362,69 @@ def test_device_rights_are_patterns_so_the_files_do_not_grow_with_the_fleet(tmp_
     mosq = MosquittoAcl.parse(broker_files(small, "mosquitto")["acl"])
     assert len(mosq.patterns) == len(DEVICE_GRANTS) + len(DEVICE_DENIED)
     assert all("%u" in t or t == "fleet/broadcast/commands" for _, t in mosq.patterns)
+
+
+# -- the open sandbox (profile open, auth.open) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def open_stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    folder = tmp_path_factory.mktemp("acl-open")
+    return Stack.load(write_project(folder, devices=["v1", "v2"], users=USERS), profile="open", env={})
+
+
+def test_an_open_broker_lets_anonymous_clients_reach_any_topic_but_service_ones(open_stack: Stack) -> None:
+    policy = open_stack.access_policy()
+    assert policy.anonymous
+    assert policy.open
+    for topic in ("TopicA", "TopicA/B", "/TopicA", "fleet/v1/telemetry", "fleet/v1/commands", "a/b/c"):
+        assert policy.allows(None, "publish", topic)
+        assert policy.allows(None, "subscribe", topic)
+    assert policy.allows(None, "subscribe", "$SYS/broker/uptime")
+    assert not policy.allows(None, "publish", "$SYS/broker/uptime")
+    for topic in ("ecokit/deadletter/telemetry", "things/v1/shadow/update/accepted",
+                  "things/v1/shadow/get/rejected", "things/v1/shadow/update/delta",
+                  "things/v1/shadow/name/cfg/update/documents"):
+        assert not policy.allows(None, "publish", topic), topic
+        assert not policy.allows(None, "subscribe", topic), topic
+    # Requests to the shadow service are not service topics: an anonymous client may ask.
+    assert policy.allows(None, "publish", "things/v1/shadow/update")
+
+
+def test_an_open_broker_changes_nothing_for_clients_with_credentials(open_stack: Stack, policy: AccessPolicy) -> None:
+    opened = open_stack.access_policy()
+    for name in ("v1", "dash", "reader", "ecokit-bridge", "stranger"):
+        for topic in sample_topics(policy):
+            for access in ("publish", "subscribe"):
+                assert opened.allows(name, access, topic) == policy.allows(name, access, topic), \
+                    (name, access, topic)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["mosquitto", "emqx"])
+def test_both_brokers_render_the_open_sandbox_as_the_policy_says(open_stack: Stack, kind: str) -> None:
+    files = broker_files(open_stack, kind)
+    policy = open_stack.access_policy()
+    acl: MosquittoAcl | EmqxAcl = MosquittoAcl.parse(files["acl"]) if kind == "mosquitto" \
+        else EmqxAcl.parse(files["acl.conf"], files["users.csv"])
+    topics = [*sample_topics(policy), "TopicA", "/TopicA", "a/b", "$SYS/broker/load/messages/received/1min",
+              "ecokit/deadletter/x", "things/v1/shadow/name/cfg/delete/accepted"]
+    for principal in [*policy.principals, None]:
+        username = principal.username if isinstance(principal, Principal) else None
+        for topic in topics:
+            if kind == "emqx" and username in policy_superusers(policy) and topic.startswith("$"):
+                continue  # EMQX superusers skip authorization (see test_emqx_acl_conf_encodes_the_policy)
+            for access in ("publish", "subscribe"):
+                expected = policy.allows(username, access, topic)  # type: ignore[arg-type]
+                assert acl.allows(username, access, topic) == expected, (kind, username, access, topic)  # type: ignore[arg-type]
+
+
+def policy_superusers(policy: AccessPolicy) -> set[str]:
+    return {p.username for p in policy.superusers}
+
+
+def test_open_without_anonymous_is_refused_at_load_time(tmp_path: Path) -> None:
+    from ecokit.errors import ConfigError
+
+    config = write_project(tmp_path, devices=1, extra={"auth": {"open": True}})
+    with pytest.raises(ConfigError, match=r"auth\.open.*needs anonymous: true"):
+        Stack.load(config, env={})

@@ -5,12 +5,10 @@ tests/integration/test_geofences_alerts.py; here their shape is pinned."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
-from ecokit.analytics import CQ_PREFIX, TASK_NAME, apply_task, daily_rollup
+from ecokit.analytics import CQ_PREFIX, TASK_NAME, daily_rollup
 from ecokit.config.analytics import DailyAnalyticsConfig
 
 ROLLUP = daily_rollup(DailyAnalyticsConfig())
@@ -79,54 +77,3 @@ def test_flux_strings_are_escaped() -> None:
 def test_every_is_a_whole_number_of_seconds_minutes_or_hours(bad: str) -> None:
     with pytest.raises(ValueError, match="every"):
         DailyAnalyticsConfig(every=bad)
-
-
-# InfluxDB 2 cannot run on this machine: this stands in for its tasks API (the calls
-# influxdb-client makes) to check the create / update / leave-alone decisions.
-@dataclass
-class _Task:
-    id: str
-    flux: str
-    status: str = "active"
-
-
-@dataclass
-class _TasksApi:
-    tasks: list[_Task] = field(default_factory=list)
-    calls: list[str] = field(default_factory=list)
-
-    def find_tasks(self, name: str) -> list[_Task]:
-        return [t for t in self.tasks if f'name: "{name}"' in t.flux]
-
-    def create_task(self, task_create_request: Any) -> None:
-        self.calls.append("create")
-        assert task_create_request.org == "ecokit"
-        self.tasks.append(_Task(str(len(self.tasks)), task_create_request.flux, task_create_request.status))
-
-    def update_task_request(self, task_id: str, request: Any) -> None:
-        self.calls.append("update")
-        task = next(t for t in self.tasks if t.id == task_id)
-        task.flux, task.status = request.flux, request.status
-
-    def delete_task(self, task_id: str) -> None:
-        self.calls.append("delete")
-        self.tasks = [t for t in self.tasks if t.id != task_id]
-
-
-@dataclass
-class _Client:
-    api: _TasksApi = field(default_factory=_TasksApi)
-
-    def tasks_api(self) -> _TasksApi:
-        return self.api
-
-
-def test_the_task_is_created_once_updated_when_it_changes_and_deleted_when_off() -> None:
-    client = _Client()
-    assert apply_task(client, ROLLUP, bucket="fleet", org="ecokit") == "created"
-    assert apply_task(client, ROLLUP, bucket="fleet", org="ecokit") == "unchanged"
-    faster = daily_rollup(DailyAnalyticsConfig(every="5m"))
-    assert apply_task(client, faster, bucket="fleet", org="ecokit") == "updated"
-    assert "every: 5m" in client.api.tasks[0].flux
-    assert apply_task(client, None, bucket="fleet", org="ecokit") == "deleted"
-    assert client.api.calls == ["create", "update", "delete"]

@@ -21,6 +21,7 @@ from ecokit.runtime.docker import DockerRuntime, Engine
 from ecokit.runtime.docker.service import StackNames
 from ecokit.services.spec import ContainerSpec, PortSpec, Probe, ServiceSpec
 from ecokit.stack import Stack
+from ecokit.status import stack_status
 from ecokit.store.influx import InfluxV1
 from ecokit.testing import SyncClient, free_port, write_project
 from ecokit.testing.docker_lane import DockerLane as Lane
@@ -109,7 +110,7 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
     out = bridge.exec_run(["stat", "-c", "%u %a", "/ecokit/config/bridge/bridge.json", "/var/lib/ecokit/spool"])
     assert out.output.decode().split() == ["10001", "600", "10001", "750"]
 
-    status = stack.status()
+    status = stack_status(stack)
     assert status.state == "running"
     assert status.runtime == "docker"
     assert {s.name: s.state for s in status.services} == dict.fromkeys(services, "running")

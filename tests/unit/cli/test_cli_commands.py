@@ -32,7 +32,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("args", [
     ["up", "--bogus"],
-    ["logs"],
+    ["logs", "--lines", "-1"],
     ["init", "--broker", "hivemq"],
     ["devices", "add"],
     ["init", "--devices", "-1"],
@@ -205,7 +205,7 @@ def test_render_with_an_unknown_profile_lists_the_known_ones(capsys: pytest.Capt
     code, _, err = run(capsys, "render", "--config", str(project), "--profile", "nope")
     assert code == 1
     assert "unknown profile 'nope'" in err
-    assert "known profiles: default, mtls, tls" in err
+    assert "known profiles: default, mtls, open, tls" in err
 
 
 def test_profile_from_the_environment(capsys: pytest.CaptureFixture[str], project: Path,
@@ -230,7 +230,7 @@ def test_devices_add_and_list(capsys: pytest.CaptureFixture[str], project: Path)
     assert code == 0
     code, out, _ = run(capsys, "devices", "list", "--json", "--config", str(project))
     assert code == 0
-    rows = json.loads(out)
+    rows = json.loads(out)["devices"]
     assert [r["id"] for r in rows] == ["v1", "v2", "truck-1", "bus-0001", "bus-0002"]
     assert all("password" not in r for r in rows), "secrets only when asked for"
     assert {r["password_source"] for r in rows} == {"secrets"}
@@ -239,7 +239,7 @@ def test_devices_add_and_list(capsys: pytest.CaptureFixture[str], project: Path)
 def test_devices_list_show_secrets(capsys: pytest.CaptureFixture[str], project: Path) -> None:
     code, out, _ = run(capsys, "devices", "list", "--json", "--show-secrets", "--config", str(project))
     assert code == 0
-    rows = {r["id"]: r for r in json.loads(out)}
+    rows = {r["id"]: r for r in json.loads(out)["devices"]}
     stack = Stack.load(project, env={})
     assert rows["v1"]["password"] == stack.device_credentials("v1")[1]
     assert rows["v2"]["password"] == stack.device_credentials("v2")[1]
@@ -278,9 +278,9 @@ def test_certs_generate_check_and_issue(capsys: pytest.CaptureFixture[str], proj
     assert code == 1
     assert "'nobody' is neither a registered device nor a service user" in err
     (project.parent / "certs" / "clients" / "v1.pem").unlink()
-    code, out, _ = run(capsys, "certs", "check", "--config", str(project))
+    code, out, err = run(capsys, "certs", "check", "--config", str(project))
     assert code == 1
-    assert "need attention" in out
+    assert "need attention" in err
     code, out, _ = run(capsys, "certs", "issue", "v1", "--config", str(project))
     assert code == 0
     assert "issued" in out

@@ -40,7 +40,9 @@ def test_list_import_export_round_trip(cli: CliRunner, project: Path, tmp_path: 
     assert (code, "config/geofences.geojson changed: 2 added, 0 updated, 0 unchanged; 2 geofence(s) in all") == (
         0, out.splitlines()[0])
     code, out, _ = cli("geofences", "list", "--json", "-c", str(project))
-    rows = json.loads(out)
+    doc = json.loads(out)
+    assert (doc["file"], doc["exists"], doc["warnings"]) == ("config/geofences.geojson", True, [])
+    rows = doc["geofences"]
     assert [(r["id"], r["tags"], r["min_inside_s"]) for r in rows] == [("depot", ["depot"], 30), ("yard", [], None)]
     code, out, _ = cli("geofences", "export", "-c", str(project))
     exported = json.loads(out)

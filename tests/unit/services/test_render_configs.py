@@ -59,7 +59,7 @@ MOSQUITTO_GLOBAL = {
     "per_listener_settings", "user", "allow_anonymous", "password_file", "acl_file", "persistence",
     "persistence_location", "autosave_interval", "max_queued_messages", "max_inflight_messages",
     "max_packet_size", "max_keepalive", "set_tcp_nodelay", "log_dest", "log_type", "connection_messages",
-    "log_timestamp", "log_timestamp_format",
+    "log_timestamp", "log_timestamp_format", "sys_interval",
 }
 MOSQUITTO_LISTENER = {"protocol", "cafile", "certfile", "keyfile", "tls_version", "require_certificate",
                       "use_identity_as_username"}
@@ -250,8 +250,8 @@ def test_password_iterations_come_from_the_config(tmp_path: Path) -> None:
 def test_mosquitto_acl_has_a_block_per_user_with_rights_and_device_patterns(tmp_path: Path) -> None:
     text = files(plan(make_stack(tmp_path))["broker"])["acl"]
     users = re.findall(r"^user (\S+)$", text, re.MULTILINE)
-    assert users == sorted(["dash", "ecokit-admin", "ecokit-bridge", "ecokit-processor", "ecokit-replay",
-                            "ecokit-shadow", "ops"]), "health and grant-less users have no block"
+    assert users == sorted(["dash", "ecokit-admin", "ecokit-bridge", "ecokit-brokerstats", "ecokit-processor",
+                            "ecokit-replay", "ecokit-shadow", "ops"]), "health and grant-less users have no block"
     assert "pattern write fleet/%u/#" in text
     assert "pattern read fleet/%u/commands" in text
     assert "pattern read fleet/broadcast/commands" in text

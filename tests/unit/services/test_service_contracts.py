@@ -11,16 +11,18 @@ from pathlib import Path
 import pytest
 
 from ecokit.bridge.contract import BridgeServiceConfig
+from ecokit.brokerstats.contract import BrokerStatsServiceConfig
 from ecokit.contract import ServiceConfig, load_service_config
 from ecokit.errors import ConfigError
+from ecokit.paths import Target
 from ecokit.processor.contract import ProcessorServiceConfig
-from ecokit.services.spec import Target
 from ecokit.shadow.contract import ShadowServiceConfig
 from ecokit.stack import Stack
 from ecokit.testing import write_project
 
 CONTRACTS: dict[str, type[ServiceConfig]] = {
-    "bridge": BridgeServiceConfig, "processor": ProcessorServiceConfig, "shadow": ShadowServiceConfig}
+    "bridge": BridgeServiceConfig, "processor": ProcessorServiceConfig, "shadow": ShadowServiceConfig,
+    "brokerstats": BrokerStatsServiceConfig}
 PROFILES = {"plain": {}, "mtls-only": {"tls": {"enabled": True, "mtls": True, "plain_listener": False}}}
 
 
@@ -28,7 +30,9 @@ PROFILES = {"plain": {}, "mtls-only": {"tls": {"enabled": True, "mtls": True, "p
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_every_rendered_service_file_validates_against_its_contract(tmp_path: Path, target: Target,
                                                                     profile: str) -> None:
-    stack = Stack.load(write_project(tmp_path / "p", devices=1, extra=PROFILES[profile]), env={})
+    # Prometheus on: the broker metrics service runs only to feed it.
+    extra = {**PROFILES[profile], "prometheus": {"enabled": True}}
+    stack = Stack.load(write_project(tmp_path / "p", devices=1, extra=extra), env={})
     specs = {s.name: s for s in stack.plan(target) if s.name in CONTRACTS}
     assert set(specs) == set(CONTRACTS)
     for name, spec in specs.items():

@@ -9,8 +9,8 @@ import pytest
 from ecokit.cli.simulate import parse_duration
 from ecokit.errors import UsageError
 from ecokit.mqtt.target import BrokerTarget
+from ecokit.sim.base import SimSettings
 from ecokit.sim.offline import OfflineQueue
-from ecokit.sim.runner import SimSettings
 
 
 def test_queue_keeps_each_vehicles_order_and_survives_a_restart(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The broker under test: where it is, who we are there, and how checks talk to it.
 
-A target comes from ``--broker URL`` / ``ECOKIT_BROKER_URL`` (mqtt://, mqtts://, ws://,
-wss://, credentials in the URL or as options) or from a stack the suite starts itself.
+A target comes from a broker URL (mqtt://, mqtts://, ws://, wss://, credentials in the URL
+or as options) or from an ecokit stack (:func:`ecokit.conformance.stacks.stack_target`).
 Every topic a check uses is under ``prefix``, unique per run; retained messages a check
 sets are cleared by the same check (never anything else).
 """
@@ -9,24 +9,32 @@ sets are cleared by the same check (never anything else).
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
-import pytest
-from mqtt_raw import RawConnection
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ecokit.testing import SyncClient
+from ecokit.conformance.raw import RawConnection
+from ecokit.errors import UsageError
+from ecokit.testing.mqtt import SyncClient
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
 V311, V5 = mqtt.MQTTv311, mqtt.MQTTv5
+
+
+class RawCredentials(TypedDict, total=False):
+    """The credentials part of a hand-built CONNECT (``raw.connect(**target.raw_credentials())``)."""
+
+    username: str | None
+    password: str | None
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class Target:
     restricted: Credentials | None = None
     denied_topic: str | None = None
     description: str = ""
+    # The Mosquitto ecokit started for this run (its expected outcomes are pinned).
+    bundled: bool = False
     prefix: str = field(default_factory=lambda: f"ecokit-conformance/{uuid.uuid4().hex[:10]}")
     # Other listeners of the same broker the suite knows of (self-started stacks).
     tls_target: Target | None = None
@@ -60,11 +70,16 @@ class Target:
                  **options: Any) -> Target:
         parts = urlsplit(url)
         if parts.scheme not in DEFAULT_PORTS:
-            raise pytest.UsageError(f"--broker {url!r}: scheme must be one of {', '.join(DEFAULT_PORTS)}")
+            raise UsageError(f"broker URL {_masked(url)!r}: the scheme must be one of {', '.join(DEFAULT_PORTS)}",
+                             hint="e.g. mqtt://localhost:1883 or mqtts://user:password@broker.example:8883")
+        try:
+            port = parts.port
+        except ValueError:
+            raise UsageError(f"broker URL {_masked(url)!r}: the port is not a number from 1 to 65535") from None
         user = username or (unquote(parts.username) if parts.username else None)
         secret = password or (unquote(parts.password) if parts.password else None)
         target = cls(scheme=parts.scheme, host=parts.hostname or "localhost",
-                     port=parts.port or DEFAULT_PORTS[parts.scheme], path=parts.path or "/mqtt",
+                     port=port or DEFAULT_PORTS[parts.scheme], path=parts.path or "/mqtt",
                      credentials=Credentials(user, secret) if user else None, **options)
         target.description = target.url
         return target
@@ -104,8 +119,10 @@ class Target:
     def client(self, *, protocol: int = V5, client_id: str | None = None, clean: bool = True,
                credentials: Credentials | bool | None = True, keepalive: int = 30,
                session_expiry: int | None = None, properties: Properties | None = None,
-               tls: ssl.SSLContext | None = None) -> SyncClient:
-        """An unconnected client for this target (``credentials=False``: none, None: the target's)."""
+               tls: ssl.SSLContext | None = None, will: tuple[str, bytes, int, bool] | None = None,
+               timeout: float = 5.0) -> SyncClient:
+        """An unconnected client for this target. ``credentials``: True (default) the target's,
+        False or None none (anonymous), or the given ones; ``timeout`` is every wait's deadline."""
         creds = self.credentials if credentials is True else (credentials or None)
         client = SyncClient(
             self.host, self.port, username=creds.username if creds else None,
@@ -113,7 +130,7 @@ class Target:
             client_id=client_id or f"conf-{uuid.uuid4().hex[:12]}", protocol=protocol,  # type: ignore[arg-type]
             clean_start=clean, tls=tls or (self.ssl_context() if self.tls else None),
             transport="websockets" if self.websocket else "tcp", keepalive=keepalive,
-            session_expiry=session_expiry, connect_properties=properties)
+            session_expiry=session_expiry, connect_properties=properties, will=will, timeout=timeout)
         if self.websocket:
             client.client.ws_set_options(path=self.path)
         return client
@@ -133,7 +150,7 @@ class Target:
         return RawConnection(self.host, self.port, tls=tls or (self.ssl_context() if self.tls else None),
                              websocket_path=self.path if self.websocket else None)
 
-    def raw_credentials(self) -> dict[str, str | None]:
+    def raw_credentials(self) -> RawCredentials:
         if self.credentials is None:
             return {}
         return {"username": self.credentials.username, "password": self.credentials.password}
@@ -148,6 +165,13 @@ class Target:
         with self.connected(protocol=V311) as c:
             for topic in topics:
                 c.publish(topic, b"", qos=1, retain=True)
+
+
+def _masked(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def properties(packet_type: int, **values: Any) -> Properties:
@@ -169,9 +193,10 @@ def kill(client: SyncClient) -> None:
     """Drop the connection without DISCONNECT (an abnormal close: the will fires)."""
     client.client.loop_stop()
     sock = client.client.socket()
-    if sock is not None:
+    if isinstance(sock, socket.socket):
         with contextlib.suppress(OSError):
-            sock.shutdown(2)
+            sock.shutdown(socket.SHUT_RDWR)
+    if sock is not None:
         with contextlib.suppress(OSError):
             sock.close()
 

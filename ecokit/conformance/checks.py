@@ -1,8 +1,9 @@
 """One check per MQTT behaviour, named after the specification section it proves.
 
-Every check takes a ``Target`` and either returns (pass), raises AssertionError (fail) or
-calls ``pytest.xfail(reason)`` when the target does not support the behaviour or behaves
-in a documented, broker-specific way (reported, never hidden). Sections refer to
+Every check takes a ``Target`` and either returns (pass), raises AssertionError (fail),
+raises ``Unsupported(reason)`` when the target does not support the behaviour or behaves
+in a documented, broker-specific way (an expected failure: reported, never hidden), or
+``CannotRun(reason)`` when the check cannot be made against this target (skipped). Sections refer to
 MQTT 3.1.1 (OASIS, 2014) and MQTT 5.0 (OASIS, 2019); normative ids like [MQTT-3.1.2-4].
 Every wait has a deadline; every topic is under ``target.prefix``.
 """
@@ -19,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import mqtt_raw as raw
-import pytest
-from broker_target import V5, V311, Credentials, Target, connect_props, kill, publish_props, silence
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ecokit.acl import topic_matches
+from ecokit.conformance import raw
+from ecokit.conformance.outcomes import CannotRun, Unsupported
+from ecokit.conformance.target import V5, V311, Credentials, Target, connect_props, kill, publish_props, silence
 
 CheckFn = Callable[[Target], None]
 
@@ -127,7 +128,7 @@ def mqtt311_3_2_2_3_bad_credentials_are_refused(t: Target) -> None:
         finally:
             client.disconnect()
         if not reason.is_failure and t.credentials is None:
-            pytest.xfail("the target accepts any credentials (anonymous access, no authentication)")
+            raise Unsupported("the target accepts any credentials (anonymous access, no authentication)")
         # paho maps the 3.1.1 return codes 4 / 5 onto 0x86 / 0x87.
         assert reason.is_failure, f"wrong credentials were accepted over protocol {protocol}"
         assert reason.value in allowed, f"unexpected refusal {reason} ({reason.value:#x})"
@@ -489,7 +490,7 @@ def mqtt5_3_1_3_2_will_delay_interval(t: Target) -> None:
         with t.connected(client_id=c.client_id, clean=True, session_expiry=0):
             pass
         if early:
-            pytest.xfail(f"will published after {elapsed:.1f}s despite a 2 s Will Delay Interval "
+            raise Unsupported(f"will published after {elapsed:.1f}s despite a 2 s Will Delay Interval "
                          "(Mosquitto 2.0 will-delay bug, eclipse/mosquitto#3505)")
         assert payloads(got) == [b"delayed"]
         assert elapsed >= 1.8, f"will published after {elapsed:.1f}s, before the 2 s delay"
@@ -509,7 +510,7 @@ def mqtt5_3_1_3_2_reconnect_within_will_delay_cancels_the_will(t: Target) -> Non
         with t.connected(client_id=c.client_id, clean=False, session_expiry=0):
             leaked = watcher.drain(4.0)
         if leaked:
-            pytest.xfail("the will was published although the session was resumed within the Will Delay "
+            raise Unsupported("the will was published although the session was resumed within the Will Delay "
                          "Interval (Mosquitto 2.0 will-delay bug, eclipse/mosquitto#3505)")
 
 
@@ -616,7 +617,7 @@ def mqtt311_4_7_2_1_dollar_topics_not_matched_by_leading_wildcards(t: Target) ->
         probe.subscribe("$SYS/#", 0)
         dollar = probe.drain(2.0)
     if not dollar:
-        pytest.xfail("no $-topic is readable on this target ($SYS/# gave nothing), nothing to prove it with")
+        raise CannotRun("no $-topic is readable on this target ($SYS/# gave nothing), nothing to prove it with")
     level2 = dollar[0].topic.split("/")[1] if "/" in dollar[0].topic else "#"
     with t.connected() as hash_, t.connected() as plus:
         hash_.subscribe("#", 0)
@@ -695,7 +696,7 @@ def mqtt5_3_3_2_3_3_message_expiry_interval(t: Target) -> None:
 def mqtt5_3_3_2_3_4_topic_alias_from_the_client(t: Target) -> None:
     maximum = prop(connack_properties(t), "TopicAliasMaximum", 0)
     if not maximum:
-        pytest.xfail("the server accepts no topic aliases (Topic Alias Maximum 0 or absent)")
+        raise Unsupported("the server accepts no topic aliases (Topic Alias Maximum 0 or absent)")
     topic = t.topic("alias")
     with t.connected() as sub, t.connected() as pub:
         sub.subscribe(topic, 1)
@@ -730,8 +731,8 @@ def mqtt5_4_10_request_response(t: Target) -> None:
         (req,) = responder.expect(1)
         assert prop(req.properties, "ResponseTopic") == response
         assert prop(req.properties, "CorrelationData") == b"\x00corr-17"
-        responder.publish(req.properties.ResponseTopic, b"pong", qos=1,
-                          properties=publish_props(CorrelationData=req.properties.CorrelationData))
+        responder.publish(prop(req.properties, "ResponseTopic"), b"pong", qos=1,
+                          properties=publish_props(CorrelationData=prop(req.properties, "CorrelationData")))
         (resp,) = requester.expect(1)
         assert resp.payload == b"pong"
         assert prop(resp.properties, "CorrelationData") == b"\x00corr-17"
@@ -784,7 +785,7 @@ def mqtt5_3_8_3_1_retain_handling(t: Target) -> None:
 @check("subscription options", "5.0 §3.8.2.1.2 / §3.3.4 [MQTT-3.3.4-3]")
 def mqtt5_3_8_2_1_2_subscription_identifiers(t: Target) -> None:
     if prop(connack_properties(t), "SubscriptionIdentifierAvailable", 1) == 0:
-        pytest.xfail("the server does not support subscription identifiers")
+        raise Unsupported("the server does not support subscription identifiers")
     with t.connected() as c, t.connected() as pub:
         c.subscribe(t.topic("sid", "#"), 1, properties=_props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=7))
         c.subscribe(t.topic("sid", "+"), 1, properties=_props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=9))
@@ -801,7 +802,7 @@ def mqtt5_3_8_2_1_2_subscription_identifiers(t: Target) -> None:
 @check("shared subscriptions", "5.0 §4.8.2 [MQTT-4.8.2-1..6]")
 def mqtt5_4_8_2_shared_subscriptions_spread_messages(t: Target) -> None:
     if prop(connack_properties(t), "SharedSubscriptionAvailable", 1) == 0:
-        pytest.xfail("the server does not support shared subscriptions")
+        raise Unsupported("the server does not support shared subscriptions")
     topic = t.topic("shared")
     group = f"$share/g{uuid.uuid4().hex[:6]}/{topic}"
     with t.connected() as a, t.connected() as b, t.connected() as everyone, t.connected() as pub:
@@ -874,7 +875,7 @@ def mqtt5_3_14_2_1_session_taken_over(t: Target) -> None:
         with t.connected(client_id=client_id):
             got = first.read(5)
             if got is None:
-                pytest.xfail("the broker closes the taken-over connection without sending DISCONNECT 0x8E")
+                raise Unsupported("the broker closes the taken-over connection without sending DISCONNECT 0x8E")
             assert got.kind == raw.DISCONNECT
             assert got.reason() == 0x8E, f"DISCONNECT {got.reason():#x}, expected 0x8E session taken over"
             closed, _ = first.closed_within(3)
@@ -888,9 +889,9 @@ def mqtt5_3_14_2_1_session_taken_over(t: Target) -> None:
 def mqtt5_3_2_2_3_6_server_maximum_packet_size(t: Target) -> None:
     limit = prop(connack_properties(t), "MaximumPacketSize")
     if limit is None:
-        pytest.xfail("the server announces no Maximum Packet Size in CONNACK")
+        raise Unsupported("the server announces no Maximum Packet Size in CONNACK")
     if limit > 16 * 1024 * 1024:
-        pytest.xfail(f"the server's Maximum Packet Size ({limit}) is too large to exceed in a quick check")
+        raise CannotRun(f"the server's Maximum Packet Size ({limit}) is too large to exceed in a quick check")
     with t.raw() as conn:
         conn.send(raw.connect(cid("big"), version=5, **t.raw_credentials()))
         conn.expect(raw.CONNACK)
@@ -943,7 +944,7 @@ def mqtt5_3_1_2_20_client_receive_maximum(t: Target) -> None:
 def mqtt5_3_2_2_3_3_server_receive_maximum(t: Target) -> None:
     maximum = prop(connack_properties(t), "ReceiveMaximum", 65535)
     if maximum > 1000:
-        pytest.xfail(f"the server's Receive Maximum ({maximum}) is too large to exceed in a quick check")
+        raise CannotRun(f"the server's Receive Maximum ({maximum}) is too large to exceed in a quick check")
     with t.raw() as conn:
         conn.send(raw.connect(cid("srm"), version=5, **t.raw_credentials()))
         conn.expect(raw.CONNACK)
@@ -954,7 +955,7 @@ def mqtt5_3_2_2_3_3_server_receive_maximum(t: Target) -> None:
         closed, seen = conn.closed_within(5)
         disconnects = [p.reason() for p in seen if p.kind == raw.DISCONNECT]
         if not closed:
-            pytest.xfail(f"the server accepted {maximum + 1} QoS 2 messages in flight with Receive Maximum "
+            raise Unsupported(f"the server accepted {maximum + 1} QoS 2 messages in flight with Receive Maximum "
                          f"{maximum} (does not enforce its receive maximum)")
         assert disconnects in ([], [0x93]), f"DISCONNECT reasons {disconnects}, expected 0x93"
 
@@ -964,7 +965,7 @@ def mqtt5_3_2_2_3_3_server_receive_maximum(t: Target) -> None:
 
 def _restricted(t: Target) -> tuple[Credentials, str]:
     if t.restricted is None:
-        pytest.xfail("no restricted user given (--restricted-username/--restricted-password)")
+        raise CannotRun("no restricted user given (--restricted-username/--restricted-password)")
     return t.restricted, t.denied_topic or t.topic("denied")
 
 
@@ -979,7 +980,7 @@ def _denied_subscribe(t: Target, protocol: int, refused: tuple[int, ...]) -> Non
             admin.publish(topic, b"secret", qos=1)
         leaked = c.drain(1.0)
         assert leaked == [], f"a denied subscription ({reason}) received messages"
-        pytest.xfail(f"the broker grants a denied SUBSCRIBE ({reason.value:#04x}) and filters delivery "
+        raise Unsupported(f"the broker grants a denied SUBSCRIBE ({reason.value:#04x}) and filters delivery "
                      "instead of refusing it (Mosquitto acl_file behaviour)")
 
 
@@ -1002,7 +1003,7 @@ def mqtt5_3_4_2_1_denied_publish_gets_0x87(t: Target) -> None:
         assert watcher.drain(1.0) == [], "a denied publish was delivered"
         assert reason is not None
         if not reason.is_failure:
-            pytest.xfail("the broker drops a denied QoS 1 publish but acknowledges it with PUBACK 0x00")
+            raise Unsupported("the broker drops a denied QoS 1 publish but acknowledges it with PUBACK 0x00")
         assert reason.value == 0x87, f"PUBACK {reason}, expected 0x87 not authorized"
 
 
@@ -1024,7 +1025,7 @@ def mqtt311_5_4_2_denied_publish_is_not_delivered(t: Target) -> None:
 def _tls(t: Target) -> Target:
     tls = t if t.tls else t.tls_target
     if tls is None:
-        pytest.xfail("the target has no TLS listener the suite knows of (give an mqtts:// or wss:// URL)")
+        raise CannotRun("the target has no TLS listener the suite knows of (give an mqtts:// or wss:// URL)")
     return tls
 
 
@@ -1036,7 +1037,7 @@ def tls_server_certificate_verified(t: Target) -> None:
         version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
         t.note("TLS", f"{tls.url}: {version or 'TLS'} with the server certificate verified")
     if tls.insecure:
-        pytest.xfail("--broker-insecure: the server certificate is not verified")
+        raise CannotRun("--broker-insecure: the server certificate is not verified")
     trusts_nothing = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     assert _tls_refused(tls, trusts_nothing), "a client trusting no CA completed the TLS handshake"
 
@@ -1064,7 +1065,7 @@ def _tls_refused(t: Target, ctx: ssl.SSLContext) -> bool:
 @check("TLS", "mTLS: client certificate required", needs="mtls")
 def mtls_client_certificate_required(t: Target) -> None:
     if t.websocket:
-        pytest.xfail("the mTLS check speaks raw MQTT over TLS; give an mqtts:// target")
+        raise CannotRun("the mTLS check speaks raw MQTT over TLS; give an mqtts:// target")
     with t.connected() as c:
         assert c.client.is_connected()
     assert not _tls_refused(t, t.ssl_context()), "the client certificate was not accepted"
