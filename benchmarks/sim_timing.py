@@ -78,7 +78,7 @@ def main() -> None:
             sub.subscribe("fleet/+/telemetry", qos=1)
             thread = threading.Thread(target=lambda: result.update(summary=asyncio.run(sim.run())), daemon=True)
             thread.start()
-            wait_for(lambda: sim.stats.acked >= args.vehicles, 60, "the fleet publishing")
+            wait_for("the fleet publishing", lambda: sim.stats.acked >= args.vehicles, 60)
             time.sleep(args.seconds / 2)
             changed = time.time() * 1000
             send_command(conn.target, admin, new_command("set_interval", {"seconds": args.interval * 2}, ts_ms=0),

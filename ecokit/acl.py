@@ -91,6 +91,7 @@ PROCESSOR_USER = "ecokit-processor"
 SHADOW_USER = "ecokit-shadow"
 REPLAY_USER = "ecokit-replay"
 BROKERSTATS_USER = "ecokit-brokerstats"
+CONSOLE_USER = "ecokit-console"
 
 SERVICE_ROLES: tuple[ServiceRole, ...] = (
     ServiceRole(ADMIN_USER, "operators, the simulator as admin, command sending, tests",
@@ -105,6 +106,14 @@ SERVICE_ROLES: tuple[ServiceRole, ...] = (
     ServiceRole(SHADOW_USER, "shadow service: answers shadow requests",
                 grants=(Grant("subscribe", "things/+/shadow/#"),
                         Grant("publish", "things/+/shadow/#"))),
+    ServiceRole(CONSOLE_USER, "fleet console: reads fleet state and acks, sends commands, asks shadows",
+                grants=(Grant("subscribe", "fleet/+/telemetry"), Grant("subscribe", "fleet/+/status"),
+                        Grant("subscribe", "fleet/+/commands/ack"), Grant("publish", "fleet/+/commands"),
+                        *(Grant("publish", f"{prefix}/{op}") for prefix in ("things/+/shadow", "things/+/shadow/name/+")
+                          for op in ("get", "update")),
+                        *(Grant("subscribe", f"{prefix}/{op}/{result}")
+                          for prefix in ("things/+/shadow", "things/+/shadow/name/+")
+                          for op in ("get", "update") for result in ("accepted", "rejected")))),
     ServiceRole(REPLAY_USER, "replay: republishes archived messages to any topic",
                 grants=(Grant("publish", "#"),)),
     ServiceRole(BROKERSTATS_USER, "broker metrics: reads Mosquitto's $SYS tree, nothing else",

@@ -38,6 +38,7 @@ def init_project(folder: Path, *, stack: str | None = None, broker: str = "mosqu
                  grafana=defaults.grafana.port + port_offset,
                  prometheus=defaults.prometheus.port + port_offset)
     ports.update({k: v + port_offset for k, v in defaults.service_ports.model_dump().items()})
+    ports.update(console=defaults.console.port + port_offset)
     files = {
         folder / CONFIG_FILENAME: render_template("init/ecokit.yaml.j2", stack=name, broker=broker,
                                                   ports=ports),

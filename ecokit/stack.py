@@ -21,6 +21,7 @@ from ecokit.config.loader import LoadedConfig, find_config_file, load_config
 from ecokit.config.model import StackConfig
 from ecokit.config.regions import parse_region
 from ecokit.config.registry import Device, User, load_devices, load_users
+from ecokit.console.client import ConsoleEndpoint
 from ecokit.errors import ConfigError, PortInUse, RuntimeUnavailable, StackNotRunning
 from ecokit.geofence.model import GeofenceError, GeofenceSet
 from ecokit.geofence.store import GeofenceStore
@@ -55,6 +56,7 @@ STACK_SECRETS: dict[str, Callable[[], str]] = {
     names.GRAFANA_ADMIN: generate_password, names.GRAFANA_SECRET_KEY: generate_token,
     names.EMQX_COOKIE: generate_password, names.EMQX_DASHBOARD: generate_password,
     names.EMQX_API_SECRET: generate_password,
+    names.CONSOLE_TOKEN: generate_token,
     **{f"service/{role.username}": generate_password for role in SERVICE_ROLES},
 }
 
@@ -543,6 +545,28 @@ class Stack:
         ctx = self.placement(target)
         schemes = ("mqtt", "mqtts", "ws", "wss")
         return {p.name: p.url(ctx.client_host) for p in broker_ports(ctx) if p.scheme in schemes}
+
+    def console_endpoint(self) -> ConsoleEndpoint | None:
+        """Where the stack's console is and its token, or None when the stack has none."""
+        cfg = self.config.console
+        if not cfg.enabled:
+            return None
+        host = cfg.bind or self.config.bind
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        shown = f"[{host}]" if ":" in host else host
+        token = self._stack_secrets(names.CONSOLE_TOKEN)[names.CONSOLE_TOKEN]
+        return ConsoleEndpoint(f"http://{shown}:{cfg.port}", token)
+
+    def console_status(self, *, show_secrets: bool = False) -> dict[str, Any] | None:
+        """The console's URL (and, when asked, its token and the URL that carries it)."""
+        endpoint = self.console_endpoint()
+        if endpoint is None:
+            return None
+        out: dict[str, Any] = {"url": f"{endpoint.url}/", "docs": f"{endpoint.url}/docs"}
+        if show_secrets:
+            out.update(token=endpoint.token, page=endpoint.page)
+        return out
 
 
 def _rfc3339(when: dt.datetime) -> str:

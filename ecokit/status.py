@@ -28,6 +28,7 @@ class StackStatus:
     # Anonymous clients may publish and subscribe almost anywhere (the `open` sandbox).
     open_broker: bool = False
     started: float | None = None
+    console: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,7 +40,7 @@ class StackStatus:
                 "ports": s.ports, "log": s.log, "detail": s.detail or None}.items() if v is not None}
                 for s in self.services},
             "broker": self.broker, "influxdb": self.influxdb, "web": self.web,
-            "credentials": self.credentials, "notes": self.notes,
+            "credentials": self.credentials, "notes": self.notes, "console": self.console,
         }
 
 
@@ -89,4 +90,5 @@ def stack_status(stack: Stack, *, show_secrets: bool = False) -> StackStatus:
     recorded = stack.index.get(stack.project_dir, stack.config.stack)
     return StackStatus(stack.config.stack, name, state, services, broker, influx, web, credentials,
                        project_dir=str(stack.project_dir), notes=list(stack.notes), profile=stack.active_profile,
-                       open_broker=stack.config.auth.open, started=recorded.started if recorded else None)
+                       open_broker=stack.config.auth.open, started=recorded.started if recorded else None,
+                       console=stack.console_status(show_secrets=show_secrets))

@@ -11,6 +11,8 @@ SYSTEM_PACKAGES=(python3 python3-venv python3-pip mosquitto mosquitto-clients in
 # inline `content` configs `ecokit compose` writes, so the lane checks the file against the
 # Compose Specification's schema instead, and runs `docker compose config` where v2 exists.)
 SYSTEM_PACKAGES+=(docker.io debootstrap)
+# The console's browser tests and page benchmark: headless Chromium driven by Selenium.
+SYSTEM_PACKAGES+=(chromium chromium-driver)
 
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do

@@ -46,5 +46,9 @@ The stack is still up. Try, from demo/:
   ../.venv/bin/ecokit command send vehicle-0001 ping            # a command and its ack
   ../.venv/bin/ecokit shadow get vehicle-0001                   # the vehicle's shadow
   ../.venv/bin/ecokit replay --since 10m --prefix replay/ --speed max
+  ../.venv/bin/ecokit open                                      # the fleet console in a browser
   ../.venv/bin/ecokit down                                      # stop it (data stays; --purge deletes it)
 MSG
+echo
+echo "== the fleet console: a live map, the HTTP API (/docs) and the WebSocket stream; open this URL"
+"$ECOKIT" open --print

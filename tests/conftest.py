@@ -30,6 +30,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "load" in path.parts:
             item.add_marker(pytest.mark.integration)
             item.add_marker(pytest.mark.load)
+        if "browser" in path.parts:
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="session")

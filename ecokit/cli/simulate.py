@@ -28,6 +28,7 @@ from ecokit.cli.common import (
 )
 from ecokit.durations import duration_seconds
 from ecokit.errors import BrokerError, ConfigError, UsageError
+from ecokit.report import stamped
 
 if TYPE_CHECKING:
     from ecokit.mqtt.target import BrokerChoice
@@ -284,7 +285,7 @@ def _parse_args(pairs: list[str]) -> dict[str, Any]:
 def send(
     words: Annotated[list[str], typer.Argument(help="VEHICLE NAME [KEY=VALUE...], or NAME [KEY=VALUE...] with "
                                                     "--all; NAME: set_interval, engine_start, engine_stop, ping")],
-    all_vehicles: Annotated[bool, typer.Option("--all", help="broadcast to every vehicle")] = False,
+    all_vehicles: Annotated[bool, typer.Option("--all", help="every vehicle")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait for acks", min=0.1)] = 5.0,
     expect: Annotated[int | None, typer.Option("--expect", help="with --all: stop after N acks", min=1,
                                                show_default=False)] = None,
@@ -293,11 +294,12 @@ def send(
     as_json: JsonOption = False, output: OutputOption = None,
     config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False,
 ) -> None:
-    """Send a command (as ecokit-admin on the running stack, or to --broker) and show the acks."""
+    """Send a command and show the acks: through the stack's console when it runs one (the
+    command gets the id, lifecycle and history the console shows), else as ecokit-admin on the
+    stack's broker or to --broker."""
     from ecokit.clients import stack_connection
-    from ecokit.report import stamped
     from ecokit.sim.commands import CommandError, new_command
-    from ecokit.sim.control import Ack, check_vehicle_id, send_command
+    from ecokit.sim.control import check_vehicle_id
 
     if all_vehicles:
         vehicle, rest = None, words
@@ -315,18 +317,88 @@ def send(
     if broker is not None:
         connection = _broker_choice(broker, username, password, ca, cert, key, insecure).connection()
     else:
-        connection = stack_connection(load_stack(config, profile), as_admin=True)
+        stack = load_stack(config, profile)
+        if _send_via_console(stack, command.name, dict(command.args), vehicle, timeout=timeout, expect=expect,
+                             as_json=as_json, output=output):
+            return
+        connection = stack_connection(stack, as_admin=True)
+    _send_direct(connection, command, vehicle, timeout=timeout, expect=expect, as_json=as_json, output=output)
+
+
+def _ack_line(vehicle: str, result: str, detail: str, handled_ms: float | None, round_trip_ms: float | None) -> None:
+    style = "green" if result == "ok" else "red"
+    timing = []
+    if handled_ms is not None:
+        timing.append(f"handled in {handled_ms:.2f} ms")
+    if round_trip_ms is not None:
+        timing.append(f"round trip {round_trip_ms:.1f} ms")
+    out.print(f"  {vehicle:<16} [{style}]{result:<5}[/{style}] {detail}"
+              + (f"  [dim]({', '.join(timing)})[/dim]" if timing else ""), soft_wrap=True)
+
+
+def _send_via_console(stack: Any, name: str, args: dict[str, Any], vehicle: str | None, *, timeout: float,
+                      expect: int | None, as_json: bool, output: Path | None) -> bool:
+    """Send through the stack's console; False when the stack has no console answering."""
+    from ecokit.console.client import ConsoleClient, ConsoleEndpoint
+
+    endpoint = ConsoleEndpoint.for_stack(stack)
+    if endpoint is None or stack.current_runtime() is None:
+        return False
+    with ConsoleClient(endpoint) as client:
+        if not client.ready():
+            if not as_json:
+                err.print(f"[dim]the console at {endpoint.url} does not answer; sending on the broker[/dim]")
+            return False
+        sent = client.send(name, args, vehicles=[vehicle] if vehicle else None, timeout_s=timeout)
+        items = sent["items"]
+        if not as_json:
+            ident = f"id {items[0]['id']}" if vehicle else f"batch {sent['batch']}, {len(items)} commands"
+            out.print(f"{name} {json.dumps(args) if args else ''} -> {vehicle or 'all vehicles'} "
+                      f"[dim]({ident}, via the console)[/dim]")
+
+        def shown(c: dict[str, Any]) -> None:
+            if as_json:
+                return
+            if c["state"] in ("succeeded", "failed") and c["result"] is not None:
+                _ack_line(c["vehicle"], c["result"], c["detail"] or "", c["latency_ms"], c["round_trip_ms"])
+            else:
+                out.print(f"  {c['vehicle']:<16} [red]{c['state']:<5}[/red] {c['detail'] or ''}", soft_wrap=True)
+
+        # The console's own timeout ends each command; a little grace covers the last poll.
+        final = client.follow(sent["batch"], len(items), deadline=time.monotonic() + timeout + 1.0,
+                              enough=expect, on_final=shown)
+    acked = [c for c in final if c["state"] in ("succeeded", "failed") and c["result"] is not None]
+    waiting = [c for c in final if c["state"] in ("queued", "sent", "delivered")]
+    emit({"id": items[0]["id"] if vehicle else sent["batch"], "batch": sent["batch"], "name": name, "args": args,
+          "vehicle": vehicle, "broadcast": vehicle is None, **stamped("sent_at", items[0]["created"] / 1000),
+          "timeout_s": timeout, "via": "console",
+          "acks": [{"vehicle": c["vehicle"], "result": c["result"], "ok": c["result"] == "ok", "detail": c["detail"],
+                    "latency_ms": c["latency_ms"], "round_trip_ms": c["round_trip_ms"], "id": c["id"]}
+                   for c in acked],
+          "commands": final}, as_json=as_json, output=output)
+    if vehicle is None and not as_json:
+        out.print(f"{len(acked)} ack(s) within {timeout:g}s"
+                  + (f"; {len(waiting)} still waiting in the console (offline vehicles get theirs when they "
+                     "connect)" if waiting else ""))
+    if vehicle is not None and not acked:
+        state = final[0] if final else items[0]
+        raise BrokerError(f"no ack from {vehicle} within {timeout:g}s (command {state['id']} is "
+                          f"{state['state']}: {state['detail'] or 'no answer'})",
+                          hint="is the simulator running (`ecokit simulate`) and the vehicle connected?")
+    if any(c["result"] != "ok" for c in acked):
+        raise typer.Exit(1)
+    return True
+
+
+def _send_direct(connection: Any, command: Any, vehicle: str | None, *, timeout: float, expect: int | None,
+                 as_json: bool, output: Path | None) -> None:
+    from ecokit.sim.control import Ack, send_command
+
     auth = connection.auth("ecokit-admin")
-    table = Table(box=None, header_style="bold")
-    for column in ("vehicle", "result", "detail", "handling ms", "round trip ms"):
-        table.add_column(column)
 
     def shown(ack: Ack) -> None:
         if not as_json:
-            style = "green" if ack.result == "ok" else "red"
-            out.print(f"  {ack.vehicle:<16} [{style}]{ack.result:<5}[/{style}] {ack.detail}  "
-                      f"[dim](handled in {ack.latency_ms:.2f} ms, round trip {ack.round_trip_ms:.1f} ms)[/dim]",
-                      soft_wrap=True)
+            _ack_line(ack.vehicle, ack.result, ack.detail, ack.latency_ms, ack.round_trip_ms)
 
     if not as_json:
         out.print(f"{command.name} {json.dumps(dict(command.args)) if command.args else ''} -> "
@@ -334,9 +406,9 @@ def send(
     acks = send_command(connection.target, auth, command, vehicle, timeout=timeout, expect=expect, on_ack=shown)
     sent_at = command.ts / 1000 if command.ts is not None else None
     emit({"id": command.id, "name": command.name, "args": dict(command.args), "vehicle": vehicle,
-          "broadcast": vehicle is None, **stamped("sent_at", sent_at), "timeout_s": timeout,
+          "broadcast": vehicle is None, **stamped("sent_at", sent_at), "timeout_s": timeout, "via": "broker",
           "acks": [{**a.__dict__, "ok": a.result == "ok"} for a in acks]}, as_json=as_json, output=output)
-    if all_vehicles and not as_json:
+    if vehicle is None and not as_json:
         out.print(f"{len(acks)} ack(s) within {timeout:g}s")
     if vehicle is not None and not acks:
         raise BrokerError(f"no ack from {vehicle} within {timeout:g}s",

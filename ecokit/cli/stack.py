@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,6 +27,10 @@ from ecokit.cli.common import (
 from ecokit.errors import EcokitError
 from ecokit.runtime.base import ServiceEvent
 from ecokit.status import stack_status
+
+if TYPE_CHECKING:
+    from ecokit.stack import Stack
+    from ecokit.status import StackStatus
 
 # This module's commands; ecokit.cli joins them into the `ecokit` command.
 app = typer.Typer()
@@ -171,7 +175,7 @@ def up(config: ConfigOption = None, profile: ProfileOption = None, runtime: Runt
     _open_warning(status)
     emit({**_status_document(status), "actions": actions}, as_json=as_json, output=output)
     if not as_json:
-        _print_endpoints(status)
+        _print_endpoints(stack, status)
 
 
 def _status_document(status: Any) -> dict[str, Any]:
@@ -190,7 +194,7 @@ def _open_warning(status: Any) -> None:
               "`ecokit up --profile default` closes it", soft_wrap=True)
 
 
-def _print_endpoints(status: Any) -> None:
+def _print_endpoints(stack: Stack, status: StackStatus) -> None:
     for name, url in status.broker["endpoints"].items():
         out.print(f"  {name:<10} {url}")
     out.print(f"  {'influxdb':<10} {status.influxdb['url']} (database {status.influxdb['database']})")
@@ -198,7 +202,20 @@ def _print_endpoints(status: Any) -> None:
         svc = next((s for s in status.services if s.name == name), None)
         if svc and svc.state == "running":
             out.print(f"  {name:<10} {url}")
+    _print_console(stack, status)
     out.print("[dim]credentials: `ecokit status --json --show-secrets`, devices: `ecokit devices list`[/dim]")
+
+
+def _print_console(stack: Stack, status: StackStatus) -> None:
+    """The console's URL with its token, like Jupyter prints its own (this terminal only)."""
+    svc = next((s for s in status.services if s.name == "console"), None)
+    console = stack.console_status(show_secrets=True)
+    if svc is None or console is None:
+        return
+    if svc.state == "running":
+        out.print(f"  {'console':<10} [bold]{console['page']}[/bold]")
+    else:
+        out.print(f"  {'console':<10} {console['url']} [dim]({svc.state})[/dim]")
 
 
 @app.command()
@@ -229,6 +246,7 @@ def status(config: ConfigOption = None, profile: ProfileOption = None, as_json: 
     for name, url in st.broker["endpoints"].items():
         out.print(f"  {name:<10} {url}")
     out.print(f"  {'influxdb':<10} {st.influxdb['url']} db={st.influxdb['database']}")
+    _print_console(stack, st)
     if st.broker.get("ca"):
         out.print(f"  {'ca':<10} {st.broker['ca']}")
     out.print(f"  {'secrets':<10} {st.credentials['secrets_file']}")
@@ -352,3 +370,45 @@ def down(purge: Annotated[bool, typer.Option("--purge", help="also delete data a
         out.print(f"stack {stack.config.stack} was not running")
     if purge:
         out.print(f"[yellow]purged[/yellow] data and logs under {stack.paths.root}")
+
+
+@app.command("open")
+def open_console(
+    token_only: Annotated[bool, typer.Option("--token", help="print only the console token (for scripts)")] = False,
+    print_only: Annotated[bool, typer.Option("--print", help="print the URL; do not open a browser")] = False,
+    config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False,
+) -> None:
+    """Open the fleet console in the default browser (prints its URL with the token)."""
+    from ecokit.console.client import ConsoleEndpoint
+    from ecokit.errors import ConfigError
+
+    stack = load_stack(config, profile)
+    endpoint = ConsoleEndpoint.for_stack(stack)
+    if endpoint is None:
+        raise ConfigError("this stack has no console", key="console.enabled", hint="set console.enabled: true")
+    if token_only:
+        out.print(endpoint.token, markup=False, highlight=False)
+        return
+    out.print(endpoint.page, markup=False, highlight=False)
+    if stack.current_runtime() is None:
+        err.print("[yellow]note:[/yellow] the stack is not up; run `ecokit up` first")
+        return
+    if not print_only and not _open_browser(endpoint.page):
+        err.print("[dim]no browser here: open the URL above in one[/dim]")
+
+
+def _open_browser(url: str) -> bool:
+    """Open ``url`` in a graphical browser; False where there is none (a server, SSH, CI).
+
+    Text browsers are never used: they would take over this terminal."""
+    import os
+    import sys
+    import webbrowser
+
+    if sys.platform.startswith("linux") or "bsd" in sys.platform:
+        if not (os.environ.get("BROWSER") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            return False
+    try:
+        return webbrowser.open(url, new=2)
+    except webbrowser.Error:
+        return False

@@ -16,6 +16,7 @@ from ecokit.config.alerts import AlertRule, GeofencesConfig, Threshold, validate
 from ecokit.config.analytics import AnalyticsConfig
 from ecokit.config.base import KeyedValueError, Port, Section
 from ecokit.config.bench import BenchConfig
+from ecokit.config.console import ConsoleConfig
 from ecokit.config.regions import RegionError, parse_region
 from ecokit.config.rules import (
     BridgeConfig,
@@ -228,6 +229,7 @@ class StackConfig(Section):
     analytics: AnalyticsConfig = AnalyticsConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     bench: BenchConfig = BenchConfig()
+    console: ConsoleConfig = ConsoleConfig()
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="user profiles: overlays applied with --profile NAME"
     )
@@ -313,6 +315,8 @@ class StackConfig(Section):
         ports["grafana.port"] = self.grafana.port
         ports["prometheus.port"] = self.prometheus.port
         ports.update({f"service_ports.{k}": v for k, v in self.service_ports.model_dump().items()})
+        if self.console.enabled:
+            ports["console.port"] = self.console.port
         return ports
 
     @property

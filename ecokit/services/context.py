@@ -29,6 +29,7 @@ GRAFANA_SECRET_KEY = "grafana/secret-key"
 EMQX_COOKIE = "emqx/cookie"
 EMQX_DASHBOARD = "emqx/dashboard"
 EMQX_API_SECRET = "emqx/api-secret"
+CONSOLE_TOKEN = "console/token"
 
 # The usernames InfluxDB 1.x knows (2.x uses the operator token).
 INFLUX_USERS = {"admin": INFLUX_ADMIN, "ecokit-writer": INFLUX_WRITER, "ecokit-reader": INFLUX_READER}

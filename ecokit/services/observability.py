@@ -39,6 +39,9 @@ def metrics_targets(ctx: PlanContext, plan_names: tuple[str, ...]) -> list[dict[
         if name in plan_names:
             jobs.append({"job": f"ecokit-{name}", "path": "/metrics",
                          "target": f"{ctx.service_host(name)}:{ports[name]}"})
+    if "console" in plan_names:
+        jobs.append({"job": "ecokit-console", "path": "/metrics",
+                     "target": f"{ctx.service_host('console')}:{ctx.listen_port('console', ctx.config.console.port)}"})
     if ctx.config.broker.kind == "emqx":
         port = ctx.listen_port("dashboard", ctx.config.broker.ports.dashboard)
         for kind in ("stats", "data_integration"):

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 from dataclasses import replace
+from typing import Literal
 
 from ecokit.acl import BRIDGE_USER, PROCESSOR_USER
 from ecokit.bridge.contract import BridgeServiceConfig
 from ecokit.contract import InfluxSettings
 from ecokit.processor.contract import GeofenceWatch, ProcessorServiceConfig
 from ecokit.rules.emqx import EmqxPipeline, emqx_pipeline
-from ecokit.services.context import INFLUX_TOKEN, INFLUX_WRITER, PlanContext
+from ecokit.services.context import INFLUX_READER, INFLUX_TOKEN, INFLUX_WRITER, PlanContext
 from ecokit.services.influxdb import INFLUXDB, influx_version
 from ecokit.services.python_service import CONTAINER_CONFIG, http_listen, mqtt_target, python_service
 from ecokit.services.spec import RenderedFile, ServiceSpec, Volume
@@ -26,14 +27,19 @@ GEOFENCES_FILE = "geofences.geojson"
 CONTAINER_DATA = "/var/lib/ecokit"
 
 
-def influx_write_target(ctx: PlanContext) -> InfluxSettings:
-    """How a service of the stack writes to InfluxDB (writer rights)."""
+def influx_target(ctx: PlanContext, role: Literal["writer", "reader"]) -> InfluxSettings:
+    """How a service of the stack reaches InfluxDB with ``role``'s rights (2.x: the stack token)."""
     cfg = ctx.config
     url = f"http://{ctx.service_host(INFLUXDB)}:{ctx.service_port('influxdb', cfg.influxdb.port)}"
     if influx_version(ctx) == 2:
         return InfluxSettings(url=url, database=cfg.influxdb.database, token=ctx.secret(INFLUX_TOKEN), version=2)
-    return InfluxSettings(url=url, database=cfg.influxdb.database, username="ecokit-writer",
-                          password=ctx.secret(INFLUX_WRITER), version=1)
+    return InfluxSettings(url=url, database=cfg.influxdb.database, username=f"ecokit-{role}",
+                          password=ctx.secret(INFLUX_WRITER if role == "writer" else INFLUX_READER), version=1)
+
+
+def influx_write_target(ctx: PlanContext) -> InfluxSettings:
+    """How a service of the stack writes to InfluxDB (writer rights)."""
+    return influx_target(ctx, "writer")
 
 
 def emqx_rules_pipeline(ctx: PlanContext) -> EmqxPipeline:
@@ -46,10 +52,15 @@ def emqx_rules_pipeline(ctx: PlanContext) -> EmqxPipeline:
     return emqx_pipeline(ctx.config.rules, url=target.url, database=target.database, authorization=authorization)
 
 
+def bridge_enabled(ctx: PlanContext) -> bool:
+    """Whether the stack runs the bridge: for every broker but EMQX (whose rules do its work)."""
+    return ctx.config.broker.kind != "emqx" and ctx.config.bridge.enabled
+
+
 def bridge(ctx: PlanContext) -> ServiceSpec | None:
     """The ecokit bridge, for every broker but EMQX (whose rules do the same work)."""
     cfg = ctx.config
-    if cfg.broker.kind == "emqx" or not cfg.bridge.enabled:
+    if not bridge_enabled(ctx):
         return None
     config = BridgeServiceConfig(
         service=BRIDGE, stack=cfg.stack, mqtt=mqtt_target(ctx, BRIDGE_USER), influx=influx_write_target(ctx),

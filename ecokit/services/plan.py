@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from ecokit.services.broker import broker
 from ecokit.services.brokerstats import brokerstats
+from ecokit.services.console import console
 from ecokit.services.context import PlanContext
 from ecokit.services.influxdb import influxdb
 from ecokit.services.observability import grafana, prometheus
@@ -17,7 +18,7 @@ from ecokit.services.spec import ServiceSpec, ordered
 # or None when the configuration does not need it. They run after the broker and store.
 EcokitServiceBuilder = Callable[[PlanContext], ServiceSpec | None]
 ECOKIT_SERVICES: list[EcokitServiceBuilder] = []
-ECOKIT_SERVICES += [bridge, processor, shadow, brokerstats]
+ECOKIT_SERVICES += [bridge, processor, shadow, console, brokerstats]
 
 # In the ecokit image (infra/Dockerfile) ecokit's services run as this uid:gid; the docker
 # runtime places their files (0600 when secret) owned by it unless the spec says otherwise.

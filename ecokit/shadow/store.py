@@ -10,6 +10,7 @@ from types import TracebackType
 
 from ecokit.errors import EcokitError
 from ecokit.shadow.machine import ShadowKey, ShadowRecord
+from ecokit.store.sqlite import open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS shadows (
@@ -34,13 +35,8 @@ class ShadowStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         try:
-            if str(path) != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
+            self._db = open_database(path, SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
             raise ShadowStoreError(f"cannot open the shadow database {path}: {exc}") from exc
         self._lock = threading.Lock()
 

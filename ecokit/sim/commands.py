@@ -20,7 +20,23 @@ from typing import Any
 
 from ecokit.sim.fleet import SimVehicle
 
-COMMANDS = ("set_interval", "engine_start", "engine_stop", "ping")
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A command the simulated devices understand, as the console's API lists it."""
+
+    name: str
+    description: str
+    args: Mapping[str, str] = field(default_factory=dict)  # argument name → JSON type
+
+
+COMMAND_SPECS = (
+    CommandSpec("set_interval", "publish telemetry every `seconds` from now on", {"seconds": "number"}),
+    CommandSpec("engine_start", "start the engine and drive on"),
+    CommandSpec("engine_stop", "brake to a halt and switch the engine off until engine_start"),
+    CommandSpec("ping", "answer with the vehicle's current state"),
+)
+COMMANDS = tuple(spec.name for spec in COMMAND_SPECS)
 
 
 class CommandError(ValueError):

@@ -156,7 +156,7 @@ def test_the_simulator_driving_through_a_zone_gives_enter_then_exit_on_mqtt_and_
     # ~0.1 s between fixes on the simulator's schedule: the dwell matches the fixes inside.
     assert exit_["dwell_s"] == pytest.approx((EXIT_FIX - ENTER_FIX) * INTERVAL, abs=0.5)
     query = f"SELECT * FROM events WHERE vehicle = '{DRIVER}' ORDER BY time"
-    stored = wait_for(lambda: r if len(r := rows(stack, query)) >= 2 else None, 15, "both events in InfluxDB")
+    stored = wait_for("both events in InfluxDB", lambda: r if len(r := rows(stack, query)) >= 2 else None)
     assert [(r["type"], r["geofence"], r["time"]) for r in stored] == [
         ("geofence_enter", "drive", enter["ts"]), ("geofence_exit", "drive", exit_["ts"])]
     assert stored[1]["dwell_s"] == exit_["dwell_s"]
@@ -168,7 +168,7 @@ def test_a_polygon_imported_while_running_takes_effect_without_a_restart(stack: 
     reloads = metrics(stack)['ecokit_processor_geofence_reloads_total{result="ok"}']
     red = write_geofences(tmp_path / "red.geojson", square("red", 2.40, 48.80, tags=["restricted"]))
     assert main(["geofences", "import", str(red), "-c", str(stack.loaded.path("ecokit.yaml"))]) == 0
-    wait_for(lambda: metrics(stack)["ecokit_processor_geofences"] == 2, 10, "the processor to reload")
+    wait_for("the processor to reload", lambda: metrics(stack)["ecokit_processor_geofences"] == 2, timeout=10)
     assert metrics(stack)['ecokit_processor_geofence_reloads_total{result="ok"}'] == reloads + 1
     now = int(time.time() * 1000)
     with client(stack) as watcher, client(stack, "veh-0002") as device:
@@ -191,7 +191,8 @@ def test_an_invalid_hand_edit_keeps_the_last_valid_geofences(stack: Stack) -> No
         broken = json.loads(valid)
         broken["features"].append(dict(broken["features"][0]))  # a duplicate id
         path.write_text(json.dumps(broken))
-        wait_for(lambda: metrics(stack)["ecokit_processor_geofence_file_valid"] == 0, 10, "the processor to notice")
+        wait_for("the processor to notice",
+                 lambda: metrics(stack)["ecokit_processor_geofence_file_valid"] == 0, timeout=10)
         in_force = metrics(stack)["ecokit_processor_geofences"]
         assert in_force >= 1
         assert metrics(stack)['ecokit_processor_geofence_reloads_total{result="invalid"}'] >= 1
@@ -205,7 +206,8 @@ def test_an_invalid_hand_edit_keeps_the_last_valid_geofences(stack: Stack) -> No
         assert json.loads(event.payload)["geofence"] == "drive"
     finally:
         path.write_bytes(valid)
-    wait_for(lambda: metrics(stack)["ecokit_processor_geofence_file_valid"] == 1, 10, "the file to be valid again")
+    wait_for("the file to be valid again",
+             lambda: metrics(stack)["ecokit_processor_geofence_file_valid"] == 1, timeout=10)
 
 
 def test_a_device_cannot_forge_events_or_alerts(stack: Stack) -> None:
@@ -238,16 +240,17 @@ def test_an_alert_fires_and_resolves_once_on_mqtt_in_influxdb_and_in_metrics(sta
     # 129 and 125 are inside the hysteresis band (clear below 120): still firing until 110.
     assert (resolved["state"], resolved["ts"], resolved["duration_s"], resolved["reason"]) == (
         "resolved", now + 8000, 5.0, "cleared")
-    stored = wait_for(lambda: (
+    stored = wait_for("the alert in InfluxDB", lambda: (
         r if len(r := rows(stack, "SELECT * FROM alerts WHERE vehicle = 'veh-0004' AND alert = 'overspeed' "
-                                  "ORDER BY time")) >= 2 else None), 15, "the alert in InfluxDB")
+                                  "ORDER BY time")) >= 2 else None), timeout=15)
     assert [(r["state"], r["time"], r["subject"]) for r in stored] == [
         ("firing", now + 3000, "speed"), ("resolved", now + 8000, "speed")]
     m = metrics(stack)
     assert m['ecokit_processor_alerts_total{alert="overspeed",state="firing"}'] == 1
     assert m['ecokit_processor_alerts_total{alert="overspeed",state="resolved"}'] == 1
     # The firing gauges follow within a second (the processor sets them once a second).
-    wait_for(lambda: metrics(stack)['ecokit_processor_alerts_firing{alert="overspeed"}'] == 0, 5, "no overspeed firing")
+    wait_for("no overspeed firing",
+             lambda: metrics(stack)['ecokit_processor_alerts_firing{alert="overspeed"}'] == 0, timeout=5)
 
 
 def test_a_silent_vehicle_fires_offline_and_resolves_when_it_speaks(stack: Stack) -> None:
@@ -273,9 +276,9 @@ def test_continuous_queries_keep_todays_daily_rows_and_refresh_computes_history(
     assert {f"{CQ_PREFIX}stats", f"{CQ_PREFIX}distance", f"{CQ_PREFIX}moving"} <= cqs
     # Today: the continuous queries themselves (every 2s here) roll up what vehicles sent.
     today = dt.datetime.now(dt.UTC).date().isoformat()
-    daily = wait_for(lambda: [
+    daily = wait_for("today's row of the simulated vehicle", lambda: [
         r for r in stack.daily_rows(dt.datetime.now(dt.UTC)) if r["vehicle"] == DRIVER and r["day"] == today
-        and (r["fixes"] or 0) >= FIXES], 20, "today's row of the simulated vehicle")
+        and (r["fixes"] or 0) >= FIXES], timeout=20)
     assert daily[0]["distance_km"] > 0
     # Three days ago: history the CQs never look at, computed on demand.
     base = dt.datetime.combine(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3), dt.time(9), dt.UTC)
@@ -320,7 +323,7 @@ def test_changed_analytics_reach_the_continuous_queries_on_the_next_up(stack: St
 
 def test_prometheus_loads_the_pipeline_alerting_rules(stack: Stack) -> None:
     url = f"http://127.0.0.1:{stack.config.prometheus.port}/api/v1/rules"
-    groups = wait_for(lambda: requests.get(url, timeout=5).json()["data"]["groups"], 30, "prometheus rules")
+    groups = wait_for("prometheus rules", lambda: requests.get(url, timeout=5).json()["data"]["groups"], timeout=30)
     names = {rule["name"] for group in groups for rule in group["rules"]}
     assert {"EcokitServiceDown", "EcokitBridgeDroppingPoints", "EcokitDeadLettersRising", "EcokitNoTelemetry",
             "EcokitGeofenceFileInvalid"} <= names

@@ -22,7 +22,7 @@ from ecokit.services.context import PlanContext
 from ecokit.services.spec import LocalCommand, PortSpec, Probe, ServiceSpec
 from ecokit.stack import Stack
 from ecokit.store.influx import InfluxV1
-from ecokit.testing import SyncClient, free_port
+from ecokit.testing import SyncClient, free_port, wait_for
 
 HOST = "127.0.0.1"
 ProjectFactory = Callable[..., Path]
@@ -83,14 +83,6 @@ def device(stack: Stack, device_id: str) -> SyncClient:
     reason, _, _ = c.connect()
     assert not reason.is_failure, reason
     return c
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout}s")
-        time.sleep(0.05)
 
 
 # -- up / down --------------------------------------------------------------------------------
@@ -347,10 +339,10 @@ def test_registering_a_device_while_up_reloads_mosquitto_without_dropping_client
         user, password = stack.device_credentials("late-1")
         assert set(stack.up().values()) == {"unchanged"}, "already reloaded"
         assert recorded_processes(stack)["broker"] == broker_before, "same process: reloaded, not restarted"
-        wait_for(lambda: "Reloading config" in stack.paths.log("broker").read_text(), 10,
-                 "mosquitto logs the SIGHUP reload")
-        wait_for(lambda: check_mqtt(HOST, stack.config.broker.ports.mqtt, username=user,
-                                    password=password).ok, 10, "the new device can connect")
+        wait_for("mosquitto logs the SIGHUP reload",
+                 lambda: "Reloading config" in stack.paths.log("broker").read_text(), 10)
+        wait_for("the new device can connect", lambda: check_mqtt(HOST, stack.config.broker.ports.mqtt, username=user,
+                                    password=password).ok, 10)
         with device(stack, "late-1") as late:
             late.publish("fleet/late-1/telemetry", b"hello", qos=1)
             [msg] = a.expect(1)

@@ -7,7 +7,7 @@ import base64
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from ecokit.runtime import process
 from ecokit.runtime.local import LocalRuntime
 from ecokit.stack import Stack
 from ecokit.store.influx import InfluxV1
-from ecokit.testing import Received, SyncClient, running_stack, write_project
+from ecokit.testing import Received, SyncClient, running_stack, wait_for, write_project
 
 VEHICLES = ["veh-0001", "veh-0002", "veh-0003"]
 
@@ -54,17 +54,6 @@ def client(stack: Stack, user: str = "ecokit-admin") -> SyncClient:
 
 def reader(stack: Stack) -> InfluxV1:
     return InfluxV1(stack.influx_endpoint("reader"))
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def count(stack: Stack, q: str) -> int:
@@ -132,9 +121,10 @@ def test_thousand_messages_with_duplicates_and_invalid_ones_are_counted_exactly(
     assert original == set(invalid_payloads)
 
     window = f"time >= {(base - 1000) * 1_000_000}"
-    wait_for("800 telemetry points", lambda: count(stack, f"SELECT count(seq) FROM telemetry WHERE {window}") >= 800)
+    wait_for("800 telemetry points",
+             lambda: count(stack, f"SELECT count(seq) FROM telemetry WHERE {window}") >= 800, timeout=30.0)
     wait_for("1000 archived messages", lambda: count(
-        stack, "SELECT count(qos) FROM archive WHERE topic =~ /^fleet\\/[^\\/]+\\/telemetry$/") >= 1000)
+        stack, "SELECT count(qos) FROM archive WHERE topic =~ /^fleet\\/[^\\/]+\\/telemetry$/") >= 1000, timeout=30.0)
     time.sleep(0.5)  # nothing more may arrive
     assert count(stack, f"SELECT count(seq) FROM telemetry WHERE {window}") == 800
     assert count(stack, "SELECT count(qos) FROM archive WHERE topic =~ /^fleet\\/[^\\/]+\\/telemetry$/") == 1000
@@ -165,16 +155,17 @@ def test_influxdb_stopped_and_restarted_mid_stream_loses_nothing(stack: Stack) -
         for i in range(200):
             device.publish("fleet/veh-0003/telemetry", telemetry("veh-0003", i, base + i * 10), qos=1)
         wait_for("the first 200 points", lambda: count(stack, f"SELECT count(seq) FROM telemetry WHERE {window}")
-                 == 200)
+                 == 200, timeout=30.0)
         assert process.stop(process.ProcessRef(int(entry["pid"]), int(entry["start_ticks"])))
         for i in range(200, 700):
             device.publish("fleet/veh-0003/telemetry", telemetry("veh-0003", i, base + i * 10), qos=1)
-        wait_for("points waiting in the buffer", lambda: metrics(stack)["ecokit_bridge_buffered_points"] >= 500)
+        wait_for("points waiting in the buffer",
+                 lambda: metrics(stack)["ecokit_bridge_buffered_points"] >= 500, timeout=30.0)
         assert metrics(stack).get('ecokit_bridge_write_errors_total{kind="unreachable"}', 0) > 0
     stack.up("local")  # starts influxd again (bridge and broker unchanged)
     wait_for("all 700 points", lambda: count(stack, f"SELECT count(seq) FROM telemetry WHERE {window}") == 700,
              timeout=60)
-    wait_for("an empty buffer", lambda: metrics(stack)["ecokit_bridge_buffered_points"] == 0)
+    wait_for("an empty buffer", lambda: metrics(stack)["ecokit_bridge_buffered_points"] == 0, timeout=30.0)
     assert metrics(stack).get("ecokit_bridge_dropped_points_total", 0) == 0
 
 
@@ -211,7 +202,7 @@ def test_replay_of_a_window_gives_identical_bytes_in_order(stack: Stack, capsys:
     total = len(payloads)
     wait_for("the archived window", lambda: count(
         stack, f"SELECT count(qos) FROM archive WHERE topic =~ /^lab\\/replay\\// AND time >= {int(start * 1e9)}")
-        == total)
+        == total, timeout=30.0)
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start - 1)) + "Z"
     args = ["replay", "--config", str(stack.loaded.config_file), "--since", since, "--topic", "lab/replay/#"]
 
@@ -238,7 +229,7 @@ def test_replay_at_ten_times_keeps_the_spacing(stack: Stack, capsys: pytest.Capt
             pub.publish("lab/paced/x", f"{i}".encode(), qos=1)
             time.sleep(0.1)
     wait_for("archived", lambda: count(stack, f"SELECT count(qos) FROM archive WHERE topic = 'lab/paced/x' "
-                                              f"AND time >= {int(start * 1e9)}") == 11)
+                                              f"AND time >= {int(start * 1e9)}") == 11, timeout=30.0)
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start - 1)) + "Z"
     with client(stack) as sub:
         sub.subscribe("paced/#", qos=1)
@@ -285,7 +276,7 @@ def test_processor_publishes_online_and_offline_status_that_lands_in_influxdb(st
     rows = wait_for("processor statuses in InfluxDB", lambda: [
         r for r in _rows(stack, "SELECT * FROM status WHERE vehicle = 'veh-0002' AND source = 'processor' "
                                 f"AND time >= {now * 1_000_000}")
-        if r["state"] == "offline"])
+        if r["state"] == "offline"], timeout=30.0)
     assert rows[0]["reason"] == "timeout"
     assert rows[0]["last_seen"] >= now
 
@@ -298,7 +289,9 @@ def _rows(stack: Stack, q: str) -> list[dict[str, Any]]:
 def test_query_command_shows_telemetry(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     with client(stack, "veh-0001") as device:
         device.publish("fleet/veh-0001/telemetry", telemetry("veh-0001", 7, int(time.time() * 1000)), qos=1)
-    wait_for("the point", lambda: count(stack, "SELECT count(seq) FROM telemetry WHERE time > now() - 1m AND seq = 7"))
+    wait_for("the point",
+             lambda: count(stack, "SELECT count(seq) FROM telemetry WHERE time > now() - 1m AND seq = 7"),
+             timeout=30.0)
     assert main(["query", "--config", str(stack.loaded.config_file), "--since", "1m", "--vehicle", "veh-0001",
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

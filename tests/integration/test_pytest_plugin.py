@@ -17,6 +17,8 @@ RECORD = '''
 import json, os
 from pathlib import Path
 
+from ecokit.status import stack_status
+
 def record(name, test_stack):
     status = stack_status(test_stack.stack)
     pids = {s.name: s.pid for s in status.services if s.pid}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +17,7 @@ from ecokit.runtime import process
 from ecokit.shadow.client import ShadowClient
 from ecokit.shadow.device import DeviceShadow
 from ecokit.stack import Stack
-from ecokit.testing import Received, SyncClient
+from ecokit.testing import Received, SyncClient, wait_for
 
 DEVICE, OTHER = "vehicle-0001", "vehicle-0002"
 
@@ -78,21 +77,11 @@ class Vehicle:
         self.client.disconnect()
 
 
-def wait_for(predicate: Any, timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not met within {timeout}s")
-
-
 def test_device_and_app_exchange_desired_reported_and_delta(running: Stack, app: ShadowClient) -> None:
     vehicle = Vehicle(running, DEVICE)
     try:
         vehicle.publish(vehicle.shadow.report({"engine": True, "publish_interval": 5, "firmware": "1.4.2"}))
-        wait_for(lambda: app.get(DEVICE).accepted, what="the device's first report")
+        wait_for("the device's first report", lambda: app.get(DEVICE).accepted, 5.0)
         reply = app.update(DEVICE, desired={"publish_interval": 2})
         assert reply.accepted
         assert vehicle.applied.wait(5), "the device never received the delta"
@@ -102,7 +91,7 @@ def test_device_and_app_exchange_desired_reported_and_delta(running: Stack, app:
             doc = app.get(DEVICE).document
             return doc if doc["state"]["reported"].get("publish_interval") == 2 else None
 
-        doc = wait_for(converged, what="publish_interval reported back")
+        doc = wait_for("publish_interval reported back", converged, 5.0)
         assert doc["state"]["reported"] == {"engine": True, "publish_interval": 2, "firmware": "1.4.2"}
         assert "delta" not in doc["state"]
         assert doc["version"] == 3
@@ -229,13 +218,13 @@ def test_paho_binding_reports_on_connect_and_applies_deltas(running: Stack, app:
     client.connect(*broker_address(running))
     client.loop_start()
     try:
-        wait_for(lambda: app.get(OTHER).accepted, what="the initial report")
+        wait_for("the initial report", lambda: app.get(OTHER).accepted, 5.0)
         app.update(OTHER, desired={"publish_interval": 9})
-        wait_for(lambda: applied == [9], what="the delta applied")
-        wait_for(lambda: app.get(OTHER).document["state"]["reported"]["publish_interval"] == 9,
-                 what="the applied value reported")
+        wait_for("the delta applied", lambda: applied == [9], 5.0)
+        wait_for("the applied value reported",
+                 lambda: app.get(OTHER).document["state"]["reported"]["publish_interval"] == 9, 5.0)
         binding.report({"engine": False, "publish_interval": 9})
-        wait_for(lambda: app.get(OTHER).document["state"]["reported"]["engine"] is False, what="engine off")
+        wait_for("engine off", lambda: app.get(OTHER).document["state"]["reported"]["engine"] is False, 5.0)
     finally:
         client.disconnect()
         client.loop_stop()

@@ -188,12 +188,12 @@ def test_broker_restart_during_a_qos1_run_loses_nothing(stack5: Stack, tmp_path:
         sub.connect()
         sub.subscribe("fleet/+/telemetry", qos=1)
         with Background(sim) as bg:
-            wait_for(lambda: sim.stats.acked >= 50, 30, "the fleet publishing, the broker acknowledging")
+            wait_for("the fleet publishing, the broker acknowledging", lambda: sim.stats.acked >= 50, 30)
             entry = runtime._load()["services"]["broker"]  # the test stops the broker by pid
             assert process.stop(process.ProcessRef(int(entry["pid"]), int(entry["start_ticks"])))
             # Vehicles queue offline meanwhile: every one of them has something waiting.
-            wait_for(lambda: sim.queue is not None and all(sim.queue.depth(v.id) >= 3 for v in fleet), 30,
-                     "each vehicle queueing offline")
+            wait_for("each vehicle queueing offline",
+                     lambda: sim.queue is not None and all(sim.queue.depth(v.id) >= 3 for v in fleet), 30)
             queued_while_down = sim.queue.size if sim.queue else 0
             stack5.up()  # the broker comes back on the same port with its persisted sessions
             summary = bg.join(60)
@@ -247,7 +247,7 @@ def test_commands_are_executed_and_acked(stack5: Stack, tmp_path: Path, capsys: 
         sub.subscribe("fleet/vehicle-0001/telemetry", qos=1)
         with Background(sim) as bg:
             # Every vehicle connected, subscribed (its SUBSCRIBE went before its telemetry) and heard.
-            wait_for(lambda: sim.stats.connected == 3 and sim.stats.acked >= 6, 30, "the fleet connected")
+            wait_for("the fleet connected", lambda: sim.stats.connected == 3 and sim.stats.acked >= 6, 30)
             acks = send_command(conn.target, admin, new_command("set_interval", {"seconds": 0.5}, ts_ms=0),
                                 "vehicle-0001", timeout=5)
             assert [(a.vehicle, a.result, a.detail) for a in acks] == [("vehicle-0001", "ok", "interval 0.2s -> 0.5s")]
@@ -288,7 +288,7 @@ def test_engine_stop_parks_the_vehicle(stack5: Stack, tmp_path: Path) -> None:
         sub.connect()
         sub.subscribe("fleet/vehicle-0001/telemetry", qos=1)
         with Background(sim) as bg:
-            wait_for(lambda: sim.stats.acked >= 2, 30, "the vehicle connected and heard")
+            wait_for("the vehicle connected and heard", lambda: sim.stats.acked >= 2, 30)
             acks = send_command(conn.target, admin, new_command("engine_stop", ts_ms=0), "vehicle-0001")
             assert acks[0].result == "ok"
             bg.join(30)

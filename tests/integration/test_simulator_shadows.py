@@ -77,15 +77,15 @@ def test_desired_publish_interval_reaches_a_running_vehicle_and_comes_back_repor
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             # Shadows are on by default against a stack: each vehicle reports on connect.
-            first = wait_for(lambda: (r := app.get("vehicle-0001")).accepted and r.document, 20,
-                             "vehicle-0001's report on connect")
+            first = wait_for("vehicle-0001's report on connect",
+                             lambda: (r := app.get("vehicle-0001")).accepted and r.document, 20)
             reported = first["state"]["reported"]
             assert reported["publish_interval"] == 1
             assert set(reported) == {"engine", "publish_interval", "firmware", "kind", "region"}
             assert reported["region"] == "paris"
             # Three fixes at 1 s first (counted, not consumed: they are checked below).
-            wait_for(lambda: sum(m.topic == "fleet/vehicle-0001/telemetry" for m in list(sub.messages.queue)) >= 3,
-                     20, "three fixes of vehicle-0001 at the 1 s interval")
+            wait_for("three fixes of vehicle-0001 at the 1 s interval",
+                     lambda: sum(m.topic == "fleet/vehicle-0001/telemetry" for m in list(sub.messages.queue)) >= 3, 20)
             asked_ms = time.time() * 1000
             code, _ = cli_json(capsys, "shadow", "update", "-c", config, "vehicle-0001",
                                "--desired", '{"publish_interval": 0.25}')
@@ -96,15 +96,16 @@ def test_desired_publish_interval_reaches_a_running_vehicle_and_comes_back_repor
                 assert code == 0
                 return doc if doc["state"]["reported"]["publish_interval"] == 0.25 else None
 
-            doc = wait_for(followed, 5, "reported.publish_interval following desired")
+            doc = wait_for("reported.publish_interval following desired", followed, 5)
             applied_ms = time.time() * 1000  # the vehicle reports after applying
             assert doc["state"]["desired"] == {"publish_interval": 0.25}
             assert "delta" not in doc["state"]
             # A set_interval command takes the same path, and the shadow's reported follows it
             # too; the desired value then stands out as the delta.
             assert main(["command", "send", "-c", config, "vehicle-0002", "set_interval", "seconds=2"]) == 0
-            other = wait_for(lambda: (d := app.get("vehicle-0002").document)["state"]["reported"]
-                             ["publish_interval"] == 2 and d, 5, "the command's interval reported")
+            other = wait_for("the command's interval reported",
+                             lambda: (d := app.get("vehicle-0002").document)["state"]["reported"]
+                             ["publish_interval"] == 2 and d, 5)
             assert "desired" not in other["state"]
             out, errors = proc.communicate(timeout=60)
         finally:
@@ -164,8 +165,8 @@ def test_a_desired_change_made_while_the_simulator_is_stopped_is_applied_when_it
         summary = run_sim(stack2, tmp_path, count=6)
         assert summary.shadow_deltas == 1
         second = telemetry_ts(sub.expect(6, timeout=10), "vehicle-0001")
-        doc = wait_for(lambda: (d := app.get("vehicle-0001").document)["state"]["reported"]
-                       ["publish_interval"] == 0.4 and d, 5, "0.4 reported")
+        doc = wait_for("0.4 reported", lambda: (d := app.get("vehicle-0001").document)["state"]["reported"]
+                       ["publish_interval"] == 0.4 and d, 5)
         assert "delta" not in doc["state"]
     # Publishing starts once the vehicle heard back from its shadow: the first fix already has it.
     assert spacing(first) == pytest.approx(200, rel=0.25), gaps(first)
@@ -215,5 +216,5 @@ def test_shadows_off_with_no_shadow_and_against_a_foreign_broker(
     assert code == 0
     assert summary["shadow"] is True
     with shadow_client(stack2).connect() as app:
-        doc = wait_for(lambda: (r := app.get("vehicle-0001")).accepted and r.document, 5, "the report")
+        doc = wait_for("the report", lambda: (r := app.get("vehicle-0001")).accepted and r.document, 5)
     assert doc["state"]["reported"]["firmware"]

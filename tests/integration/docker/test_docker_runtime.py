@@ -23,7 +23,7 @@ from ecokit.services.spec import ContainerSpec, PortSpec, Probe, ServiceSpec
 from ecokit.stack import Stack
 from ecokit.status import stack_status
 from ecokit.store.influx import InfluxV1
-from ecokit.testing import SyncClient, free_port, write_project
+from ecokit.testing import SyncClient, free_port, wait_for, write_project
 from ecokit.testing.docker_lane import DockerLane as Lane
 
 
@@ -54,15 +54,6 @@ def count_points(stack: Stack, vehicle: str) -> int:
     with InfluxV1(stack.influx_endpoint("reader")) as client:
         rows = list(client.rows(f"SELECT count(\"seq\") FROM telemetry WHERE vehicle = '{vehicle}'"))
     return int(rows[0]["count"]) if rows else 0
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def publish(stack: Stack, vehicle: str, seqs: range) -> None:
@@ -117,8 +108,8 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
 
     # publish -> broker -> bridge -> InfluxDB (containers talking over the stack network)
     publish(stack, "vehicle-0001", range(5))
-    wait_for(lambda: count_points(stack, "vehicle-0001") == 5, 30, "5 telemetry points from the bridge")
-    wait_for(lambda: archived(stack, "fleet/vehicle-0001/telemetry") == 5, 30, "5 archived messages")
+    wait_for("5 telemetry points from the bridge", lambda: count_points(stack, "vehicle-0001") == 5, 30)
+    wait_for("5 archived messages", lambda: archived(stack, "fleet/vehicle-0001/telemetry") == 5, 30)
     # ... -> `ecokit replay` reads the archive back and republishes through the broker.
     user, password = stack.service_credentials("ecokit-admin")
     with SyncClient(stack.readiness().host, stack.config.broker.ports.mqtt, username=user,
@@ -145,7 +136,7 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
     assert stack.up()["broker"] == "reloaded"
     assert engine.container(names.container("broker")).id == ids["broker"]  # type: ignore[union-attr]
     publish(stack, "truck-17", range(2))
-    wait_for(lambda: count_points(stack, "truck-17") == 2, 30, "the new device's points")
+    wait_for("the new device's points", lambda: count_points(stack, "truck-17") == 2, 30)
 
     # A new geofence reaches the processor's container (copied in, SIGHUP), not a restart,
     # and its next fix inside gives an enter event.
@@ -156,8 +147,8 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
     assert stack.up()["processor"] == "reloaded"
     assert engine.container(names.container("processor")).id == ids["processor"]  # type: ignore[union-attr]
     metrics = f"http://{stack.readiness().host}:{stack.config.service_ports.processor}/metrics"
-    wait_for(lambda: "ecokit_processor_geofences 1.0" in requests.get(metrics, timeout=5).text, 20,
-             "the processor to load the new geofence")
+    wait_for("the processor to load the new geofence",
+             lambda: "ecokit_processor_geofences 1.0" in requests.get(metrics, timeout=5).text, timeout=20)
     with SyncClient(stack.readiness().host, stack.config.broker.ports.mqtt, username=user,
                     password=password) as watcher:
         watcher.connect()

@@ -250,7 +250,8 @@ def test_password_iterations_come_from_the_config(tmp_path: Path) -> None:
 def test_mosquitto_acl_has_a_block_per_user_with_rights_and_device_patterns(tmp_path: Path) -> None:
     text = files(plan(make_stack(tmp_path))["broker"])["acl"]
     users = re.findall(r"^user (\S+)$", text, re.MULTILINE)
-    assert users == sorted(["dash", "ecokit-admin", "ecokit-bridge", "ecokit-brokerstats", "ecokit-processor",
+    assert users == sorted(["dash", "ecokit-admin", "ecokit-bridge", "ecokit-brokerstats", "ecokit-console",
+                            "ecokit-processor",
                             "ecokit-replay", "ecokit-shadow", "ops"]), "health and grant-less users have no block"
     assert "pattern write fleet/%u/#" in text
     assert "pattern read fleet/%u/commands" in text
