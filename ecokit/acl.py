@@ -106,8 +106,9 @@ SERVICE_ROLES: tuple[ServiceRole, ...] = (
     ServiceRole(SHADOW_USER, "shadow service: answers shadow requests",
                 grants=(Grant("subscribe", "things/+/shadow/#"),
                         Grant("publish", "things/+/shadow/#"))),
-    ServiceRole(CONSOLE_USER, "fleet console: reads fleet state and acks, sends commands, asks shadows",
+    ServiceRole(CONSOLE_USER, "fleet console: reads fleet state, events and acks, sends commands, asks shadows",
                 grants=(Grant("subscribe", "fleet/+/telemetry"), Grant("subscribe", "fleet/+/status"),
+                        Grant("subscribe", "fleet/+/events"), Grant("subscribe", "fleet/+/alerts"),
                         Grant("subscribe", "fleet/+/commands/ack"), Grant("publish", "fleet/+/commands"),
                         *(Grant("publish", f"{prefix}/{op}") for prefix in ("things/+/shadow", "things/+/shadow/name/+")
                           for op in ("get", "update")),

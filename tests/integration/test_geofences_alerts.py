@@ -24,6 +24,7 @@ from ecokit.analytics import CQ_PREFIX
 from ecokit.cli import main
 from ecokit.clients import stack_connection
 from ecokit.config.regions import REGIONS
+from ecokit.console.client import ConsoleEndpoint
 from ecokit.sim.fleet import FleetSpec, build_fleet
 from ecokit.sim.runner import SimSettings, Simulator
 from ecokit.stack import Stack
@@ -73,7 +74,7 @@ SEED, DRIVE_ZONE, ENTER_FIX, EXIT_FIX = drive_zone()
 
 def square(fid: str, lng: float, lat: float, size: float = 0.01, **props: Any) -> dict[str, Any]:
     ring = [[lng, lat], [lng + size, lat], [lng + size, lat + size], [lng, lat + size], [lng, lat]]
-    return {"type": "Feature", "id": fid, "properties": {"name": fid, **props},
+    return {"type": "Feature", "id": fid, "properties": {"name": fid} | props,
             "geometry": {"type": "Polygon", "coordinates": [ring]}}
 
 
@@ -328,3 +329,78 @@ def test_prometheus_loads_the_pipeline_alerting_rules(stack: Stack) -> None:
     assert {"EcokitServiceDown", "EcokitBridgeDroppingPoints", "EcokitDeadLettersRising", "EcokitNoTelemetry",
             "EcokitGeofenceFileInvalid"} <= names
     assert all(rule["health"] != "err" for group in groups for rule in group["rules"])
+
+
+# -- the console: /api/geofences and the event feed -------------------------------------------
+
+
+class Console:
+    def __init__(self, stack: Stack) -> None:
+        endpoint = ConsoleEndpoint.for_stack(stack)
+        assert endpoint is not None, "the stack has a console"
+        self.url = endpoint.url
+        self.auth = {"Authorization": f"Bearer {endpoint.token}"}
+
+    def call(self, method: str, path: str, body: Any = None, **params: Any) -> requests.Response:
+        return requests.request(method, self.url + path, headers=self.auth, json=body, params=params, timeout=10)
+
+
+def test_the_console_edits_the_geofence_file_and_the_processor_follows(stack: Stack) -> None:
+    console = Console(stack)
+    assert requests.get(console.url + "/api/geofences", timeout=5).status_code == 401
+    listed = console.call("GET", "/api/geofences").json()
+    assert listed["type"] == "FeatureCollection"
+    assert listed["writable"] is True
+    before = len(listed["features"])
+    zone = square("ignored", 2.60, 48.60, name="Console yard", tags=["restricted"])
+    del zone["id"]
+    created = console.call("POST", "/api/geofences", zone)
+    assert created.status_code == 201, created.text
+    fence_id = created.json()["id"]
+    assert fence_id.startswith("console-yard-")
+    on_disk = json.loads(stack.geofences_file.read_text())
+    assert fence_id in [f["id"] for f in on_disk["features"]]  # the same file `ecokit geofences` edits
+    wait_for("the processor to load it",
+             lambda: metrics(stack)["ecokit_processor_geofences"] == before + 1, timeout=10)
+    now = int(time.time() * 1000)
+    with client(stack, "veh-0002") as device:
+        device.publish("fleet/veh-0002/telemetry", telemetry("veh-0002", now + 60_000, 2.59, 48.605), qos=1)
+        device.publish("fleet/veh-0002/telemetry", telemetry("veh-0002", now + 61_000, 2.605, 48.605), qos=1)
+    feed = wait_for("the enter in the console's event feed", lambda: [
+        e for e in console.call("GET", "/api/events", vehicle="veh-0002").json()["items"]
+        if e.get("geofence") == fence_id], timeout=10)
+    kinds = {(e["kind"], e.get("type") or e.get("state")) for e in feed}
+    assert kinds == {("geofence", "geofence_enter"), ("alert", "firing")}
+    enter = next(e for e in feed if e["kind"] == "geofence")
+    assert (enter["vehicle"], enter["name"], enter["ts"]) == ("veh-0002", "Console yard", now + 61_000)
+
+    renamed = console.call("PATCH", f"/api/geofences/{fence_id}", {"name": "Console yard (east gate)"})
+    assert renamed.json()["properties"]["name"] == "Console yard (east gate)"
+    moved = square(fence_id, 2.61, 48.60, name="Console yard (east gate)", tags=["restricted"])
+    assert console.call("PUT", f"/api/geofences/{fence_id}", moved).status_code == 200
+    assert console.call("GET", f"/api/geofences/{fence_id}").json()["geometry"] == moved["geometry"]
+    assert console.call("DELETE", f"/api/geofences/{fence_id}").status_code == 204
+    assert console.call("GET", f"/api/geofences/{fence_id}").status_code == 404
+    wait_for("the processor to drop it", lambda: metrics(stack)["ecokit_processor_geofences"] == before, timeout=10)
+
+
+def test_the_console_refuses_a_bad_geofence_naming_what_is_wrong(stack: Stack) -> None:
+    console = Console(stack)
+    before = stack.geofences_file.read_bytes()
+    unclosed = square("bad", 2.7, 48.7)
+    unclosed["geometry"]["coordinates"][0].pop()
+    answer = console.call("POST", "/api/geofences", unclosed)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_geofence"
+    assert "ring 0 (outer) is not closed" in error["message"]
+    swapped = square("swap", 2.7, 48.7)
+    swapped["geometry"]["coordinates"] = [[[48.7, 120.0], [48.8, 120.0], [48.8, 121.0], [48.7, 120.0]]]
+    assert "GeoJSON is [longitude, latitude]" in console.call("POST", "/api/geofences", swapped).json()["error"][
+        "message"]
+    taken = json.loads(before)["features"][0]["id"]
+    assert console.call("POST", "/api/geofences", square(taken, 2.7, 48.7)).status_code == 409
+    assert console.call("PUT", "/api/geofences/nope", square("nope", 2.7, 48.7)).status_code == 404
+    assert console.call("PATCH", f"/api/geofences/{taken}", {"geometry": None}).json()["error"]["field"] == \
+        "geometry"
+    assert stack.geofences_file.read_bytes() == before  # nothing invalid was written
