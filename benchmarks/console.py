@@ -38,6 +38,7 @@ from _common import machine, stack
 from ecokit.console.client import ConsoleEndpoint
 from ecokit.mqtt.fast import FastMqtt
 from ecokit.stack import Stack
+from ecokit.status import stack_status
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -104,7 +105,7 @@ def publisher(host: str, port: int, username: str, password: str, ids: list[str]
 
 
 def pid_of(st: Stack, service: str) -> int:
-    for svc in st.status().services:
+    for svc in stack_status(st).services:
         if svc.name == service and svc.pid:
             return int(svc.pid)
     raise RuntimeError(f"{service} has no pid")

@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import machine  # noqa: E402
 from ecokit.console.client import ConsoleEndpoint  # noqa: E402
 from ecokit.stack import Stack  # noqa: E402
+from ecokit.status import stack_status  # noqa: E402
 from ecokit.testing import running_stack, write_project  # noqa: E402
 from ecokit.testing.simulation import simulating  # noqa: E402
 
@@ -242,7 +243,7 @@ def live_console(vehicles: int, *, warmup: float, nice: bool) -> Iterator[tuple[
             # The browser is the thing measured; on a user's machine it does not share two
             # cores with the stack and 5,000 simulated devices. Those run at nice 10 here,
             # so they take what the browser leaves (the figures say so).
-            for pid in [sim.pid, *(s.pid for s in stack.status().services if s.pid)] if nice else []:
+            for pid in [sim.pid, *(s.pid for s in stack_status(stack).services if s.pid)] if nice else []:
                 deprioritise(pid)
             deadline = time.monotonic() + 300
             while api(endpoint, "/api/stats")["vehicles"]["total"] < vehicles * 0.98:

@@ -13,6 +13,7 @@ the shadow traffic, how many vehicles got their sync answer, and the time from t
 update to the vehicle's report of the new interval (update/accepted seen by a watcher).
 
     python benchmarks/sim_fleet.py --vehicles 5000 --seconds 60 --qos 1 [--shadow]
+    python benchmarks/sim_fleet.py --vehicles 20000 --workers 2 --seconds 60 --qos 1
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def main() -> None:
     ap.add_argument("--region", default="paris")
     ap.add_argument("--shadow", action=argparse.BooleanOptionalAction, default=False,
                     help="vehicles keep their device shadows")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="simulator processes sharing the fleet (ecokit simulate --workers); memory per vehicle "
+                         "is printed for 1 only")
     ap.add_argument("--desired-sample", type=int, default=20,
                     help="with --shadow: vehicles sent a desired publish_interval at mid-run")
     args = ap.parse_args()
@@ -98,7 +102,11 @@ def main() -> None:
 
             settings = SimSettings(qos=args.qos, duration=args.seconds, queue_path=Path(tmp) / "q.sqlite",
                                    status_interval=1.0, connect_timeout=120, shadow=args.shadow)
-            sim = Simulator(fleet, conn.target, conn.auth, settings, progress=progress)
+            sim: Any = Simulator(fleet, conn.target, conn.auth, settings, progress=progress)
+            if args.workers > 1:
+                from ecokit.sim.workers import WorkerFleet
+
+                sim = WorkerFleet(fleet, conn.target, conn.auth, settings, args.workers, progress=progress)
             probe: dict[str, Any] = {"ready": threading.Event()}
             prober = None
             if args.shadow and args.desired_sample:
@@ -107,7 +115,8 @@ def main() -> None:
                 prober.start()
                 probe["ready"].wait(30)
             t = time.monotonic()
-            summary = asyncio.run(sim.run())
+            children_before = children_cpu()
+            summary = asyncio.run(sim.run()) if args.workers == 1 else sim.run()
             total = time.monotonic() - t
             deadline = time.monotonic() + 60
             while lines(received) < summary.produced and time.monotonic() < deadline:
@@ -129,12 +138,17 @@ def main() -> None:
                   + (f"received all {got}" if got >= summary.produced else f"received {got} of {summary.produced}"))
             print(f"schedule drift       p50 {summary.drift_ms['p50']:.2f} ms, p99 {summary.drift_ms['p99']:.2f} ms, "
                   f"max {summary.drift_ms['max']:.2f} ms")
-            print(f"memory per vehicle   {(steady - base) / args.vehicles:.1f} KB (RSS {base / 1024:.0f} MB -> "
-                  f"{steady / 1024:.0f} MB median while publishing)")
-            print(f"simulator CPU        {cpu * 100:.0f}% of one core while publishing")
+            if args.workers == 1:
+                print(f"memory per vehicle   {(steady - base) / args.vehicles:.1f} KB (RSS {base / 1024:.0f} MB -> "
+                      f"{steady / 1024:.0f} MB median while publishing)")
+                print(f"simulator CPU        {cpu * 100:.0f}% of one core while publishing")
+            else:
+                used = children_cpu() - children_before
+                print(f"simulator CPU        {args.workers} worker processes: {used:.1f} CPU s over the whole run "
+                      f"({used / total * 100:.0f}% of one core on average, connects included)")
             print(f"acked {summary.acked}, reconnects {summary.reconnects}, errors {summary.errors}, "
                   f"queued left {summary.queued_left}, whole run {total:.1f}s")
-            if args.shadow:
+            if args.shadow and args.workers == 1:
                 synced = sum(1 for vid in ids if (sh := sim.shadow_of(vid)) is not None and sh.device.version > 0)
                 print(f"shadows              {summary.shadow_reports} reports "
                       f"({summary.shadow_reports - summary.vehicles} after connect: engine/interval changes), "
@@ -149,6 +163,13 @@ def main() -> None:
                     print(f"desired -> reported  failed: {probe['error']}")
             for line in summary.last_errors[-3:]:
                 print(f"  error: {line}")
+
+
+def children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def lines(path: Path) -> int:

@@ -409,7 +409,58 @@ def services() -> dash.Dashboard:
     )
 
 
+def bench() -> dash.Dashboard:
+    """Runs of `ecokit bench --out influxdb` (measurements of ecokit.bench.export)."""
+    from ecokit.bench.export import SLO, SUMMARY, TIMELINE
+
+    run = (
+        dash.QueryVariable("run").label("Run").datasource(INFLUX)
+        .query(f'SHOW TAG VALUES FROM "{TIMELINE}" WITH KEY = "run"')
+        .multi(True).include_all(True).refresh(dash_models.VariableRefresh.ON_TIME_RANGE_CHANGED)
+    )
+    where = '"run" =~ /^$run$/ AND $timeFilter'
+
+    def per_run(fields: Sequence[tuple[str, str]], ref: str = "A") -> list[InfluxQLBuilder]:
+        return [influx(f'SELECT mean("{field}") FROM "{TIMELINE}" WHERE {where} GROUP BY time($__interval), "run" '
+                       f'fill(null)', chr(ord(ref) + i), alias=f"$tag_run {label}")
+                for i, (field, label) in enumerate(fields)]
+
+    rates = _ts("Messages per second", "reqps", per_run([("offered", "offered"), ("sent", "sent"),
+                                                         ("received", "received")]), INFLUX,
+                "Planned, sent and received (unique deliveries) per second of each run")
+    latency = _ts("End-to-end latency", "ms", per_run([("p50_ms", "p50"), ("p99_ms", "p99"), ("max_ms", "max")]),
+                  INFLUX, "Per second of the run: percentiles of what arrived in that second")
+    clients = _ts("Connections", "short", per_run([("publishers_connected", "publishers"),
+                                                   ("subscribers_connected", "subscribers"),
+                                                   ("connects", "connects/s"),
+                                                   ("connect_failures", "failed connects/s")]), INFLUX)
+    broker_cpu = _ts("Broker process", "percent", per_run([("broker_cpu_percent", "CPU % of a core")]), INFLUX,
+                     "CPU of the local broker process (local runtime only)")
+    summary = (
+        table.Panel().title("Runs and phases").datasource(INFLUX)
+        .with_target(influx(f'SELECT "sent", "received", "lost", "send_rate", "rate", "p50_ms", "p99_ms", '
+                            f'"puback_p95_ms", "connect_p95_ms", "connect_success", "passed" FROM "{SUMMARY}" '
+                            f'WHERE {where} GROUP BY "run", "phase"', table_format=True))
+        .with_transformation(dash_models.DataTransformerConfig(id_val="merge", options={}))
+    )
+    slos = (
+        table.Panel().title("SLO verdicts").datasource(INFLUX)
+        .with_target(influx(f'SELECT "ok", "actual", "limit" FROM "{SLO}" WHERE {where} GROUP BY "run", "key"',
+                            table_format=True))
+        .with_transformation(dash_models.DataTransformerConfig(id_val="merge", options={}))
+    )
+    return (
+        _dashboard("ecokit-bench", "ecokit / Bench",
+                   "ecokit bench runs written with --out influxdb: rates, latency, connections, SLOs", refresh="30s")
+        .with_variable(run)
+        .with_panel(_grid(rates, 0, 0, 12, 8)).with_panel(_grid(latency, 12, 0, 12, 8))
+        .with_panel(_grid(clients, 0, 8, 12, 8)).with_panel(_grid(broker_cpu, 12, 8, 12, 8))
+        .with_panel(_grid(summary, 0, 16, 16, 8)).with_panel(_grid(slos, 16, 16, 8, 8))
+    )
+
+
 DASHBOARDS: dict[str, Callable[[], dash.Dashboard]] = {
+    "bench.json": bench,
     "fleet-overview.json": fleet_overview,
     "vehicle-telemetry.json": vehicle_telemetry,
     "pipeline-health.json": pipeline_health,
@@ -443,7 +494,7 @@ def influxql_queries(folder: Path) -> list[str]:
             for target in panel.get("targets", []):
                 if target.get("datasource", {}).get("type") == "influxdb":
                     queries.append(target["query"].replace("$timeFilter", "time > now() - 1h")
-                                   .replace("$__interval", "10s").replace("$vehicle", ".*"))
+                                   .replace("$__interval", "10s").replace("$vehicle", ".*").replace("$run", ".*"))
         for variable in dashboard.get("templating", {}).get("list", []):
             if variable.get("datasource", {}).get("type") == "influxdb":
                 queries.append(variable["query"])

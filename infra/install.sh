@@ -13,6 +13,8 @@ SYSTEM_PACKAGES=(python3 python3-venv python3-pip mosquitto mosquitto-clients in
 SYSTEM_PACKAGES+=(docker.io debootstrap)
 # The console's browser tests and page benchmark: headless Chromium driven by Selenium.
 SYSTEM_PACKAGES+=(chromium chromium-driver)
+# The websocket test lane builds a Mosquitto with websockets (infra/ws-broker.sh).
+SYSTEM_PACKAGES+=(build-essential cmake libssl-dev libcap-dev libcjson-dev)
 
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
@@ -30,6 +32,9 @@ fi
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   systemctl disable --now mosquitto influxdb prometheus >/dev/null 2>&1 || true
 fi
+
+# ws:// and wss:// tests need a Mosquitto with websockets, which Debian's is not (built once, cached).
+bash infra/ws-broker.sh
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -82,6 +82,48 @@ def json_encoder(run: int, size: int) -> Callable[[int, int, int, int], bytes]:
     return encode
 
 
+# -- pre-encoded payloads for the fast publish path -------------------------------------------------
+
+BINARY_STAMP = struct.Struct("!IQ")  # seq, sent_ns at offset 12 of the binary header
+JSON_STAMP = struct.Struct("19s7s10s")  # send time, ',"seq":', sequence number (space-padded: JSON whitespace)
+_JSON_SEQ_KEY = b',"seq":'
+
+
+@dataclass(frozen=True)
+class PayloadTemplate:
+    """One publisher's payload for one phase with the sequence number and send time left to stamp:
+    ``stamp`` packs them at ``offset`` (``values(seq, sent_ns)`` gives what it packs)."""
+
+    payload: bytes
+    stamp: struct.Struct
+    offset: int
+    binary: bool
+
+    def values(self, seq: int, sent_ns: int) -> tuple[object, ...]:
+        if self.binary:
+            return seq, sent_ns
+        return b"%19d" % sent_ns, _JSON_SEQ_KEY, b"%10d" % seq
+
+
+def payload_template(fmt: str, run: int, size: int, phase: int, publisher: int) -> PayloadTemplate:
+    """The payload of ``size`` bytes with everything but the sequence number and send time filled in.
+
+    The JSON form puts the send time and the sequence number side by side, fixed width (spaces
+    before the number are JSON whitespace), so both forms are patched in place."""
+    if fmt == "binary":
+        if size < BINARY_HEADER:
+            raise ValueError(f"a binary bench payload needs at least {BINARY_HEADER} bytes, not {size}")
+        data = HEADER.pack(MAGIC, VERSION, phase, run, publisher, 0, 0) + bytes(size - BINARY_HEADER)
+        return PayloadTemplate(data, BINARY_STAMP, 12, True)
+    head = f'{{"bench":"{run:08x}","phase":{phase},"pub":{publisher},"ts":'.encode()
+    body = head + b"0" * 19 + _JSON_SEQ_KEY + b"0" * 10
+    pad = size - len(body) - _JSON_PAD_OVERHEAD - 1
+    if pad < 0:
+        raise ValueError(f"a json bench payload needs at least {len(body) + _JSON_PAD_OVERHEAD + 1} bytes, not {size}")
+    data = body + b',"pad":"' + b"x" * pad + b'"}'
+    return PayloadTemplate(data, JSON_STAMP, len(head), False)
+
+
 def encoder(fmt: str, run: int, size: int) -> Callable[[int, int, int, int], bytes]:
     return binary_encoder(run, size) if fmt == "binary" else json_encoder(run, size)
 

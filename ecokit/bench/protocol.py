@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ecokit.bench.scenario import PhasePlan
+from ecokit.bench.scenario import ConnEvent, PhasePlan
 from ecokit.mqtt.target import BrokerTarget, ClientAuth
 
 
@@ -59,6 +59,8 @@ class PublisherJob:
     settings: ClientSettings
     drain: float  # seconds to wait for acknowledgements after the last phase
     tick: float
+    at_start: int = -1  # publishers (global index) below this connect before the run; -1: all of them
+    events: tuple[ConnEvent, ...] = ()  # this worker's share of the connection plan
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ class PubTick:
     reconnects: int
     errors: int
     phase: int  # the phase being sent (-1 before, len(phases) after)
+    connects: int = 0  # successful connects since the start (reconnects and planned ones included)
+    connect_failed: int = 0
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,26 @@ class ClientsReport:
     disconnects: int = 0
     errors: int = 0
     last_errors: list[str] = field(default_factory=list)
+    cpu_s: float = 0.0  # CPU seconds (user + system) of the worker from the run's start to its report (no setup)
+    rss_kb_before: int = 0  # the worker's resident memory before its clients connected
+    rss_kb_connected: int = 0  # ... once the clients planned before the run were connected
+    connected_before_run: int = 0  # how many those were
+
+
+@dataclass
+class ConnectReport:
+    """Connection attempts of one phase (or before the first: setup) and how long each step took."""
+
+    attempts: int = 0
+    ok: int = 0
+    failed: int = 0  # no CONNACK: the transport failed or timed out
+    refused: int = 0  # a CONNACK refusing the connection
+    # Encoded HdrHistograms, µs: the whole connect, then each step (TCP, TLS, websocket, CONNECT → CONNACK).
+    total: str = ""
+    tcp: str = ""
+    tls: str = ""
+    ws: str = ""
+    connack: str = ""
 
 
 @dataclass
@@ -139,6 +163,9 @@ class PublisherReport(ClientsReport):
     refused: int = 0  # acknowledgements with a failure reason (e.g. not authorized by the ACL)
     unacked: int = 0  # QoS 1/2 messages still without acknowledgement at the end
     stopped_early: bool = False
+    connect_setup: ConnectReport = field(default_factory=ConnectReport)  # before the first phase
+    connect_by_phase: list[ConnectReport] = field(default_factory=list)
+    puback_by_phase: list[str] = field(default_factory=list)  # encoded histograms, µs publish → ack
 
 
 @dataclass
@@ -154,5 +181,6 @@ class SubscriberReport(ClientsReport):
     streams: dict[tuple[int, int], int] = field(default_factory=dict)
     per_subscriber: dict[int, int] = field(default_factory=dict)  # unique deliveries each subscriber got
     sessions_lost: int = 0  # reconnections the broker answered without the session (subscription redone)
+    subscribe_us: list[int] = field(default_factory=list)  # SUBSCRIBE → SUBACK of every subscription made
     foreign: int = 0  # messages on the filter that are not this run's (other runs, other publishers)
     clock_anomalies: int = 0  # received "before" they were sent: the clocks disagree

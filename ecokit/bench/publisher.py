@@ -1,12 +1,19 @@
 """The publisher worker process: its share of the run's publishers on one asyncio loop.
 
-Each publisher is a paho client driven by ``ecokit.mqtt.loop.PahoLoop`` (the
-simulator's connection layer: thousands of clients per process, one event loop). One
-scheduler sends every message at its due time (a heap of due times; the schedule comes
-from ``ecokit.bench.scenario``); a publisher that falls behind sends late rather than
-skipping, and how late each message left is recorded (send lag). Sequence numbers are
-consumed only by messages the client accepted, so a gap at the subscriber is a message
-the network lost.
+Each publisher is one connection of the fast publish path (``ecokit.mqtt.publisher``:
+pre-encoded PUBLISH packets patched in place, every connection's bytes written once per
+loop iteration, acknowledgements drained in bulk). One scheduler sends every message at its
+due time (a heap of due times; the schedule comes from ``ecokit.bench.scenario``); messages
+that fall due together go out in one batch stamped with one send time, and a publisher that
+falls behind sends late rather than skipping. How late each batch left is recorded (send
+lag: the oldest message of the batch, counted for each message in it, an upper bound).
+Sequence numbers are consumed only by messages the client accepted, so a gap at the
+subscriber is a message the network lost.
+
+Connections follow the scenario's connection plan: publishers below ``at_start`` connect
+before the run, the others when their event comes (ramps, joins), some leave or churn; every
+attempt is timed step by step (TCP, TLS, websocket, CONNECT → CONNACK) and filed under the
+phase it happened in, as is each publish → acknowledgement time at QoS 1/2.
 """
 
 from __future__ import annotations
@@ -19,26 +26,19 @@ import random
 import signal
 import ssl
 import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-import paho.mqtt.client as mqtt
-
-from ecokit.bench.payload import encoder
-from ecokit.bench.protocol import PublisherClient, PublisherJob, PublisherReport, PubTick, Ready
-from ecokit.bench.scenario import PhasePlan, due_offset, stagger
-from ecokit.bench.tracking import encode, new_histogram, record_us
-from ecokit.mqtt.loop import (
-    PahoLoop,
-    backoff_delay,
-    close_socket,
-    new_paho_client,
-    persistent_connect_args,
-    raise_nofile,
-)
+from ecokit.bench.payload import payload_template
+from ecokit.bench.protocol import ConnectReport, PublisherClient, PublisherJob, PublisherReport, PubTick, Ready
+from ecokit.bench.scenario import CONNECT, DISCONNECT, PhasePlan, due_offset, first_message, stagger
+from ecokit.bench.tracking import encode, new_histogram, process_cpu_s, process_rss_kb, record_us
+from ecokit.mqtt.loop import backoff_delay, raise_nofile
+from ecokit.mqtt.packets import PublishTemplate
+from ecokit.mqtt.publisher import ConnectRefused, FastPublisher, PublisherLoop, PublishStats, Transport
 
 EARLY = 0.0005  # s: messages due this soon go out in the current batch
+BATCH = 4096  # messages per batch before the loop gets to write and read
 ERRORS_KEPT = 20
 
 
@@ -54,22 +54,34 @@ def run_publishers(conn: Connection, job: PublisherJob) -> None:
         raise
 
 
-class _Pub:
-    __slots__ = ("acks", "attempt", "client", "connack", "ever", "local", "online", "reconnecting", "seq", "spec",
-                 "started")
+class ConnectStats:
+    """Attempts and step timings of one phase's connects."""
 
-    def __init__(self, local: int, spec: PublisherClient, client: mqtt.Client) -> None:
+    def __init__(self) -> None:
+        self.attempts = self.ok = self.failed = self.refused = 0
+        self.total, self.tcp, self.tls, self.ws, self.connack = (new_histogram() for _ in range(5))
+
+    def report(self) -> ConnectReport:
+        def enc(h: Any) -> str:
+            return encode(h) if h.get_total_count() else ""
+
+        return ConnectReport(self.attempts, self.ok, self.failed, self.refused, enc(self.total), enc(self.tcp),
+                             enc(self.tls), enc(self.ws), enc(self.connack))
+
+
+class _Pub:
+    __slots__ = ("attempt", "conn", "connecting", "ever", "leaving", "local", "online", "seq", "spec")
+
+    def __init__(self, local: int, spec: PublisherClient, conn: FastPublisher) -> None:
         self.local = local
         self.spec = spec
-        self.client = client
+        self.conn = conn
         self.online = False
         self.ever = False
-        self.reconnecting = False
-        self.started = False
+        self.connecting = False
+        self.leaving = False  # disconnected on purpose (a planned leave): no reconnect
         self.attempt = 0
         self.seq = 0
-        self.acks: set[int] = set()  # mids of QoS 1/2 publishes awaiting PUBACK / PUBCOMP
-        self.connack: asyncio.Future[bool] | None = None
 
 
 class PublisherWorker:
@@ -81,18 +93,27 @@ class PublisherWorker:
                                       unsent_by_phase=[0] * phases, first_send_ns=[0] * phases,
                                       last_send_ns=[0] * phases)
         self.lag = [new_histogram() for _ in range(phases)]
+        self.puback = [new_histogram() for _ in range(phases)]
+        self.connect_setup = ConnectStats()
+        self.connect_stats = [ConnectStats() for _ in range(phases)]
+        self.stats = PublishStats()
         self.refused: list[str] = []
         self.connected = 0
+        self.connects = 0
+        self.connect_failed = 0
         self.phase_now = -1
         self._stopping = False
         self._closing = False
         self._t0_ns: int | None = None
+        self._cpu_at_start: float | None = None
         self._next_tick = 1
         self._started: asyncio.Future[bool] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._jitter = random.Random()
         self._tls: dict[Any, ssl.SSLContext] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.pubs: list[_Pub] = []
+        self._by_conn: dict[FastPublisher, _Pub] = {}
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -100,18 +121,26 @@ class PublisherWorker:
         loop = self.loop = asyncio.get_running_loop()
         s = self.job.settings
         self._started = loop.create_future()
-        self.driver = PahoLoop(loop, connect_workers=min(32, s.connect_concurrency))
-        self.driver.start()
+        self.group = PublisherLoop(loop)
+        self.group.start()
         self._slots = asyncio.Semaphore(s.connect_concurrency)
         loop.add_reader(self.conn.fileno(), self._on_command)
         ticker: asyncio.Task[None] | None = None
+        plan: asyncio.Task[None] | None = None
         try:
+            gc.collect()
+            self.report.rss_kb_before = process_rss_kb()
             self._build()
-            await self._connect_all()
-            self.conn.send(("ready", Ready(len(self.pubs), self.connected, self.report.connect_failures,
+            expected = await self._connect_at_start()
+            gc.collect()
+            self.report.rss_kb_connected = process_rss_kb()
+            self.report.connected_before_run = self.connected
+            self.conn.send(("ready", Ready(expected, self.connected, self.report.connect_failures,
                                            tuple(self.report.last_errors[-5:]), tuple(self.refused[:5]))))
             if await self._started:
                 ticker = loop.create_task(self._ticker())
+                if self.job.events:
+                    plan = loop.create_task(self._follow_plan())
                 gc.collect()
                 gc.freeze()  # thousands of long-lived clients: keep full collections from pausing the schedule
                 await self._schedule()
@@ -119,15 +148,18 @@ class PublisherWorker:
             self.phase_now = len(self.job.phases)
         finally:
             gc.unfreeze()
+            for task in (ticker, plan):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if ticker is not None:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
+                self._take_acks()
                 with contextlib.suppress(OSError):
                     self._send_tick()
             loop.remove_reader(self.conn.fileno())
             await self._close()
-            self.driver.stop()
+            self.group.stop()
         self.conn.send(("done", self._final_report()))
 
     def _on_command(self) -> None:
@@ -137,6 +169,7 @@ class PublisherWorker:
             message = ("abort",)  # the coordinator is gone
         kind = message[0]
         if kind == "start" and self._started is not None and not self._started.done():
+            self._cpu_at_start = process_cpu_s()
             self._t0_ns = int(message[1])
             self._started.set_result(True)
         elif kind in ("stop", "abort"):
@@ -152,13 +185,23 @@ class PublisherWorker:
         while True:
             due_ns = self._t0_ns + int(self._next_tick * self.job.tick * 1e9)
             await asyncio.sleep(max(0.0, (due_ns - time.time_ns()) / 1e9))
+            self._take_acks()
             self._send_tick()
+
+    def _take_acks(self) -> None:
+        """Acknowledgement times gathered since the last tick, filed under the phase being sent."""
+        latencies = self.stats.take_ack_latencies()
+        if latencies:
+            histogram = self.puback[min(max(self.phase_now, 0), len(self.puback) - 1)]
+            for us in latencies:
+                record_us(histogram, us)
 
     def _send_tick(self) -> None:
         """The totals as of tick ``_next_tick`` (also once more at the end, for what the last tick missed)."""
         r = self.report
-        self.conn.send(("tick", PubTick(self._next_tick, sum(r.sent_by_phase), sum(r.unsent_by_phase), r.acked,
-                                        self.connected, r.reconnects, r.errors, self.phase_now)))
+        self.conn.send(("tick", PubTick(self._next_tick, sum(r.sent_by_phase), sum(r.unsent_by_phase),
+                                        self.stats.acked, self.connected, r.reconnects, r.errors, self.phase_now,
+                                        self.connects, self.connect_failed)))
         self._next_tick += 1
 
     # -- connections ---------------------------------------------------------------------
@@ -178,130 +221,151 @@ class PublisherWorker:
         return self._tls[key]
 
     def _build(self) -> None:
-        s = self.job.settings
+        s, target = self.job.settings, self.job.target
         for local, spec in enumerate(self.job.clients):
-            client = new_paho_client(spec.client_id, protocol=s.protocol, clean_start=True,
-                                     max_inflight=s.max_inflight)
-            if spec.auth.username is not None:
-                client.username_pw_set(spec.auth.username, spec.auth.password)
-            if self.job.target.tls:
-                client.tls_set_context(self._tls_context(spec))
-            pub = _Pub(local, spec, client)
-            client.user_data_set(pub)
-            client.on_connect = self._on_connect
-            client.on_disconnect = self._on_disconnect
-            client.on_publish = self._on_publish
-            self.driver.attach(client)
+            transport = Transport(target.host, target.port, self._tls_context(spec) if target.tls else None,
+                                  target.websocket_path)
+            # Never a clean start (see subscriber.py): the client id is new, and a reconnect resumes.
+            fast = FastPublisher(self.group, transport, client_id=spec.client_id, username=spec.auth.username,
+                                 password=spec.auth.password, protocol=s.protocol, keepalive=s.keepalive,
+                                 clean_start=s.protocol != 5, session_expiry=s.session_expiry,
+                                 max_inflight=s.max_inflight, stats=self.stats, on_lost=self._on_lost)
+            pub = _Pub(local, spec, fast)
             self.pubs.append(pub)
+            self._by_conn[fast] = pub
 
-    async def _connect_all(self) -> None:
-        for pub in self.pubs:
-            self._spawn(self._connect(pub))
+    async def _connect_at_start(self) -> int:
+        """Connect the publishers planned online before the run; returns how many those are."""
+        at_start = self.job.at_start
+        first = [p for p in self.pubs if at_start < 0 or p.spec.index < at_start]
+        for pub in first:
+            self._spawn(self._connect(pub, -1))
         deadline = time.monotonic() + self.job.settings.connect_timeout
         while time.monotonic() < deadline and not self._stopping and not self.refused:
-            if all(p.ever or p.attempt > 0 for p in self.pubs):
-                return
+            if all(p.ever or p.attempt > 0 for p in first):
+                break
             await asyncio.sleep(0.02)
+        return len(first)
 
     def _spawn(self, coro: Any) -> None:
         task = self.loop.create_task(coro)
-        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, pub: _Pub) -> None:
-        s, client, target = self.job.settings, pub.client, self.job.target
-        pub.reconnecting = True
+    def _stats_for(self, phase: int) -> ConnectStats:
+        return self.connect_setup if phase < 0 else self.connect_stats[min(phase, len(self.connect_stats) - 1)]
+
+    async def _connect(self, pub: _Pub, phase: int) -> None:
+        if pub.connecting or pub.online:
+            return
+        s, target = self.job.settings, self.job.target
+        pub.connecting = True
+        stats = self._stats_for(phase)
         ok = False
         try:
             async with self._slots:
-                if self._closing:
+                if self._closing or pub.leaving:
                     return
-                fut = pub.connack = self.loop.create_future()
+                stats.attempts += 1
                 try:
-                    if not pub.started:
-                        pub.started = True
-                        await self.driver.connect(client, target.host, target.port, **persistent_connect_args(
-                            s.protocol, s.keepalive, s.session_expiry))
-                    else:
-                        await self.driver.reconnect(client)
-                except (OSError, ssl.SSLError, ValueError) as exc:
+                    timing = await pub.conn.connect(s.connect_timeout)
+                except ConnectRefused as exc:
+                    stats.refused += 1
                     self.report.connect_failures += 1
+                    self.connect_failed += 1
+                    text = f"{pub.spec.client_id}: {exc}"
+                    self.refused.append(text)
+                    self._error(text)
+                    return
+                except (OSError, ssl.SSLError, TimeoutError, ConnectionError, ValueError) as exc:
+                    stats.failed += 1
+                    self.report.connect_failures += 1
+                    self.connect_failed += 1
+                    why = str(exc) or exc.__class__.__name__
+                    text = f"{pub.spec.client_id}: cannot connect to {target.url}: {why}"
                     if isinstance(exc, ssl.SSLError | ValueError):
-                        self._error(f"{pub.spec.client_id}: cannot connect to {target.url}: {exc}")
+                        self._error(text)
                     else:
-                        self._remember(f"{pub.spec.client_id}: cannot connect to {target.url}: {exc}")
-                    close_socket(client)
+                        self._remember(text)
                     return
-                try:
-                    ok = await asyncio.wait_for(asyncio.shield(fut), timeout=s.connect_timeout)
-                except TimeoutError:
-                    self.report.connect_failures += 1
-                    self._error(f"{pub.spec.client_id}: no CONNACK from {target.url}")
-                    with contextlib.suppress(Exception):
-                        client.disconnect()
+                ok = True
+                stats.ok += 1
+                for histogram, seconds in ((stats.total, timing.total), (stats.tcp, timing.tcp),
+                                           (stats.tls, timing.tls), (stats.ws, timing.ws),
+                                           (stats.connack, timing.connack)):
+                    if seconds > 0:
+                        record_us(histogram, int(seconds * 1e6))
+                if pub.ever:
+                    self.report.reconnects += 1
+                else:
+                    self.report.ever_connected += 1
+                pub.ever, pub.online, pub.attempt = True, True, 0
+                self.connected += 1
+                self.connects += 1
         finally:
-            pub.connack = None
-            pub.reconnecting = False
-            if not (ok and pub.online) and not self.refused:
+            pub.connecting = False
+            if not ok and not self.refused:
                 self._retry(pub)
 
     def _retry(self, pub: _Pub) -> None:
-        if self._closing:
+        if self._closing or pub.leaving:
             return
         s = self.job.settings
         delay = backoff_delay(pub.attempt, s.backoff_min, s.backoff_max, self._jitter)
         pub.attempt += 1
-        pub.reconnecting = True
-        self.loop.call_later(delay, self._start_reconnect, pub)
+        self.loop.call_later(delay, self._reconnect_now, pub)
 
-    def _start_reconnect(self, pub: _Pub) -> None:
-        if pub.online or self._closing:
-            pub.reconnecting = False
+    def _reconnect_now(self, pub: _Pub) -> None:
+        if not (pub.online or pub.connecting or self._closing or pub.leaving):
+            self._spawn(self._connect(pub, self.phase_now))
+
+    def _on_lost(self, conn: FastPublisher, why: str) -> None:
+        pub = self._by_conn[conn]
+        if not pub.online:
             return
-        self._spawn(self._connect(pub))
-
-    def _on_connect(self, client: mqtt.Client, pub: _Pub, flags: Any, reason: Any, props: Any) -> None:
-        fut = pub.connack
-        if reason.is_failure:
-            text = f"{pub.spec.client_id}: {self.job.target.url} refused the connection: {reason}"
-            self.refused.append(text)
-            self._error(text)
-            if fut is not None and not fut.done():
-                fut.set_result(False)
+        pub.online = False
+        self.connected -= 1
+        if self._closing or pub.leaving:
             return
-        if pub.ever:
-            self.report.reconnects += 1
-        else:
-            self.report.ever_connected += 1
-        pub.ever, pub.online, pub.attempt = True, True, 0
-        self.connected += 1
-        if fut is not None and not fut.done():
-            fut.set_result(True)
+        self.report.disconnects += 1
+        self._remember(f"{pub.spec.client_id}: disconnected ({why})")
+        self._retry(pub)
 
-    def _on_disconnect(self, client: mqtt.Client, pub: _Pub, flags: Any, reason: Any, props: Any) -> None:
+    async def _follow_plan(self) -> None:
+        """Connect, disconnect and churn publishers at the times the connection plan says."""
+        assert self._t0_ns is not None
+        by_index = {p.spec.index: p for p in self.pubs}
+        for event in self.job.events:
+            pub = by_index.get(event.publisher)
+            if pub is None:
+                continue
+            delay = (self._t0_ns + int(event.t * 1e9) - time.time_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            if event.kind == CONNECT:
+                pub.leaving = False
+                self._spawn(self._connect(pub, event.phase))
+            elif event.kind == DISCONNECT:
+                pub.leaving = True
+                self._spawn(self._leave(pub))
+            else:
+                self._spawn(self._churn(pub, event.phase))
+
+    async def _leave(self, pub: _Pub) -> None:
         if pub.online:
             pub.online = False
             self.connected -= 1
-            if not self._closing:
-                self.report.disconnects += 1
-                self._remember(f"{pub.spec.client_id}: disconnected ({reason})")
-        fut = pub.connack
-        if fut is not None and not fut.done():
-            fut.set_result(False)
-        if not self._closing and not pub.reconnecting:
-            self._retry(pub)
+        await pub.conn.disconnect()
 
-    def _on_publish(self, client: mqtt.Client, pub: _Pub, mid: int, reason: Any, props: Any) -> None:
-        acks = pub.acks
-        if mid in acks:
-            acks.discard(mid)
-            self.report.acked += 1
-            if getattr(reason, "is_failure", False):
-                self.report.refused += 1
-                if self.report.refused <= 5:
-                    self._error(f"{pub.spec.client_id}: the broker refused a publish to {pub.spec.topic!r}: "
-                                f"{reason}")
-                else:
-                    self.report.errors += 1
+    async def _churn(self, pub: _Pub, phase: int) -> None:
+        if not pub.online:
+            return  # already away (lost, or still connecting): nothing to churn
+        pub.leaving = True
+        await self._leave(pub)
+        pub.leaving = False
+        await self._connect(pub, phase)
 
     # -- the schedule --------------------------------------------------------------------
 
@@ -328,81 +392,112 @@ class PublisherWorker:
             while loop.time() < end and not self._stopping:
                 await self._sleep_until(end)
 
+    def _templates(self, phase: PhasePlan) -> dict[int, tuple[PublishTemplate, Any]]:
+        protocol = self.job.settings.protocol
+        out = {}
+        for pub in self.pubs:
+            if pub.spec.index < phase.publishers:
+                body = payload_template(self.job.payload, self.job.run_tag, phase.payload_size, phase.index,
+                                        pub.spec.index)
+                template = PublishTemplate(pub.spec.topic, body.payload, qos=phase.qos, protocol=protocol,
+                                           stamp_struct=body.stamp, stamp_offset=body.offset)
+                out[pub.local] = (template, None if body.binary else body.values)
+        return out
+
     async def _run_phase(self, phase: PhasePlan, start: float) -> None:
         loop = self.loop
         a, b, duration, n = phase.rate_start, phase.rate_end, phase.duration, phase.publishers
-        encode_payload: Callable[[int, int, int, int], bytes] = encoder(self.job.payload, self.job.run_tag,
-                                                                        phase.payload_size)
-        heap: list[tuple[float, int, int]] = []
+        templates = self._templates(phase)
+        # heap entries: (due, local publisher, k = its message number in the phase, first k past its window)
+        heap: list[tuple[float, int, int, int]] = []
+        shifts: dict[int, float] = {}
         for pub in self.pubs:
-            if pub.spec.index < n:
-                offset = due_offset(a, b, duration, stagger(pub.spec.index, n))
-                if offset is not None:
-                    heap.append((start + offset, pub.local, 0))
+            i = pub.spec.index
+            window = phase.window_of(i) if i < n else None
+            if window is None:
+                continue
+            shift = stagger(i, n)
+            shifts[pub.local] = shift
+            k = first_message(phase, i, window[0])
+            stop = first_message(phase, i, window[1]) if window[1] < duration else 1 << 62
+            offset = due_offset(a, b, duration, k + shift)
+            if offset is not None and k < stop:
+                heap.append((start + offset, pub.local, k, stop))
         heapq.heapify(heap)
         while loop.time() < start - EARLY and not self._stopping:
             await self._sleep_until(start)
-        self.phase_now = phase.index
-        p, qos = phase.index, phase.qos
+        self.phase_now = p = phase.index
         r = self.report
         sent, unsent, lag = r.sent_by_phase, r.unsent_by_phase, self.lag[p]
-        success, no_conn = mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN
         pubs = self.pubs
-        emitted = 0
+        pop, push = heapq.heappop, heapq.heappush
         while heap and not self._stopping:
-            due, local, k = heap[0]
             now = loop.time()
-            if due > now + EARLY:
-                await self._sleep_until(due)
+            if heap[0][0] > now + EARLY:
+                await self._sleep_until(heap[0][0])
                 continue
-            heapq.heappop(heap)
-            pub = pubs[local]
-            seq = pub.seq + 1
             sent_ns = time.time_ns()
-            info = pub.client.publish(pub.spec.topic, encode_payload(p, pub.spec.index, seq, sent_ns), qos=qos)
-            if info.rc == success or (qos and info.rc == no_conn):
-                pub.seq = seq
-                sent[p] += 1
-                if qos and info.mid is not None:
-                    pub.acks.add(info.mid)
+            late = now - heap[0][0]
+            horizon = now + EARLY
+            batch = ok = 0
+            while heap and heap[0][0] <= horizon and batch < BATCH:
+                _, local, k, stop = pop(heap)
+                pub = pubs[local]
+                template, values = templates[local]
+                seq = pub.seq + 1
+                if pub.conn.publish(template, (seq, sent_ns) if values is None else values(seq, sent_ns), sent_ns):
+                    pub.seq = seq
+                    ok += 1
+                batch += 1
+                k += 1
+                if k < stop:
+                    nxt = due_offset(a, b, duration, k + shifts[local])
+                    if nxt is not None:
+                        push(heap, (start + nxt, local, k, stop))
+            sent[p] += ok
+            unsent[p] += batch - ok
+            if ok:
                 if not r.first_send_ns[p]:
                     r.first_send_ns[p] = sent_ns
                 r.last_send_ns[p] = sent_ns
-            else:
-                unsent[p] += 1
-            record_us(lag, int((now - due) * 1e6))
-            nxt = due_offset(a, b, duration, k + 1 + stagger(pub.spec.index, n))
-            if nxt is not None:
-                heapq.heappush(heap, (start + nxt, local, k + 1))
-            emitted += 1
-            if emitted % 256 == 0:
-                await asyncio.sleep(0)  # let the sockets write during a burst
+            lag.record_value(max(1, min(3_600_000_000, int(late * 1e6))), batch)
+            if batch >= BATCH:
+                await asyncio.sleep(0)  # let the sockets write and the acknowledgements in
 
     # -- the end -------------------------------------------------------------------------
 
     def _busy(self) -> bool:
-        return any(p.acks or (p.online and p.client.want_write()) for p in self.pubs)
+        return any(p.conn.unacknowledged or (p.online and p.conn.backlog) for p in self.pubs)
 
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.job.drain
-        while self._busy() and time.monotonic() < deadline:
+        while self._busy() and time.monotonic() < deadline and not self._stopping:
             await asyncio.sleep(0.01)
 
     async def _close(self) -> None:
         self.report.connected_at_end = self.connected
         self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*(p.conn.disconnect() for p in self.pubs if p.online), return_exceptions=True)
         for pub in self.pubs:
-            with contextlib.suppress(Exception):
-                pub.client.disconnect()
-        deadline = time.monotonic() + 2.0
-        while any(p.online for p in self.pubs) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+            pub.online = False
+            pub.conn.close()
 
     def _final_report(self) -> PublisherReport:
         r = self.report
         r.lag_by_phase = [encode(h) if h.get_total_count() else "" for h in self.lag]
+        r.puback_by_phase = [encode(h) if h.get_total_count() else "" for h in self.puback]
+        r.connect_setup = self.connect_setup.report()
+        r.connect_by_phase = [c.report() for c in self.connect_stats]
         r.sent_by_publisher = {p.spec.index: p.seq for p in self.pubs}
-        r.unacked = sum(len(p.acks) for p in self.pubs)
+        r.acked = self.stats.acked
+        r.refused = self.stats.refused
+        r.errors += self.stats.refused - len(self.stats.refusals)  # each refusal is an error; five are named
+        for text in self.stats.refusals:
+            self._error(text)
+        r.unacked = sum(p.conn.unacknowledged for p in self.pubs)
+        r.cpu_s = process_cpu_s() - self._cpu_at_start if self._cpu_at_start is not None else 0.0
         return r
 
 

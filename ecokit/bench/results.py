@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecokit.bench.protocol import PublisherReport, PubTick, SubscriberReport, SubTick
+from ecokit.bench.protocol import ConnectReport, PublisherReport, PubTick, SubscriberReport, SubTick
 from ecokit.bench.scenario import PhasePlan
 from ecokit.bench.slo import SloResult, evaluate
-from ecokit.bench.tracking import decode, encode, merge, new_histogram, summarize
+from ecokit.bench.tracking import decode, encode, merge, new_histogram, record_us, summarize
 from ecokit.config.slo import Slo, format_value
 
 LAG_WARNING_MS = 100.0
@@ -40,6 +40,9 @@ class Figures:
     latency: dict[str, Any] = field(default_factory=dict)
     send_lag: dict[str, Any] = field(default_factory=dict)
     latency_histogram: str = ""  # HdrHistogram, µs, base64 (merge runs or plot percentiles from it)
+    connect: dict[str, Any] = field(default_factory=dict)  # attempts, ok, success, step percentiles (ms)
+    puback: dict[str, Any] = field(default_factory=dict)  # publish → PUBACK/PUBCOMP percentiles (ms)
+    broker_cpu: float | None = None  # mean CPU of the local broker process over the phase, 1 = one core
 
     @property
     def lost(self) -> int | None:
@@ -60,7 +63,16 @@ class Figures:
                  reordered=self.reordered if measured else None,
                  unsent=self.unsent, rate=self.rate, send_rate=self.send_rate,
                  send_lag_p99_ms=self.send_lag.get("p99_ms"), send_lag_max_ms=self.send_lag.get("max_ms"),
-                 planned_send_rate=self.planned_send_rate, planned_rate=self.planned_rate)
+                 planned_send_rate=self.planned_send_rate, planned_rate=self.planned_rate,
+                 connect_success=self.connect.get("success"),
+                 connect_p50_ms=self.connect.get("total_ms", {}).get("p50_ms"),
+                 connect_p95_ms=self.connect.get("total_ms", {}).get("p95_ms"),
+                 connect_p99_ms=self.connect.get("total_ms", {}).get("p99_ms"),
+                 connect_max_ms=self.connect.get("total_ms", {}).get("max_ms"),
+                 tls_p95_ms=self.connect.get("tls_ms", {}).get("p95_ms"),
+                 puback_p50_ms=self.puback.get("p50_ms"), puback_p95_ms=self.puback.get("p95_ms"),
+                 puback_p99_ms=self.puback.get("p99_ms"), puback_max_ms=self.puback.get("max_ms"),
+                 broker_cpu=self.broker_cpu)
         return m
 
     @property
@@ -82,7 +94,9 @@ class Figures:
                 "loss": self.loss, "planned_send_rate": _round(self.planned_send_rate),
                 "planned_rate": _round(self.planned_rate), "send_rate": round(self.send_rate, 1),
                 "rate": None if self.rate is None else round(self.rate, 1), "latency_ms": self.latency,
-                "send_lag_ms": self.send_lag, "latency_histogram": self.latency_histogram}
+                "send_lag_ms": self.send_lag, "latency_histogram": self.latency_histogram,
+                "connect": self.connect, "puback_ms": self.puback,
+                "broker_cpu_percent": None if self.broker_cpu is None else round(self.broker_cpu * 100, 1)}
 
 
 @dataclass
@@ -102,6 +116,7 @@ class BenchResult:
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     stopped_early: bool = False
+    started_ns: int = 0  # when the first phase began, ns since the epoch (the timeline's t = 0)
 
     @property
     def passed(self) -> bool:
@@ -114,7 +129,8 @@ class BenchResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "scenario": self.scenario, "description": self.description, "run_id": self.run_id,
-            "target": self.target, "started_at": self.started_at, "settings": self.settings,
+            "target": self.target, "started_at": self.started_at, "started_ns": self.started_ns,
+            "settings": self.settings,
             "passed": self.passed, "stopped_early": self.stopped_early,
             "total": self.total.to_dict(), "phases": [p.to_dict() for p in self.phases],
             "connections": self.connections, "broker": self.broker,
@@ -172,6 +188,10 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
     last_recv = col_max(subscribers, "last_recv_ns")
     latency = [merge([r.latency_by_phase[i] for r in subscribers if i < len(r.latency_by_phase)]) for i in range(n)]
     lag = [merge([r.lag_by_phase[i] for r in publishers if i < len(r.lag_by_phase)]) for i in range(n)]
+    puback = [merge([r.puback_by_phase[i] for r in publishers if i < len(r.puback_by_phase)]) for i in range(n)]
+    connects = [[r.connect_by_phase[i] for r in publishers if i < len(r.connect_by_phase)] for i in range(n)]
+    setup = [r.connect_setup for r in publishers]
+    cpu = _broker_cpu_by_phase(timeline or [], phases)
 
     figures: list[Figures] = []
     for i, plan in enumerate(phases):
@@ -185,14 +205,19 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
                             if measured else None),
                       latency=summarize(latency[i]), send_lag=summarize(lag[i]),
                       latency_histogram=encode(latency[i]) if latency[i].get_total_count() else "",
-                      deliveries_per_message=factor if measured else None)
+                      deliveries_per_message=factor if measured else None,
+                      connect=connect_summary(connects[i]), puback=summarize(puback[i]) if puback[i].get_total_count()
+                      else {}, broker_cpu=cpu[i])
         figures.append(fig)
 
-    all_latency, all_lag = new_histogram(), new_histogram()
+    all_latency, all_lag, all_puback = new_histogram(), new_histogram(), new_histogram()
     for h in latency:
         all_latency.add(h)
     for h in lag:
         all_lag.add(h)
+    for h in puback:
+        all_puback.add(h)
+    cpu_all = [row["broker_cpu_percent"] for row in timeline or [] if row.get("broker_cpu_percent") is not None]
     duration = sum(p.duration for p in phases)
     qos_values = sorted({p.qos for p in phases})
     sizes = sorted({p.payload_size for p in phases})
@@ -207,16 +232,33 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
               if measured else None),
         latency=summarize(all_latency), send_lag=summarize(all_lag),
         latency_histogram=encode(all_latency) if all_latency.get_total_count() else "",
-        deliveries_per_message=factor if measured else None)
+        deliveries_per_message=factor if measured else None,
+        connect=connect_summary(setup + [c for per in connects for c in per]),
+        puback=summarize(all_puback) if all_puback.get_total_count() else {},
+        broker_cpu=sum(cpu_all) / len(cpu_all) / 100 if cpu_all else None)
 
     connections: dict[str, Any] = {
         "publishers": _connections(publishers, sum(r.clients for r in publishers)),
         "subscribers": _connections(subscribers, subscriber_count),
     }
     connections["publishers"]["acked"] = sum(r.acked for r in publishers)
+    grown = sum(r.rss_kb_connected - r.rss_kb_before for r in publishers if r.rss_kb_connected)
+    before = sum(r.connected_before_run for r in publishers)
+    if grown > 0 and before:
+        # Resident memory the publisher processes grew by while their clients connected, per connection.
+        connections["publishers"]["memory_kb_per_connection"] = round(grown / before, 2)
+    if total.sent:
+        connections["publishers"]["cpu_us_per_message"] = round(connections["publishers"]["cpu_s"] * 1e6 / total.sent,
+                                                                2)
     connections["publishers"]["refused"] = sum(r.refused for r in publishers)
     connections["publishers"]["unacked"] = sum(r.unacked for r in publishers)
     connections["subscribers"]["sessions_lost"] = sum(r.sessions_lost for r in subscribers)
+    subscribe = new_histogram()
+    for r in subscribers:
+        for us in r.subscribe_us:
+            record_us(subscribe, us)
+    connections["subscribers"]["subscribe_ms"] = summarize(subscribe)
+    connections["publishers"]["connect_before_run"] = connect_summary(setup)
     per_sub: dict[int, int] = {}
     for r in subscribers:
         per_sub.update(r.per_subscriber)
@@ -226,7 +268,8 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
     overall.update(reconnects=connections["publishers"]["reconnects"] + connections["subscribers"]["reconnects"],
                    connect_failures=(connections["publishers"]["connect_failures"]
                                      + connections["subscribers"]["connect_failures"]),
-                   errors=connections["publishers"]["errors"] + connections["subscribers"]["errors"])
+                   errors=connections["publishers"]["errors"] + connections["subscribers"]["errors"],
+                   subscribe_max_ms=connections["subscribers"]["subscribe_ms"].get("max_ms"))
     by_phase = {f.name: f.metrics() for f in figures}
     details: dict[str | None, dict[str, str]] = {None: _details(total)}
     for f in figures:
@@ -244,7 +287,33 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
     warnings = _warnings(figures, total, publishers, subscribers, broker or {})
     return BenchResult(scenario, description, run_id, target, started_at, settings, total, figures, connections,
                        broker or {}, timeline or [], verdicts, warnings, errors[-20:],
-                       stopped_early=stopped_ns is not None or any(r.stopped_early for r in publishers))
+                       stopped_early=stopped_ns is not None or any(r.stopped_early for r in publishers),
+                       started_ns=t0_ns)
+
+
+def connect_summary(reports: Sequence[ConnectReport]) -> dict[str, Any]:
+    """Attempts, outcomes, success ratio and step percentiles (ms) of some connects ({} when none)."""
+    attempts = sum(r.attempts for r in reports)
+    if not attempts:
+        return {}
+    ok = sum(r.ok for r in reports)
+    out: dict[str, Any] = {"attempts": attempts, "ok": ok, "failed": sum(r.failed for r in reports),
+                           "refused": sum(r.refused for r in reports), "success": ok / attempts}
+    for step in ("total", "tcp", "tls", "ws", "connack"):
+        histogram = merge([getattr(r, step) for r in reports])
+        if histogram.get_total_count():
+            out[f"{step}_ms"] = summarize(histogram)
+    return out
+
+
+def _broker_cpu_by_phase(timeline: Sequence[Mapping[str, Any]], phases: Sequence[PhasePlan]) -> list[float | None]:
+    """Mean broker CPU (1 = one core) over each phase's timeline rows that have a sample."""
+    out: list[float | None] = []
+    for plan in phases:
+        values = [row["broker_cpu_percent"] for row in timeline
+                  if row.get("broker_cpu_percent") is not None and row.get("phase") == plan.name]
+        out.append(sum(values) / len(values) / 100 if values else None)
+    return out
 
 
 def _connections(reports: Sequence[Any], clients: int) -> dict[str, Any]:
@@ -252,13 +321,15 @@ def _connections(reports: Sequence[Any], clients: int) -> dict[str, Any]:
             "connected_at_end": sum(r.connected_at_end for r in reports),
             "connect_failures": sum(r.connect_failures for r in reports),
             "reconnects": sum(r.reconnects for r in reports), "disconnects": sum(r.disconnects for r in reports),
-            "errors": sum(r.errors for r in reports)}
+            "errors": sum(r.errors for r in reports), "cpu_s": round(sum(r.cpu_s for r in reports), 3)}
 
 
 def _details(f: Figures) -> dict[str, str]:
     out: dict[str, str] = {}
     if f.expected is not None:
         out["loss"] = f"{f.lost:,} of {f.expected:,}"
+    if f.connect:
+        out["connect_success"] = f"{f.connect['ok']:,} of {f.connect['attempts']:,} attempts"
     return out
 
 
@@ -306,6 +377,12 @@ def _warnings(figures: list[Figures], total: Figures, publishers: Sequence[Publi
     if anomalies:
         out.append(f"{anomalies:,} messages arrived before their send time: the clocks of sender and receiver "
                    "disagree, latencies are unreliable")
+    process = broker.get("process", {})
+    peak = process.get("cpu_percent_max") if isinstance(process, Mapping) else None
+    if peak is not None and peak >= 95:
+        out.append(f"the broker was the limit: its process (pid {process.get('pid')}) used {peak:.0f}% of a core at "
+                   f"its busiest second (mean {process.get('cpu_percent_mean', 0):.0f}%); Mosquitto serves all "
+                   "clients on one thread, so more load from the clients cannot go through")
     sys = broker.get("sys", {})
     dropped = sys.get("publish_dropped") if isinstance(sys, Mapping) else None
     if dropped:
@@ -348,7 +425,10 @@ class Timeline:
         if p is None:
             return 0.0
         fraction = (t - p.start) / p.duration
-        return (p.rate_start + (p.rate_end - p.rate_start) * fraction) * p.publishers
+        online = p.publishers
+        if p.windows:  # connection-shaped: only the publishers planned online at t send
+            online = sum(1 for on, off in p.windows[:p.publishers] if on <= t < off)
+        return (p.rate_start + (p.rate_end - p.rate_start) * fraction) * online
 
     def latest(self) -> tuple[dict[int, PubTick], dict[int, SubTick]]:
         """The most recent tick report of every worker."""
@@ -364,7 +444,7 @@ class Timeline:
         rows = []
         pubs: dict[int, PubTick] = {}  # the latest report of each worker as of the current tick
         subs: dict[int, SubTick] = {}
-        prev_sent = prev_unique = 0
+        prev_sent = prev_unique = prev_connects = prev_failed = 0
         for k in sorted(set(self._pub) | set(self._sub)):
             pubs.update(self._pub.get(k, {}))
             now_subs = self._sub.get(k, {})
@@ -384,9 +464,13 @@ class Timeline:
                 "publishers_connected": sum(p.connected for p in pubs.values()),
                 "subscribers_connected": sum(s.connected for s in subs.values()),
             }
+            connects = sum(p.connects for p in pubs.values())
+            failed = sum(p.connect_failed for p in pubs.values())
+            row["connects"] = connects - prev_connects
+            row["connect_failures"] = failed - prev_failed
             row.update(self._extra.get(k, {}))
             rows.append(row)
-            prev_sent, prev_unique = sent, unique
+            prev_sent, prev_unique, prev_connects, prev_failed = sent, unique, connects, failed
         return rows
 
 

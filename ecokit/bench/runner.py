@@ -44,7 +44,15 @@ from ecokit.bench.protocol import (
     SubTick,
 )
 from ecokit.bench.results import BenchResult, Timeline, build_result
-from ecokit.bench.scenario import PhasePlan, busiest, compile_phases, expand_topic, max_qos, subscription_filter
+from ecokit.bench.scenario import (
+    PhasePlan,
+    busiest,
+    compile_connections,
+    compile_phases,
+    expand_topic,
+    max_qos,
+    subscription_filter,
+)
 from ecokit.bench.signals import ProcessSampler, SysMonitor
 from ecokit.bench.slo import check_phases
 from ecokit.bench.targets import BenchTarget
@@ -144,6 +152,7 @@ class Bench:
         self.options = options or BenchOptions()
         self.progress = progress
         self.phases: tuple[PhasePlan, ...] = compile_phases(spec)
+        self.connections = compile_connections(spec)
         check_phases(slos, [p.name for p in self.phases])
         self.slos = list(slos)
         self.run_id = secrets.token_hex(4)
@@ -153,10 +162,12 @@ class Bench:
         self._stopped_ns: int | None = None
         qos = max_qos(self.phases)
         library = self.options.library
+        websocket = target.broker.websocket_path is not None
         if library == "auto":
-            library = "fast" if self.options.protocol == 5 and qos <= 1 else "paho"
-        elif library == "fast" and (qos > 1 or self.options.protocol != 5):
-            raise UsageError("the fast subscriber speaks MQTT 5 at QoS 0/1; QoS 2 and MQTT 3.1.1 need paho")
+            library = "fast" if self.options.protocol == 5 and qos <= 1 and not websocket else "paho"
+        elif library == "fast" and (qos > 1 or self.options.protocol != 5 or websocket):
+            raise UsageError("the fast subscriber speaks MQTT 5 at QoS 0/1 over TCP/TLS; QoS 2, MQTT 3.1.1 and "
+                             "websockets need paho")
         self.library = library
         self.filter = subscription_filter(spec.topic, run=self.run_id)
         self.publishers = self._publisher_clients()
@@ -192,10 +203,12 @@ class Bench:
             "topic": self.spec.topic, "filter": self.subscribers[0].filter if self.subscribers else self.filter,
             "payload": self.spec.payload, "mqtt": "5" if self.options.protocol == 5 else "3.1.1",
             "workers": self.options.workers, "subscriber_library": self.library,
-            "as_devices": self.target.as_devices,
+            "as_devices": self.target.as_devices, "transport": self.target.broker.scheme,
+            "connected_at_start": self.connections.at_start,
             "phases": [{"name": p.name, "start_s": round(p.start, 3), "duration_s": round(p.duration, 3),
                         "publishers": p.publishers, "offered": p.describe_rate(), "qos": p.qos,
-                        "payload_size": p.payload_size, "planned": p.planned()} for p in self.phases],
+                        "payload_size": p.payload_size, "planned": p.planned(),
+                        "connects_planned": self.connections.connects_in(p.index)} for p in self.phases],
         }
 
     def planned_total(self) -> int:
@@ -221,10 +234,13 @@ class Bench:
                                     self.spec.payload, self.spec.fanout == "shared", self.library, settings, o.tick)
                 workers.append(self._spawn("sub", 0, job))
             count = min(o.workers, len(self.publishers))
+            plan = self.connections
             for n in range(count):
                 clients = tuple(self.publishers[n::count])
+                mine = {c.index for c in clients}
                 pjob = PublisherJob(n, self.target.broker, clients, self.phases, self.tag, self.spec.payload,
-                                    settings, o.drain, o.tick)
+                                    settings, o.drain, o.tick, plan.at_start if plan.shaped else -1,
+                                    tuple(e for e in plan.events if e.publisher in mine))
                 workers.append(self._spawn("pub", n, pjob))
             self._await_ready(workers)
             if o.signals:
@@ -325,7 +341,7 @@ class Bench:
                                                 f"({self.filter})")
         for w in workers:
             assert w.ready is not None
-            if w.ready.connected == 0:
+            if w.ready.connected == 0 and w.ready.clients > 0:
                 last = w.ready.errors[-1] if w.ready.errors else "no answer"
                 who = "subscribers" if w.kind == "sub" else "publishers"
                 raise BrokerError(f"none of the {who} could connect to {self.target.broker.url} ({last})")

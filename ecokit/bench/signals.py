@@ -76,7 +76,10 @@ class SysMonitor:
 
     def start(self, timeout: float = 5.0) -> None:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ecokit-bench-sys-{uuid.uuid4().hex[:8]}",
-                             protocol=mqtt.MQTTv5)
+                             protocol=mqtt.MQTTv5,
+                             transport="websockets" if self.target.websocket_path else "tcp")
+        if self.target.websocket_path:
+            client.ws_set_options(path=self.target.websocket_path)
         if self.auth.username is not None:
             client.username_pw_set(self.auth.username, self.auth.password)
         if self.target.tls:

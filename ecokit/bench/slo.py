@@ -102,6 +102,14 @@ def evaluate(slos: Iterable[Slo], overall: Metrics, by_phase: Mapping[str, Metri
 
 
 def _why_missing(metric: str) -> str:
+    if metric.startswith(("connect_", "tls_")):
+        return "no connection attempt (over TLS, for tls_*) in this part of the run"
+    if metric.startswith("puback_"):
+        return "no QoS 1/2 publish was acknowledged"
+    if metric == "broker_cpu":
+        return "the broker process is not on this machine (sampled for a local-runtime stack only)"
+    if metric == "subscribe_max_ms":
+        return "no subscription was made"
     if metric.endswith("_ms") and not metric.startswith("send_lag"):
         return "no message was received"
     if metric in ("loss", "lost", "duplicates", "reordered", "rate"):

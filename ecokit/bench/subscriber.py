@@ -22,7 +22,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from ecokit.bench.protocol import Ready, SubscriberClient, SubscriberJob, SubscriberReport, SubTick
-from ecokit.bench.tracking import Receiver, encode
+from ecokit.bench.tracking import Receiver, encode, process_cpu_s
 from ecokit.errors import BrokerError
 from ecokit.mqtt.fast import FastMqtt, Subscription
 from ecokit.mqtt.loop import PahoLoop, backoff_delay, close_socket, new_paho_client, persistent_connect_args
@@ -67,9 +67,11 @@ class SubscriberWorker:
         self._closing = False
         self._closed = False
         self._t0_ns: int | None = None
+        self._cpu_at_start: float | None = None
         self._next_tick = 1
         self._jitter = random.Random()
         self._tls: dict[Any, ssl.SSLContext] = {}
+        self._asked: dict[int, float] = {}  # subscriber -> when its SUBSCRIBE went out (paho)
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -107,6 +109,7 @@ class SubscriberWorker:
         except (EOFError, OSError):
             message = ("finish",)  # the coordinator is gone: stop
         if message[0] == "start":
+            self._cpu_at_start = process_cpu_s()
             self._t0_ns = int(message[1])
         elif message[0] in ("finish", "abort") and self._finished is not None and not self._finished.done():
             self._finished.set_result(None)
@@ -225,8 +228,10 @@ class SubscriberWorker:
             if not session and not first:
                 self._session_lost(sub)
             if not session:
+                asked = time.perf_counter()
                 codes = await self.loop.run_in_executor(
                     None, fast.subscribe, [Subscription(spec.filter, spec.qos, retain_handling=2)], s.connect_timeout)
+                self.report.subscribe_us.append(int((time.perf_counter() - asked) * 1e6))
                 if any(code >= 0x80 for code in codes):
                     fast.disconnect()
                     text = (f"{spec.client_id}: {target.url} refused the subscription to {spec.filter!r} "
@@ -282,7 +287,8 @@ class SubscriberWorker:
         spec, s, target = sub.spec, self.job.settings, self.job.target
         fut: asyncio.Future[bool] = self.loop.create_future()
         if sub.client is None:
-            client = new_paho_client(spec.client_id, protocol=s.protocol, clean_start=s.protocol != 5)
+            client = new_paho_client(spec.client_id, protocol=s.protocol, clean_start=s.protocol != 5,
+                                     websocket_path=target.websocket_path)
             if spec.auth.username is not None:
                 client.username_pw_set(spec.auth.username, spec.auth.password)
             ctx = self._tls_context(spec)
@@ -337,6 +343,7 @@ class SubscriberWorker:
             client.subscribe(sub.spec.filter, options=SubscribeOptions(qos=sub.spec.qos, retainHandling=2))
         else:
             client.subscribe(sub.spec.filter, sub.spec.qos)
+        self._asked[sub.spec.index] = time.perf_counter()
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         sub, fut = userdata
@@ -349,6 +356,9 @@ class SubscriberWorker:
             if not fut.done():
                 fut.set_result(False)
             return
+        asked = self._asked.pop(sub.spec.index, None)
+        if asked is not None:
+            self.report.subscribe_us.append(int((time.perf_counter() - asked) * 1e6))
         self._connected(sub)
         if not fut.done():
             fut.set_result(True)
@@ -396,4 +406,5 @@ class SubscriberWorker:
         r.per_subscriber = dict(rec.per_subscriber)
         r.foreign = rec.foreign
         r.clock_anomalies = rec.clock_anomalies
+        r.cpu_s = process_cpu_s() - self._cpu_at_start if self._cpu_at_start is not None else 0.0
         return r

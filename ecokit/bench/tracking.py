@@ -92,6 +92,26 @@ class SequenceTracker:
         return max(0, sent - self.unique)
 
 
+def process_cpu_s() -> float:
+    """CPU seconds (user + system) this process has used."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_rss_kb() -> int:
+    """This process's resident memory, KiB (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def new_histogram() -> HdrHistogram:
     """Microseconds from 1 µs to one hour, 3 significant digits."""
     return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)

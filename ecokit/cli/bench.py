@@ -12,11 +12,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ecokit.cli.common import ConfigOption, DebugOption, LiveLine, ProfileOption, err, load_stack, out
+from ecokit.cli.common import ConfigOption, DebugOption, JsonOption, LiveLine, ProfileOption, emit, err, load_stack, out
 from ecokit.errors import ConfigError, UsageError
 
 # This module's commands; ecokit.cli joins them into the `ecokit` command.
 app = typer.Typer()
+
+SLO_VIOLATED = 99  # k6's convention: the run was made, an SLO did not hold (1: the run could not be made)
 
 
 def _duration(text: str | None, option: str) -> float | None:
@@ -76,8 +78,19 @@ def bench(
     slo: Annotated[list[str] | None, typer.Option("--slo", show_default=False,
                                                   help="[phase.]KEY=LIMIT, repeatable: p99_ms=50, loss=0, "
                                                        "min_rate=5000 (docs/bench.md)")] = None,
-    json_file: Annotated[str | None, typer.Option("--json", help="write the result as JSON to FILE (- for stdout)",
-                                                  show_default=False)] = None,
+    json_out: JsonOption = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", dir_okay=False, show_default=False,
+                                                help="write the result as JSON to FILE, and its HTML report next to "
+                                                     "it (FILE with .html)")] = None,
+    report: Annotated[Path | None, typer.Option("--report", dir_okay=False, show_default=False,
+                                                help="write a self-contained HTML report (works offline)")] = None,
+    out_to: Annotated[list[str] | None, typer.Option(
+        "--out", show_default=False,
+        help="also write the timeline and summary to influxdb (the stack's InfluxDB) or "
+             "influxdb=http://[user:password@]host:8086/DATABASE; Grafana dashboard 'ecokit / Bench'")] = None,
+    compare: Annotated[tuple[Path, Path] | None, typer.Option(
+        "--compare", dir_okay=False, show_default=False,
+        help="no run: an HTML report of two saved results A.json B.json (to --report, default compare.html)")] = None,
     as_devices: Annotated[bool, typer.Option("--as-devices", help="publishers connect as the stack's registered "
                                              "devices (topic default fleet/{device}/bench/{run})")] = False,
     register: Annotated[bool, typer.Option("--register", help="with --as-devices: register missing devices")] = False,
@@ -106,8 +119,12 @@ def bench(
 ) -> None:
     """Run a load scenario (publishers → broker → subscribers) and check its SLOs.
 
-    Measures end-to-end latency, throughput, loss, duplicates and reconnects; exits 1 when an SLO is violated.
+    Measures end-to-end latency, throughput, loss, duplicates, connects and reconnects. Exit codes: 0 every SLO
+    holds, 99 an SLO was violated, 1 the run could not be made, 2 usage, 130 interrupted.
     Scenarios: `ecokit bench --list`; their format and the SLO keys: docs/bench.md."""
+    if compare is not None:
+        _compare(compare, report or Path("compare.html"))
+        return
     from ecokit.bench import BenchOptions, Overrides, apply_overrides, find_scenario
     from ecokit.bench.runner import Bench
     from ecokit.bench.scenario import DEVICE_TOPIC, busiest, compile_phases
@@ -147,17 +164,20 @@ def bench(
         payload_size=payload_size, payload=payload, topic=topic, subscribers=subscribers, fanout=fanout))
     phases = compile_phases(spec)
     slos = scenario_slos(spec, slo or [], [p.name for p in phases])
+    sinks = [_sink(sink, stack) for sink in out_to or []]  # a bad --out is a usage error before anything runs
     target, added = choose_target(stack, chosen, devices=busiest(phases) if as_devices else None, register=register)
     if added:
         out.print(f"[green]registered {len(added)}[/green] device(s) and reloaded the broker's users")
 
     options = BenchOptions(workers=workers, protocol=5 if mqtt_version == "5" else 4,
                            drain=_duration(drain, "--drain") or 10.0)
-    to_stdout = json_file == "-"
+    to_stdout = json_out
     status = _Status(quiet or to_stdout)
     runner = Bench(scenario, spec, target, slos=slos, options=options, progress=status)
     if not to_stdout:
         _print_plan(scenario, spec, runner, target.description, slos, adjusted=spec is not original)
+        if stack is not None and chosen is None:
+            _print_pipeline(stack, runner.publishers[0].topic)
 
     def stop(signum: int, frame: Any) -> None:
         runner.request_stop()
@@ -177,15 +197,13 @@ def bench(
         signal.signal(signal.SIGINT, previous)
 
     document = result.to_dict()
-    if to_stdout:
-        out.print_json(json.dumps(document))
-    else:
+    document["settings"]["adjusted"] = spec is not original
+    emit(document, as_json=to_stdout, output=output)
+    if not to_stdout:
         _print_result(result)
-        if json_file:
-            path = Path(json_file)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(document, indent=2) + "\n")
-            out.print(f"[dim]result written to {path}[/dim]")
+    _save_reports(document, output, report, quiet=to_stdout)
+    for endpoint in sinks:
+        _export(document, endpoint, quiet=to_stdout)
     for verdict in result.slo:
         if verdict.ok and not to_stdout:
             out.print(Text(verdict.line, style="green"))
@@ -195,7 +213,74 @@ def bench(
         err.print("[yellow]stopped early: the figures cover only the part that ran[/yellow]")
         raise typer.Exit(130)
     if result.violations:
-        raise typer.Exit(1)
+        raise typer.Exit(SLO_VIOLATED)
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def _save_reports(document: dict[str, Any], output: Path | None, report: Path | None, *, quiet: bool) -> None:
+    """The HTML report next to ``--output`` (FILE with .html), and at ``--report`` where asked."""
+    from ecokit.bench.report import render_report, write_report
+
+    written = []
+    if output is not None:
+        beside = output.with_suffix(".html")
+        if beside != output and beside != report:
+            write_report(beside, render_report(document))
+            written.append(beside)
+    if report is not None:
+        write_report(report, render_report(document))
+        written.append(report)
+    if written and not quiet:
+        out.print("[dim]report written to " + ", ".join(str(p) for p in written) + "[/dim]")
+
+
+def _sink(sink: str, stack: Any) -> Any:
+    """The InfluxDB endpoint of ``--out influxdb[=URL]`` (checked before the run starts)."""
+    from ecokit.bench.export import endpoint_from_url
+
+    kind, _, url = sink.partition("=")
+    if kind != "influxdb":
+        raise UsageError(f"--out {sink}: the only output is influxdb, or influxdb=URL")
+    if url:
+        return endpoint_from_url(url)
+    if stack is None:
+        raise UsageError("--out influxdb without a URL writes to the stack's InfluxDB: give influxdb=URL")
+    return stack.influx_endpoint("writer")
+
+
+def _export(document: dict[str, Any], endpoint: Any, *, quiet: bool) -> None:
+    """The run into InfluxDB; a failure is reported, the run's result stands."""
+    from ecokit.bench.export import write_result
+    from ecokit.errors import EcokitError
+
+    try:
+        points = write_result(document, endpoint)
+    except EcokitError as exc:
+        err.print(f"[red]--out influxdb: not written: {exc}[/red]")
+        return
+    if not quiet:
+        out.print(f"[dim]{points} points written to InfluxDB {endpoint.url}, database {endpoint.database} "
+                  "(Grafana: ecokit / Bench)[/dim]")
+
+
+def _compare(paths: tuple[Path, Path], report: Path) -> None:
+    from ecokit.bench.report import render_compare, write_report
+
+    documents = []
+    for path in paths:
+        try:
+            document = json.loads(path.read_text())
+        except OSError as exc:
+            raise UsageError(f"--compare {path}: cannot read it ({exc.strerror or exc})") from None
+        except ValueError as exc:
+            raise UsageError(f"--compare {path}: not JSON ({exc})") from None
+        if not isinstance(document, dict) or "total" not in document or "timeline" not in document:
+            raise UsageError(f"--compare {path}: not the JSON result of ecokit bench (--output FILE)")
+        documents.append(document)
+    write_report(report, render_compare(documents[0], documents[1]))
+    out.print(f"comparison of {paths[0]} (A) and {paths[1]} (B) written to {report}")
 
 
 # -- printing ----------------------------------------------------------------------------------
@@ -246,6 +331,19 @@ def _print_plan(name: str, spec: Any, runner: Any, target: str, slos: list[Any],
     out.print(f"[dim]target {target}; topic {spec.topic}; {subs}; run {runner.run_id}[/dim]")
     if slos:
         out.print("[dim]SLOs: " + ", ".join(str(s) for s in slos) + "[/dim]")
+
+
+def _print_pipeline(stack: Any, topic: str) -> None:
+    """Say whether the stack's pipeline stores the bench traffic (then the bridge and InfluxDB carry it too)."""
+    from ecokit.bench.targets import archived_by
+
+    rules = archived_by(stack, topic)
+    if rules:
+        out.print(f"[dim]pipeline: the stack stores these messages (rule {', '.join(rules)}): the bridge and InfluxDB "
+                  "carry this load too; measure the broker alone with bridge.enabled: false or a narrower archive "
+                  "rule (docs/bench.md)[/dim]")
+    else:
+        out.print("[dim]pipeline: no rule stores the bench topics: the broker alone is measured[/dim]")
 
 
 def _fmt_ms(value: Any) -> str:

@@ -79,6 +79,20 @@ class PhaseSpec(Section):
     qos: Literal[0, 1, 2] | None = Field(None, description="default: the scenario's qos")
     payload_size: int | None = Field(None, ge=1, le=MAX_PAYLOAD, description="default: the scenario's payload_size")
     slo: dict[str, float | str] = Field(default_factory=dict, description="SLOs of this phase only")
+    # What the phase does to the connections (at most one of these per phase; docs/bench.md):
+    ramp_clients: int | None = Field(None, ge=0, le=100_000,
+                                     description="connected publishers at the end of the phase, reached linearly "
+                                                 "(new ones connect, or the last ones disconnect)")
+    connect_rate: float | None = Field(None, gt=0, le=100_000,
+                                       description="new connections per second until the phase's publishers are "
+                                                   "connected")
+    join: int | None = Field(None, ge=1, le=100_000, description="this many new publishers connect within join_within")
+    join_within: str | float | None = Field(None, description="how long the join takes (default: the whole phase)")
+    leave: int | None = Field(None, ge=1, le=100_000,
+                              description="this many connected publishers disconnect during the phase (for good)")
+    churn: float | None = Field(None, gt=0, le=10,
+                                description="fraction of the connected publishers per second that disconnect and "
+                                            "reconnect at once, e.g. 0.05")
 
     @field_validator("name")
     @classmethod
@@ -101,12 +115,40 @@ class PhaseSpec(Section):
                 raise ValueError(f"{key!r}: a phase's own SLOs take no phase prefix")
         return _check_slo(value)
 
+    @field_validator("join_within")
+    @classmethod
+    def _join_within(cls, value: str | float | None) -> str | float | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
     @model_validator(mode="after")
     def _one_rate(self) -> PhaseSpec:
-        if (self.rate is None) == (self.total_rate is None):
-            raise KeyedValueError("give exactly one of rate (per publisher) or total_rate (all publishers)",
+        shapes = self.connection_keys()
+        if len(shapes) > 1:
+            raise KeyedValueError(f"a phase changes the connections in one way: {' and '.join(shapes)} are given",
+                                  *shapes)
+        if self.join_within is not None and self.join is None:
+            raise KeyedValueError("join_within goes with join", "join_within")
+        if self.rate is not None and self.total_rate is not None:
+            raise KeyedValueError("give exactly one of rate (per publisher) or total_rate (all publishers), not both",
                                   "rate", "total_rate")
+        if self.rate is None and self.total_rate is None:
+            if not shapes:
+                raise KeyedValueError("give exactly one of rate (per publisher) or total_rate (all publishers)",
+                                      "rate", "total_rate")
+            self.__dict__["rate"] = 0.0  # a phase that only connects or disconnects publishes nothing
+        if self.join_within is not None and self.join_seconds > self.seconds:
+            raise KeyedValueError(f"join_within {self.join_within} is longer than the phase ({self.duration})",
+                                  "join_within")
         return self
+
+    def connection_keys(self) -> list[str]:
+        return [k for k in ("ramp_clients", "connect_rate", "join", "leave", "churn") if getattr(self, k) is not None]
+
+    @property
+    def join_seconds(self) -> float:
+        return parse_duration(self.join_within) if self.join_within is not None else self.seconds
 
     @property
     def seconds(self) -> float:
@@ -128,6 +170,9 @@ class ScenarioSpec(Section):
     fanout: Literal["all", "shared"] = Field(
         "all", description="all: every subscriber gets every message; shared: one MQTT 5 shared subscription")
     slo: dict[str, float | str] = Field(default_factory=dict, description="SLOs: key → limit (docs/bench.md)")
+    connected_at_start: int | None = Field(
+        None, ge=0, le=100_000, description="publishers connected before the first phase (default: all of them, or "
+                                            "none when a phase ramps, joins or connects at a rate)")
     phases: tuple[PhaseSpec, ...] = Field(min_length=1, max_length=250)
 
     @field_validator("topic")

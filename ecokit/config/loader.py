@@ -60,6 +60,11 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode,
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def parse_yaml(text: str) -> Any:
+    """A YAML document with the safe loader (libyaml's when PyYAML has it); yaml.YAMLError when invalid."""
+    return yaml.load(text, Loader=_SafeLoader)
+
+
 def read_yaml(path: Path, *, label: str | None = None) -> Any:
     """Parse one YAML file strictly; errors name the file, line and column."""
     label = label or str(path)

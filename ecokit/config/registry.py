@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ecokit.config.loader import read_yaml
+from ecokit.config.loader import parse_yaml, read_yaml
 from ecokit.errors import ConfigError
 
 # A device id is also its MQTT username and a topic level, so it may not hold
@@ -140,7 +140,7 @@ def _yaml_scalar(value: str) -> str:
     """``value`` as written in YAML: plain, or quoted when YAML would read it as something
     else (``0001``, ``1.5``, ``true``, ``null`` are ids too)."""
     try:
-        plain_ok = yaml.safe_load(value) == value
+        plain_ok = parse_yaml(value) == value
     except yaml.YAMLError:
         plain_ok = False
     return value if plain_ok else json.dumps(value)
@@ -175,7 +175,7 @@ def append_devices(path: Path, ids: Iterable[str]) -> list[str]:
         text += "\n"
     section = re.search(r"^devices:[ \t]*(#.*)?$", text, re.MULTILINE)
     if section is None:
-        if yaml.safe_load(text) is not None:
+        if parse_yaml(text) is not None:
             raise ConfigError("cannot append: no top-level 'devices:' list", source=str(path))
         text += "devices:\n"  # a new file, or one with comments only: keep them
         section = re.search(r"^devices:$", text, re.MULTILINE)
@@ -184,7 +184,7 @@ def append_devices(path: Path, ids: Iterable[str]) -> list[str]:
     indent = item.group(1) if item else "  "
     text += "".join(f"{indent}- id: {_yaml_scalar(device_id)}\n" for device_id in new)
     try:
-        parsed = yaml.safe_load(text)
+        parsed = parse_yaml(text)
         ok = isinstance(parsed, dict) and [d["id"] if isinstance(d, dict) else d
                                            for d in parsed.get("devices") or []][-len(new):] == new
     except yaml.YAMLError:

@@ -26,6 +26,7 @@ class MetricInfo:
     kind: Kind
     bound: Bound  # which direction an SLO on it may take
     describes: str
+    prefixed: bool = True  # a lower bound is written min_<metric>; False: the name says it (connect_success)
 
 
 METRICS: dict[str, MetricInfo] = {
@@ -48,6 +49,19 @@ METRICS: dict[str, MetricInfo] = {
     "send_lag_max_ms": MetricInfo("ms", "max", "largest send lag"),
     "rate": MetricInfo("rate", "min", "deliveries/s received by the subscribers"),
     "send_rate": MetricInfo("rate", "min", "messages/s sent by the publishers"),
+    "connect_success": MetricInfo("ratio", "min", "connection attempts that got a CONNACK accepting them",
+                                  prefixed=False),
+    "connect_p50_ms": MetricInfo("ms", "max", "median connect time (TCP + TLS + websocket + CONNECT → CONNACK)"),
+    "connect_p95_ms": MetricInfo("ms", "max", "95th percentile connect time"),
+    "connect_p99_ms": MetricInfo("ms", "max", "99th percentile connect time"),
+    "connect_max_ms": MetricInfo("ms", "max", "longest connect"),
+    "tls_p95_ms": MetricInfo("ms", "max", "95th percentile TLS handshake time"),
+    "puback_p50_ms": MetricInfo("ms", "max", "median publish → PUBACK (QoS 1) / PUBCOMP (QoS 2)"),
+    "puback_p95_ms": MetricInfo("ms", "max", "95th percentile publish → acknowledgement"),
+    "puback_p99_ms": MetricInfo("ms", "max", "99th percentile publish → acknowledgement"),
+    "puback_max_ms": MetricInfo("ms", "max", "longest publish → acknowledgement"),
+    "subscribe_max_ms": MetricInfo("ms", "max", "longest SUBSCRIBE → SUBACK of the subscribers"),
+    "broker_cpu": MetricInfo("ratio", "max", "mean CPU of the local broker process (1 = 100% of one core)"),
 }
 
 
@@ -65,7 +79,7 @@ class Slo:
 
     @property
     def key(self) -> str:
-        name = f"min_{self.metric}" if self.bound == "min" else self.metric
+        name = f"min_{self.metric}" if self.bound == "min" and METRICS[self.metric].prefixed else self.metric
         return f"{self.phase}.{name}" if self.phase else name
 
     @property
@@ -99,6 +113,10 @@ def parse_slo(text: str) -> Slo:
     info = METRICS.get(metric)
     if info is None:
         raise SloError(f"SLO {text!r}: unknown key {key!r} (known: {', '.join(slo_keys())})")
+    if not info.prefixed:
+        if bound == "min":
+            raise SloError(f"SLO {text!r}: write {metric}=... (it is a lower bound already)")
+        bound = info.bound
     if info.bound != bound:
         wanted = f"min_{metric}" if info.bound == "min" else metric
         raise SloError(f"SLO {text!r}: {metric} only takes a {'lower' if info.bound == 'min' else 'upper'} "
@@ -110,20 +128,21 @@ def parse_slo(text: str) -> Slo:
     relative = False
     if match.group(2):
         if info.kind not in ("ratio", "rate"):
-            raise SloError(f"SLO {text!r}: only loss and the rates take a percentage")
+            raise SloError(f"SLO {text!r}: only loss and the rates take a percentage (and connect_success, "
+                           "broker_cpu)")
         limit /= 100
         relative = info.kind == "rate"
         if relative and limit > 1:
             raise SloError(f"SLO {text!r}: a rate can be at most 100% of the planned rate")
     if not math.isfinite(limit) or limit < 0:
         raise SloError(f"SLO {text!r}: the limit must be a finite number >= 0")
-    if info.kind == "ratio" and limit > 1:
-        raise SloError(f"SLO {text!r}: loss is a ratio between 0 and 1 (or a percentage such as 0.5%)")
+    if info.kind == "ratio" and limit > 1 and metric != "broker_cpu":  # a broker may use more than one core
+        raise SloError(f"SLO {text!r}: {metric} is a ratio between 0 and 1 (or a percentage such as 0.5%)")
     return Slo(metric, bound, limit, phase, relative)
 
 
 def slo_keys() -> list[str]:
-    return [f"min_{m}" if i.bound == "min" else m for m, i in METRICS.items()]
+    return [f"min_{m}" if i.bound == "min" and i.prefixed else m for m, i in METRICS.items()]
 
 
 def format_value(value: float, kind: Kind) -> str:

@@ -26,34 +26,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ecokit.errors import BrokerError
+from ecokit.mqtt.packets import CONNACK_REASONS, packet, utf8, varint
 
-CONNACK_REASONS = {
-    0x80: "unspecified error", 0x81: "malformed packet", 0x82: "protocol error",
-    0x84: "unsupported protocol version", 0x85: "client identifier not valid",
-    0x86: "bad user name or password", 0x87: "not authorized", 0x88: "server unavailable",
-    0x89: "server busy", 0x8A: "banned", 0x95: "packet too large", 0x97: "quota exceeded",
-}
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _str(text: str) -> bytes:
-    data = text.encode("utf-8")
-    return struct.pack("!H", len(data)) + data
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + _varint(len(body)) + body
+# The encoding primitives are shared with the publish path (ecokit.mqtt.packets).
+_varint, _str, _packet = varint, utf8, packet
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,12 +34,15 @@ MQTTv311 = mqtt.MQTTv311
 
 
 def new_paho_client(client_id: str, *, protocol: int = 5, clean_start: bool = False,
-                    max_inflight: int = 100) -> mqtt.Client:
-    """A paho client for an asyncio-driven fleet: no internal queue limit, no own loop."""
+                    max_inflight: int = 100, websocket_path: str | None = None) -> mqtt.Client:
+    """A paho client for an asyncio-driven fleet: no internal queue limit, no own loop; MQTT over
+    websockets (paho's transport) when ``websocket_path`` is given."""
     proto = MQTTv5 if protocol == 5 else MQTTv311
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto,
                          clean_session=None if proto == MQTTv5 else clean_start,
-                         reconnect_on_failure=False)
+                         reconnect_on_failure=False, transport="websockets" if websocket_path else "tcp")
+    if websocket_path:
+        client.ws_set_options(path=websocket_path)
     client.max_inflight_messages_set(max_inflight)
     client.max_queued_messages_set(0)
     return client
@@ -209,6 +212,10 @@ def raise_nofile(wanted: int) -> int:
     """Raise this process's open-file limit towards ``wanted`` (one socket per client, plus
     files); returns the limit now in effect, which the hard limit may keep below ``wanted``."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < wanted:
+        with contextlib.suppress(ValueError, OSError):  # only a privileged process may raise the hard limit
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, wanted), wanted))
+            hard = wanted
     if soft < wanted:
         soft = min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -247,5 +254,6 @@ def close_socket(client: mqtt.Client) -> None:
 def _connect(client: mqtt.Client, host: str, port: int, kwargs: dict[str, Any]) -> None:
     client.connect(host, port, **kwargs)
     sock = client.socket()
+    sock = getattr(sock, "_socket", sock)  # paho's websocket wrapper holds the socket inside
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -27,30 +27,40 @@ class BrokerTarget:
     tls: bool = False
     ca_file: Path | None = None
     verify: bool = True
+    websocket_path: str | None = None  # MQTT over websockets (ws://, wss://) at this HTTP path
+
+    @property
+    def scheme(self) -> str:
+        if self.websocket_path is not None:
+            return "wss" if self.tls else "ws"
+        return "mqtts" if self.tls else "mqtt"
 
     @property
     def url(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}{self.websocket_path or ''}"
 
     @classmethod
     def from_url(cls, url: str, *, ca_file: Path | None = None, verify: bool = True
                  ) -> tuple[BrokerTarget, str | None, str | None]:
-        """Parse ``mqtt[s]://[user[:password]@]host[:port]``; returns (target, user, password)."""
+        """Parse ``mqtt[s]://`` or ``ws[s]://[user[:password]@]host[:port][/path]``; returns
+        (target, user, password). A websocket URL without a path uses ``/mqtt``."""
         parts = urlsplit(url if "://" in url else f"mqtt://{url}")
         scheme = parts.scheme.lower()
-        if scheme not in ("mqtt", "mqtts", "tcp", "ssl", "tls"):
-            raise UsageError(f"--broker {url!r}: scheme must be mqtt:// or mqtts:// (websockets are not supported "
-                             "by the simulator)")
-        tls = scheme in ("mqtts", "ssl", "tls")
+        if scheme not in ("mqtt", "mqtts", "tcp", "ssl", "tls", "ws", "wss"):
+            raise UsageError(f"--broker {url!r}: scheme must be mqtt://, mqtts://, ws:// or wss://")
+        tls = scheme in ("mqtts", "ssl", "tls", "wss")
+        websocket = scheme in ("ws", "wss")
         try:
-            port = parts.port or (8883 if tls else 1883)
+            default = (443 if tls else 80) if websocket else (8883 if tls else 1883)
+            port = parts.port or default
         except ValueError:
             raise UsageError(f"--broker {url!r}: the port is not a number between 1 and 65535") from None
         if not parts.hostname:
             raise UsageError(f"--broker {url!r}: no host")
         user = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
-        return cls(parts.hostname, port, tls, ca_file, verify), user, password
+        path = (parts.path or "/mqtt") if websocket else None
+        return cls(parts.hostname, port, tls, ca_file, verify, path), user, password
 
     def tls_context(self, client_cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
         """The client TLS context for this broker (presenting ``client_cert`` for mutual TLS)."""

@@ -114,8 +114,10 @@ def mosquitto(ctx: PlanContext) -> ServiceSpec:
         return ctx.hashes.get(seed, p.username, p.password, iterations, lambda: mosquitto_password_hash(
             p.password, deterministic_salt(seed, p.username), iterations))
 
-    passwd = "".join(f"{p.username}:{hashed(p)}\n"
-                     for p in sorted(ctx.policy.principals, key=lambda p: p.username)).encode()
+    principals = sorted(ctx.policy.principals, key=lambda p: p.username)
+    ctx.hashes.prefill(seed, [(p.username, p.password) for p in principals], iterations,
+                       lambda user, pw: mosquitto_password_hash(pw, deterministic_salt(seed, user), iterations))
+    passwd = "".join(f"{p.username}:{hashed(p)}\n" for p in principals).encode()
     acl = render_template("mosquitto/acl.j2", stack=cfg.stack, blocks=mosquitto_acl_lines(ctx.policy))
     data_dir = ctx.paths.volume(BROKER, "data", "/mosquitto/data")
     passwd_path, passwd_container = _placed(ctx, "passwd", MOSQUITTO_ETC)

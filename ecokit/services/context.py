@@ -6,7 +6,8 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -144,13 +145,34 @@ class PasswordHashes:
 
     def get(self, seed: str, username: str, password: str, iterations: int,
             compute: Callable[[], str]) -> str:
-        key = hmac.new(seed.encode(), f"{username}\0{password}\0{iterations}".encode(), hashlib.sha256).hexdigest()
+        key = self._key(seed, username, password, iterations)
         known = self._load()
         value = known.get(key)
         if value is None:
             value = known[key] = compute()
         self._used[key] = value
         return value
+
+    def prefill(self, seed: str, items: Sequence[tuple[str, str]], iterations: int,
+                compute: Callable[[str, str], str]) -> None:
+        """Compute the hashes of (username, password) pairs not cached yet, on a few threads: PBKDF2
+        releases the GIL, so a first start with 10,000 new devices uses every core."""
+        known = self._load()
+        missing = []
+        for username, password in items:
+            key = self._key(seed, username, password, iterations)
+            if key not in known:
+                missing.append((key, username, password))
+        if len(missing) < 64:
+            return  # not worth the threads; get() computes them
+        workers = min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ecokit-hash") as pool:
+            for (key, _, _), value in zip(missing, pool.map(lambda m: compute(m[1], m[2]), missing), strict=True):
+                known[key] = value
+
+    @staticmethod
+    def _key(seed: str, username: str, password: str, iterations: int) -> str:
+        return hmac.new(seed.encode(), f"{username}\0{password}\0{iterations}".encode(), hashlib.sha256).hexdigest()
 
     def save(self) -> None:
         """Keep the hashes the last plan used (users removed since are dropped), atomically, 0600."""

@@ -35,7 +35,8 @@ class SessionMixin(SimulatorBase):
         run = uuid.uuid4().hex[:8]  # client tokens: unique per run and vehicle, short (5,000 of them)
         for index, vehicle in enumerate(self.fleet):
             auth = self.auth(vehicle.id)
-            client = new_paho_client(s.client_id_prefix + vehicle.id, protocol=s.protocol, clean_start=False)
+            client = new_paho_client(s.client_id_prefix + vehicle.id, protocol=s.protocol, clean_start=False,
+                                     websocket_path=self.target.websocket_path)
             client.user_data_set(None)
             if auth.username is not None:
                 client.username_pw_set(auth.username, auth.password)

@@ -10,7 +10,8 @@ it is heavy).
 """
 
 from ecokit.testing.mqtt import Received, SyncClient
-from ecokit.testing.stack import free_port, project_config, running_stack, write_project
+from ecokit.testing.stack import free_port, project_config, running_stack, write_project, ws_broker_binary
 from ecokit.testing.waiting import wait_for
 
-__all__ = ["Received", "SyncClient", "free_port", "project_config", "running_stack", "wait_for", "write_project"]
+__all__ = ["Received", "SyncClient", "free_port", "project_config", "running_stack", "wait_for", "write_project",
+           "ws_broker_binary"]

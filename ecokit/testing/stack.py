@@ -4,6 +4,7 @@ stack that is always torn down."""
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import threading
@@ -120,3 +121,15 @@ def running_stack(config_file: Path, *, profile: str | None = None, runtime: str
         yield stack
     finally:
         Stack.load(config_file, profile=profile, env={}).down(purge=purge)
+
+
+WS_BROKER_DIR = Path.home() / ".cache" / "ecokit-tests" / "mosquitto-ws"
+
+
+def ws_broker_binary(folder: Path = WS_BROKER_DIR) -> Path | None:
+    """The Mosquitto with websockets that ``infra/ws-broker.sh`` builds for the test lane, if built.
+
+    Put its folder first on PATH before a stack starts (with ``broker.websockets: on``) and the
+    local runtime serves ws:// and wss:// with it."""
+    binary = folder / "mosquitto"
+    return binary if binary.is_file() and os.access(binary, os.X_OK) else None

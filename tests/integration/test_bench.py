@@ -59,14 +59,14 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_a_violated_slo_exits_1_with_one_line_each_and_the_json_has_the_documented_shape(
+def test_a_violated_slo_exits_99_with_one_line_each_and_the_json_has_the_documented_shape(
         running: Stack, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out_file = tmp_path / "results" / "steady.json"
     code, out, err = cli(capsys, "bench", "steady", "-c", config_of(running),
                          "--duration", "3s",
                          "--rate", "500", "--publishers", "10", "--quiet", "--slo", "p99_ms=0.001",
-                         "--slo", "loss=0", "--slo", "min_rate=1000000", "--json", str(out_file))
-    assert code == 1, err
+                         "--slo", "loss=0", "--slo", "min_rate=1000000", "--output", str(out_file))
+    assert code == 99, err
     violated = [line for line in err.splitlines() if line.startswith("SLO violated")]
     assert len(violated) == 2, err
     assert violated[0].startswith("SLO violated: p99_ms = ")
@@ -105,11 +105,17 @@ def test_a_violated_slo_exits_1_with_one_line_each_and_the_json_has_the_document
     assert process["rss_mb_max"] > 0
     assert doc["broker"]["sys"]["available"] is True
     assert doc["broker"]["sys"]["version"].startswith("mosquitto version")
+    assert doc["total"]["connect"]["ok"] == 10  # the publishers' connects, timed step by step
+    assert doc["total"]["connect"]["total_ms"]["p95_ms"] > 0
+    assert doc["total"]["puback_ms"]["count"] == 1500
+    report = out_file.with_suffix(".html").read_text()  # the HTML report, next to the JSON
+    assert "SLO violated: p99_ms" in report
+    assert doc["run_id"] in report
 
 
 def test_a_custom_scenario_from_ecokit_yaml_passes_and_prints_json(custom_stack: Stack,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = cli(capsys, "bench", "two-step", "-c", config_of(custom_stack), "--json", "-")
+    code, out, err = cli(capsys, "bench", "two-step", "-c", config_of(custom_stack), "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["passed"] is True
@@ -124,7 +130,7 @@ def test_flags_and_the_environment_override_the_scenario(custom_stack: Stack, ca
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QOS", "0")
     monkeypatch.setenv("PAYLOAD_SIZE", "300")
-    code, out, err = cli(capsys, "bench", "two-step", "-c", config_of(custom_stack), "--json", "-",
+    code, out, err = cli(capsys, "bench", "two-step", "-c", config_of(custom_stack), "--json",
                          "--subscribers", "3", "--fanout", "shared", "--payload", "json", "--duration", "2s",
                          "--slo", "busy.min_rate=1")
     assert code == 0, err
@@ -141,7 +147,7 @@ def test_publishes_the_acl_denies_are_lost_and_explained(running: Stack, capsys:
     code, out, err = cli(capsys, "bench", "steady", "-c", config_of(running), "--as-devices",
                          "--publishers", "3", "--topic", "bench/{run}/{device}", "--duration", "2s", "--rate", "50",
                          "--quiet", "--slo", "loss=0")
-    assert code == 1
+    assert code == 99
     assert "SLO violated: loss = 100% (100 of 100) > 0%" in err
     assert "Not authorized" in err
     assert "the broker refused 100 publishes" in " ".join(out.split())

@@ -27,6 +27,7 @@ from ecokit.console.client import ConsoleEndpoint
 from ecokit.sim.fleet import FleetSpec, build_fleet
 from ecokit.sim.runner import SimSettings, Simulator
 from ecokit.stack import Stack
+from ecokit.status import stack_status
 from ecokit.testing import SyncClient, running_stack, wait_for, write_project
 
 DEVICES = [f"vehicle-{n:04d}" for n in range(1, 11)]
@@ -505,7 +506,7 @@ def test_shadows_are_read_and_their_desired_state_changed(api: Api) -> None:
 def test_a_new_device_reaches_the_running_console_without_a_restart(stack: Stack, api: Api) -> None:
     import yaml
 
-    pid = next(s.pid for s in stack.status().services if s.name == "console")
+    pid = next(s.pid for s in stack_status(stack).services if s.name == "console")
     devices_file = stack.devices_file
     registry = yaml.safe_load(devices_file.read_text())
     registry["devices"].append({"id": "truck-17"})
@@ -513,5 +514,5 @@ def test_a_new_device_reaches_the_running_console_without_a_restart(stack: Stack
     fresh = Stack.load(stack.project_dir / "ecokit.yaml", env={})
     assert fresh.up()["console"] == "reloaded"
     wait_for("truck-17 in /api/devices", lambda: "truck-17" in {d["id"] for d in api.ok("/api/devices")["items"]})
-    assert next(s.pid for s in fresh.status().services if s.name == "console") == pid
+    assert next(s.pid for s in stack_status(fresh).services if s.name == "console") == pid
     assert api.post("/api/commands", {"vehicle": "truck-17", "command": "ping", "expires_s": 1}).status_code == 202

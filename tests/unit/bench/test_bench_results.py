@@ -170,7 +170,7 @@ def test_connection_slos_are_for_the_whole_run() -> None:
 
 def test_the_result_serialises_to_the_documented_shape() -> None:
     doc = result(slos=["p99_ms=1"], timeline=[{"t": 1.0}]).to_dict()
-    assert set(doc) == {"scenario", "description", "run_id", "target", "started_at", "settings", "passed",
+    assert set(doc) == {"scenario", "description", "run_id", "target", "started_at", "started_ns", "settings", "passed",
                         "stopped_early", "total", "phases", "connections", "broker", "slo", "warnings", "errors",
                         "timeline"}
     assert doc["passed"] is False

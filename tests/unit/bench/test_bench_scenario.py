@@ -48,7 +48,7 @@ def plan(rate_start: float, rate_end: float, duration: float, publishers: int = 
 
 
 def test_builtins_are_steady_ramp_spike_soak_and_valid() -> None:
-    assert list(BUILTIN) == ["steady", "ramp", "spike", "soak"]
+    assert list(BUILTIN) == ["steady", "ramp", "spike", "soak", "connect-ramp", "join-spike", "churn", "fleet-ramp"]
     for name, scenario in BUILTIN.items():
         phases = compile_phases(scenario)
         assert phases, name
@@ -127,7 +127,8 @@ def test_custom_scenarios_load_from_ecokit_yaml_and_win_over_builtins(tmp_path: 
                                  {"name": "peak", "duration": "30s", "total_rate": 10, "ramp_to": 50,
                                   "qos": 0}]}}}})
     bench = Stack.load(config, env={}).config.bench
-    assert scenario_names(bench) == ["steady", "ramp", "spike", "soak", "rush-hour"]
+    assert scenario_names(bench) == ["steady", "ramp", "spike", "soak", "connect-ramp", "join-spike", "churn",
+                                     "fleet-ramp", "rush-hour"]
     assert find_scenario("steady", bench).publishers == 3
     rush = compile_phases(find_scenario("rush-hour", bench))
     assert [(p.name, p.start, p.qos) for p in rush] == [("morning", 0, 1), ("peak", 60, 0)]
@@ -135,7 +136,7 @@ def test_custom_scenarios_load_from_ecokit_yaml_and_win_over_builtins(tmp_path: 
 
 
 def test_an_unknown_scenario_lists_the_known_ones() -> None:
-    with pytest.raises(UsageError, match="steady, ramp, spike, soak, mine") as info:
+    with pytest.raises(UsageError, match="soak, connect-ramp, join-spike, churn, fleet-ramp, mine") as info:
         find_scenario("nope", BenchConfig.model_validate(
             {"scenarios": {"mine": {"phases": [{"name": "a", "duration": 1, "rate": 1}]}}}))
     assert "bench.scenarios" in (info.value.hint or "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def test_list_works_without_a_project(capsys: pytest.CaptureFixture[str]) -> Non
     (["bench", "steady", "--duration", "soon"], "--duration 'soon' is not a duration"),
     (["bench", "steady", "--payload", "json", "--payload-size", "50"], "below the 104 bytes"),
     (["bench", "steady", "--as-devices", "--broker", "mqtt://127.0.0.1:9"], "does not go with a broker URL"),
-    (["bench", "steady", "--broker", "ws://127.0.0.1:9"], "scheme must be mqtt:// or mqtts://"),
+    (["bench", "steady", "--broker", "http://127.0.0.1:9"], "scheme must be mqtt://, mqtts://, ws:// or wss://"),
 ])
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], project: Path, args: list[str], message: str) -> None:
     code, _, err = run(capsys, *args, "-c", str(project))
@@ -87,3 +88,38 @@ def test_the_public_surface_is_sorted_and_importable() -> None:
     assert names == sorted(names, key=lambda n: (not n.isupper(), n))
     for name in names:
         assert getattr(ecokit.bench, name) is not None
+
+
+def test_compare_writes_one_report_of_two_saved_results(capsys: pytest.CaptureFixture[str], project: Path,
+                                                        tmp_path: Path) -> None:
+    docs = []
+    for run_id, sent in (("aaaa0001", 1000), ("bbbb0002", 1500)):
+        doc = {"scenario": "steady", "run_id": run_id, "started_at": "2026-01-01T00:00:00+00:00", "target": "t",
+               "passed": sent == 1000, "slo": [], "timeline": [{"t": 1.0, "sent": sent, "received": sent}],
+               "total": {"sent": sent, "unique": sent, "send_rate": float(sent), "latency_ms": {"p99_ms": 2.5}}}
+        path = tmp_path / f"{run_id}.json"
+        path.write_text(json.dumps(doc))
+        docs.append(path)
+    report = tmp_path / "out" / "compare.html"
+    code, _, err = run(capsys, "bench", "--compare", str(docs[0]), str(docs[1]), "--report", str(report),
+                         "-c", str(project))
+    assert code == 0, err
+    page = report.read_text()
+    assert "aaaa0001" in page
+    assert "bbbb0002" in page
+    assert "1.50x" in page  # B/A of sent
+    assert "<script src" not in page  # everything inline: nothing loads from the network
+    assert "<link" not in page
+    assert "default-src 'none'" in page
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--compare", "missing-a.json", "missing-b.json"], "cannot read it"),
+    (["steady", "--out", "influxdb=ftp://x/db"], "expected http:// or https://"),
+    (["steady", "--out", "kafka"], "the only output is influxdb"),
+])
+def test_bad_report_and_output_options_exit_2(capsys: pytest.CaptureFixture[str], project: Path, args: list[str],
+                                               message: str) -> None:
+    code, _, err = run(capsys, "bench", *args, "-c", str(project))
+    assert code == 2, err
+    assert message in " ".join(err.split())

@@ -125,8 +125,8 @@ def test_committed_dashboards_are_what_the_code_builds() -> None:
 
 def test_dashboards_cover_fleet_vehicles_pipeline_and_broker() -> None:
     loaded = {p.name: json.loads(p.read_text()) for p in dashboards_dir().glob("*.json")}
-    assert set(loaded) == {"fleet-overview.json", "vehicle-telemetry.json", "pipeline-health.json", "broker.json",
-                           "services.json"}
+    assert set(loaded) == {"bench.json", "fleet-overview.json", "vehicle-telemetry.json", "pipeline-health.json",
+                           "broker.json", "services.json"}
     for name, dashboard in loaded.items():
         assert dashboard["uid"].startswith("ecokit-"), name
         ids = [p["id"] for p in dashboard["panels"]]

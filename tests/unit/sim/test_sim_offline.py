@@ -65,7 +65,13 @@ def test_broker_urls_parse(url: str, expected: tuple[object, ...]) -> None:
     assert target.url.startswith("mqtts://" if target.tls else "mqtt://")
 
 
-@pytest.mark.parametrize("url", ["ws://h:8083", "mqtt://h:99999", "mqtt://:1883"])
+def test_websocket_urls_parse_with_their_path() -> None:
+    target, _, _ = BrokerTarget.from_url("wss://u:p@h:8084")
+    assert (target.tls, target.websocket_path, target.url) == (True, "/mqtt", "wss://h:8084/mqtt")
+    assert BrokerTarget.from_url("ws://h/custom")[0].url == "ws://h:80/custom"
+
+
+@pytest.mark.parametrize("url", ["http://h:8083", "mqtt://h:99999", "mqtt://:1883"])
 def test_bad_broker_urls_name_the_url(url: str) -> None:
     with pytest.raises(UsageError, match="--broker"):
         BrokerTarget.from_url(url)
