@@ -26,8 +26,7 @@ from ecokit.console.state import FleetStore, Rejected
 from ecokit.console.stats import LatencyWindow, RateMeter
 from ecokit.contract import MqttSettings
 from ecokit.daemon import OncePerKind
-from ecokit.errors import BrokerError
-from ecokit.mqtt.fast import FastMqtt, Received, Subscription
+from ecokit.mqtt.fast import FastMqtt, Received, Subscription, keep_connected, subscribe_or_fail
 from ecokit.rules.engine import decode_json
 
 TELEMETRY = "fleet/+/telemetry"
@@ -58,6 +57,7 @@ class Intake:
                  log: logging.Logger, on_event: Callable[[dict[str, Any]], None] = lambda event: None) -> None:
         self.store = store
         self.on_event = on_event
+        self.username = mqtt.username
         self.rate = rate
         self.latency = latency
         self.on_online = on_online
@@ -94,36 +94,22 @@ class Intake:
             self.log.exception("the MQTT intake stopped")
 
     def run(self, stop: threading.Event) -> None:
-        backoff = 0.5
         try:
-            while not stop.is_set():
-                try:
-                    self._connect()
-                    backoff = 0.5
-                    self._consume(stop)
-                except (OSError, ConnectionError, BrokerError) as exc:
-                    self.ready.clear()
-                    self.metrics.connected.set(0)
-                    self.mqtt.close()
-                    if stop.is_set():
-                        break
-                    self.once(("mqtt", type(exc).__name__), "lost the broker; reconnecting", error=str(exc))
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, 10.0)
+            keep_connected(self.mqtt, stop, connect=self._connect, consume=self._consume, lost=self._lost)
         finally:
             self.ready.clear()
             self.metrics.connected.set(0)
-            self.mqtt.disconnect()
+
+    def _lost(self, exc: Exception) -> None:
+        self.ready.clear()
+        self.metrics.connected.set(0)
+        self.once(("mqtt", type(exc).__name__), "lost the broker; reconnecting", error=str(exc))
 
     def _connect(self) -> None:
         self.mqtt.connect()
         subs = [Subscription(TELEMETRY, qos=0), Subscription(STATUS, qos=1), Subscription(EVENTS, qos=1),
                 Subscription(ALERTS, qos=1)]
-        codes = self.mqtt.subscribe(subs)
-        refused = [s.topic for s, c in zip(subs, codes, strict=False) if c >= 0x80]
-        if refused:
-            raise BrokerError(f"the broker refused the subscription to {', '.join(refused)} "
-                              f"(reason {codes[0]:#x}); check the ACL of ecokit-console")
+        subscribe_or_fail(self.mqtt, subs, self.username)
         self.ready.set()
         self.metrics.connected.set(1)
         self.once.seen.clear()

@@ -40,10 +40,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ecokit.daemon import OncePerKind
-from ecokit.errors import BrokerError
 from ecokit.geofence.model import GeofenceError
 from ecokit.geofence.store import GeofenceStore, GeofenceWatcher
-from ecokit.mqtt.fast import FastMqtt, Received, Subscription
+from ecokit.mqtt.fast import FastMqtt, Received, Subscription, keep_connected, subscribe_or_fail
 from ecokit.processor.contract import ProcessorServiceConfig
 from ecokit.processor.core import Outputs, ProcessorCore
 from ecokit.rules.engine import decode_json
@@ -173,34 +172,21 @@ class Processor:
         self.stop = stop
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, self.request_reload)
-        backoff = 0.5
         try:
-            while not stop.is_set():
-                try:
-                    self._connect()
-                    backoff = 0.5
-                    self._consume(stop)
-                except (OSError, ConnectionError, BrokerError) as exc:
-                    self.ready.clear()
-                    self.metrics.connected.set(0)
-                    self.mqtt.close()
-                    if stop.is_set():
-                        break
-                    self.once(("mqtt", type(exc).__name__), "lost the broker; reconnecting", error=str(exc))
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, 10.0)
+            keep_connected(self.mqtt, stop, connect=self._connect, consume=self._consume, lost=self._lost)
         finally:
             self.ready.clear()
-            self.mqtt.disconnect()
+            self.metrics.connected.set(0)
+
+    def _lost(self, exc: Exception) -> None:
+        self.ready.clear()
+        self.metrics.connected.set(0)
+        self.once(("mqtt", type(exc).__name__), "lost the broker; reconnecting", error=str(exc))
 
     def _connect(self) -> None:
         self.mqtt.connect()
-        subscriptions = [Subscription(TELEMETRY, 1), Subscription(STATUS, 1, no_local=True)]
-        codes = self.mqtt.subscribe(subscriptions)
-        refused = [s.topic for s, c in zip(subscriptions, codes, strict=False) if c >= 0x80]
-        if refused:
-            raise BrokerError(f"the broker refused the subscription to {', '.join(refused)} "
-                              f"(reason {codes[0]:#x}); check the ACL of ecokit-processor")
+        subscribe_or_fail(self.mqtt, [Subscription(TELEMETRY, 1), Subscription(STATUS, 1, no_local=True)],
+                          self.config.mqtt.username)
         self.ready.set()
         self.metrics.connected.set(1)
         self.once.seen.clear()
