@@ -44,6 +44,7 @@ from ecokit.config.rules import ProcessorConfig
 from ecokit.geofence import Geofence, parse_geofences
 from ecokit.mqtt.fast import FastMqtt
 from ecokit.processor.core import ProcessorCore
+from ecokit.status import stack_status
 from ecokit.testing import running_stack, write_project
 
 # The Paris simulator region, roughly 30 x 25 km.
@@ -276,7 +277,7 @@ def service(args: argparse.Namespace) -> dict[str, Any]:
             json.dumps({"type": "FeatureCollection", "features": features}))
         with running_stack(config) as stack:
             port = stack.config.service_ports.processor
-            pid = next(s.pid for s in stack.status().services if s.name == "processor")
+            pid = next(s.pid for s in stack_status(stack).services if s.name == "processor")
             assert pid is not None
             username, password = stack.service_credentials("ecokit-admin")
             ctx = mp.get_context("fork")
