@@ -87,6 +87,16 @@ def _timestamp(value: Any) -> int | None:
     return value if type(value) is int and -INT64 - 1 <= value <= INT64 else None
 
 
+def parse_fix(doc: Any) -> tuple[int, float, float] | None:
+    """(ts ms, lat, lng) of a telemetry payload, or None when it has no usable fix."""
+    if not isinstance(doc, dict):
+        return None
+    ts, lat, lng = _timestamp(doc.get("ts")), _number(doc.get("lat")), _number(doc.get("lng"))
+    if ts is None or lat is None or lng is None or not (-90 <= lat <= 90 and -180 <= lng <= 180):
+        return None
+    return ts, lat, lng
+
+
 class FleetState:
     def __init__(self, *, offline_after: float, status_interval: float) -> None:
         self.offline_after = offline_after
@@ -107,13 +117,15 @@ class FleetState:
                             v.derived_speed if state == "online" else None)
 
     def on_telemetry(self, vehicle_id: str, doc: Any, now: float) -> list[StatusUpdate]:
-        if not isinstance(doc, dict):
+        fix = parse_fix(doc)
+        if fix is None:
             self.ignored += 1
             return []
-        ts, lat, lng = _timestamp(doc.get("ts")), _number(doc.get("lat")), _number(doc.get("lng"))
-        if ts is None or lat is None or lng is None or not (-90 <= lat <= 90 and -180 <= lng <= 180):
-            self.ignored += 1
-            return []
+        return self.on_fix(vehicle_id, fix, now)
+
+    def on_fix(self, vehicle_id: str, fix: tuple[int, float, float], now: float) -> list[StatusUpdate]:
+        """A telemetry fix already parsed by :func:`parse_fix`."""
+        ts, lat, lng = fix
         v = self._vehicle(vehicle_id)
         v.last_activity = now
         if v.fix is None or ts > v.fix[0]:

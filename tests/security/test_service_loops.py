@@ -25,10 +25,10 @@ from security_support import client, healthz, metrics
 from ecokit.bridge.contract import BridgeServiceConfig
 from ecokit.bridge.service import Bridge
 from ecokit.contract import load_service_config
-from ecokit.daemon import HealthServer, MessageGuard, NetworkLoop
-from ecokit.processor.contract import ProcessorServiceConfig
-from ecokit.processor.service import Processor
+from ecokit.daemon import MessageGuard, NetworkLoop
 from ecokit.rules.engine import Message, Outcome
+from ecokit.shadow.contract import ShadowServiceConfig
+from ecokit.shadow.service import ShadowService
 from ecokit.stack import Stack
 from ecokit.status import stack_status
 from ecokit.testing import free_port, wait_for
@@ -102,7 +102,7 @@ def test_a_handler_that_raises_is_counted_dead_lettered_and_its_loop_lives_on(st
 
     c = paho_client(stack, "ecokit-processor")
     c.on_message = guard.wrap(handler)
-    c.on_connect = lambda cl, *_: cl.subscribe("fleet/+/events", qos=1)
+    c.on_connect = lambda cl, *_: cl.subscribe("fleet/+/diag", qos=1)
     c.on_subscribe = lambda *_: subscribed.set()
     c.connect_async("127.0.0.1", stack.config.broker.ports.internal)
     loop = NetworkLoop(c, logging.getLogger("test"))
@@ -111,13 +111,13 @@ def test_a_handler_that_raises_is_counted_dead_lettered_and_its_loop_lives_on(st
         assert subscribed.wait(10)
         with client(stack) as admin, client(stack, "v1") as v1:
             admin.subscribe("ecokit/deadletter/processor")
-            v1.publish("fleet/v1/events", b"boom", qos=1)
-            v1.publish("fleet/v1/events", b"after", qos=1)
+            v1.publish("fleet/v1/diag", b"boom", qos=1)
+            v1.publish("fleet/v1/diag", b"after", qos=1)
             [letter] = admin.expect(1)
         wait_for("the message after the failure", lambda: handled == [b"after"], timeout=10)
         doc = json.loads(letter.payload)
         assert (doc["rule"], doc["reason"], doc["field"], doc["topic"]) == \
-               ("processor", "error", "ZeroDivisionError", "fleet/v1/events")
+               ("processor", "error", "ZeroDivisionError", "fleet/v1/diag")
         assert registry.get_sample_value("ecokit_processor_messages_failed_total",
                                          {"reason": "ZeroDivisionError"}) == 1
         assert loop.alive()
@@ -125,31 +125,33 @@ def test_a_handler_that_raises_is_counted_dead_lettered_and_its_loop_lives_on(st
         loop.stop()
 
 
-def test_a_dead_network_loop_fails_healthz(stack: Stack) -> None:
-    config = load_service_config(stack.paths.service_config("processor") / "processor.json", ProcessorServiceConfig)
-    processor = Processor(config, log=logging.getLogger("test"))
+def test_a_dead_network_loop_fails_healthz(stack: Stack, tmp_path: Path) -> None:
+    # The shadow service (a paho service) beside the stack's own: its own database, client id
+    # and HTTP port. A callback that raises past the guard ends paho's loop; /healthz says so.
+    config = load_service_config(stack.paths.service_config("shadow") / "shadow.json", ShadowServiceConfig)
     port = free_port()
-    health = HealthServer("127.0.0.1", port, processor.registry, processor.is_ready, processor.is_alive)
-    health.start()
-    stop = threading.Event()
-    runner = threading.Thread(target=processor.run, args=(stop,), daemon=True)
-    runner.start()
+    config = config.model_copy(update={
+        "database": str(tmp_path / "shadows.sqlite3"), "session_expiry": 0,
+        "mqtt": config.mqtt.model_copy(update={"client_id": f"ecokit-shadow-test-{port}"}),
+        "http": config.http.model_copy(update={"port": port})})
+    service = ShadowService(config)
+    service.start()
     try:
-        wait_for("the processor to subscribe", processor.is_ready, timeout=10)
+        wait_for("the shadow service to subscribe", service.ready.is_set, timeout=10)
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
 
         def unguarded(c: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
             raise RuntimeError("what an unguarded callback does to paho's loop")
 
-        processor.client.on_message = unguarded
+        assert service._client is not None
+        service._client.on_message = unguarded
         with client(stack, "v1") as v1:
-            v1.publish("fleet/v1/telemetry", b"{}", qos=1)
+            v1.publish("things/v1/shadow/get", b"{}", qos=1)
         wait_for("/healthz to fail", lambda: requests.get(f"http://127.0.0.1:{port}/healthz",
                                                             timeout=5).status_code == 503, timeout=10)
+        assert not service.is_alive()
     finally:
-        stop.set()
-        runner.join(10)
-        health.stop()
+        service.stop()
 
 
 def test_up_restarts_a_service_that_fails_its_health_check(stack: Stack) -> None:
