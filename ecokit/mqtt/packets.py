@@ -379,7 +379,7 @@ class WsReader:
         self.on_control = on_control
         self.closed = False
 
-    def feed(self, data: bytes, out: bytearray) -> None:
+    def feed(self, data: bytes | bytearray | memoryview, out: bytearray) -> None:
         buf = self._buf
         buf += data
         pos = 0
