@@ -49,6 +49,15 @@ DEVICE_GRANTS: tuple[Grant, ...] = (
 )
 
 
+# What no device may touch under its own fleet/<id>/: the fleet processor writes these
+# (geofence events, alerts) and the default rules store them; a device forging its own
+# "left the restricted zone" would defeat them. Deny lines win over every grant.
+DEVICE_DENIED: tuple[Grant, ...] = (
+    Grant("all", "fleet/{username}/events"),
+    Grant("all", "fleet/{username}/alerts"),
+)
+
+
 def _shadow_answers() -> tuple[str, ...]:
     found: list[str] = []
     for prefix in ("things/+/shadow", "things/+/shadow/name/+"):
@@ -57,10 +66,11 @@ def _shadow_answers() -> tuple[str, ...]:
     return tuple(found)
 
 
-# Topics only ecokit's own services publish, which other clients trust: dead letters and
-# the shadow service's answers. On an open broker (auth.open) anonymous clients may neither
-# publish nor subscribe to them (Mosquitto's `deny` covers both).
-SERVICE_TOPICS: tuple[str, ...] = ("ecokit/#", *_shadow_answers())
+# Topics only ecokit's own services publish, which other clients trust: dead letters, the
+# shadow service's answers, the fleet processor's geofence events and alerts. On an open
+# broker (auth.open) anonymous clients may neither publish nor subscribe to them (Mosquitto's
+# `deny` covers both).
+SERVICE_TOPICS: tuple[str, ...] = ("ecokit/#", *_shadow_answers(), "fleet/+/events", "fleet/+/alerts")
 
 
 @dataclass(frozen=True)
@@ -89,14 +99,16 @@ SERVICE_ROLES: tuple[ServiceRole, ...] = (
     ServiceRole(HEALTH_USER, "readiness probes: may connect, may do nothing else"),
     ServiceRole(BRIDGE_USER, "bridge: reads every message into InfluxDB, writes dead letters",
                 grants=(Grant("subscribe", "#"), Grant("publish", "ecokit/deadletter/#"))),
-    ServiceRole(PROCESSOR_USER, "fleet processor: reads fleet traffic, publishes status",
+    ServiceRole(PROCESSOR_USER, "fleet processor: reads fleet traffic, publishes status, events and alerts",
                 grants=(Grant("subscribe", "fleet/#"), Grant("publish", "fleet/+/status"),
+                        Grant("publish", "fleet/+/events"), Grant("publish", "fleet/+/alerts"),
                         Grant("publish", "ecokit/deadletter/#"))),
     ServiceRole(SHADOW_USER, "shadow service: answers shadow requests",
                 grants=(Grant("subscribe", "things/+/shadow/#"),
                         Grant("publish", "things/+/shadow/#"))),
-    ServiceRole(CONSOLE_USER, "fleet console: reads fleet state and acks, sends commands, asks shadows",
+    ServiceRole(CONSOLE_USER, "fleet console: reads fleet state, events and acks, sends commands, asks shadows",
                 grants=(Grant("subscribe", "fleet/+/telemetry"), Grant("subscribe", "fleet/+/status"),
+                        Grant("subscribe", "fleet/+/events"), Grant("subscribe", "fleet/+/alerts"),
                         Grant("subscribe", "fleet/+/commands/ack"), Grant("publish", "fleet/+/commands"),
                         *(Grant("publish", f"{prefix}/{op}") for prefix in ("things/+/shadow", "things/+/shadow/name/+")
                           for op in ("get", "update")),
@@ -136,6 +148,7 @@ class AccessPolicy:
 
     principals: tuple[Principal, ...]
     device_grants: tuple[Grant, ...] = DEVICE_GRANTS
+    device_denied: tuple[Grant, ...] = DEVICE_DENIED
     anonymous: bool = False
     # The test sandbox: anonymous clients reach every topic but $SYS writes and SERVICE_TOPICS.
     open: bool = False
@@ -178,6 +191,9 @@ class AccessPolicy:
             if topic.startswith("$"):
                 return access == "subscribe" and topic_matches("$SYS/#", topic)
             return True
+        for denied in self.device_denied:
+            if denied.access in (access, "all") and topic_matches(denied.topic.replace(USERNAME, username), topic):
+                return False
         grants: Iterable[Grant] = [*principal.grants, *self.device_grants]
         for grant in grants:
             if grant.access not in (access, "all"):

@@ -49,6 +49,9 @@ TAGS = ["ecokit"]
 TELEMETRY = "telemetry"
 STATUS = "status"
 ARCHIVE = "archive"
+EVENTS = "events"
+ALERTS = "alerts"
+DAILY = "fleet_daily"  # ecokit.analytics, analytics.daily.measurement's default
 BRIDGE_RECEIVED = "ecokit_bridge_messages_received_total"
 BRIDGE_WRITTEN = "ecokit_bridge_points_written_total"
 BRIDGE_REJECTED = "ecokit_bridge_messages_rejected_total"
@@ -179,6 +182,36 @@ def fleet_overview() -> dash.Dashboard:
                             'GROUP BY "vehicle"', table_format=True))
         .with_transformation(dash_models.DataTransformerConfig(id_val="merge", options={}))
     )
+    daily = (
+        table.Panel().title("Daily fleet analytics (last 7 days)").datasource(INFLUX).time_from("7d")
+        .description("Per vehicle and UTC day: distance between fixes, odometer distance, average and top "
+                     "speed, moving time and fixes (continuous queries / task into fleet_daily; "
+                     "`ecokit query --daily`)")
+        .with_target(influx(f'SELECT "distance_km", "odometer_km", "avg_speed", "max_speed", "moving_s", "fixes" '
+                            f'FROM "{DAILY}" WHERE $timeFilter GROUP BY "vehicle"', table_format=True))
+        .with_transformation(dash_models.DataTransformerConfig(id_val="merge", options={}))
+    )
+    distance = (
+        _ts("Fleet distance per day", "lengthkm",
+            [influx(f'SELECT sum("distance_km") FROM "{DAILY}" WHERE $timeFilter GROUP BY time(1d) fill(0)',
+                    alias="km driven")], INFLUX, "All vehicles together, from the daily analytics")
+        .time_from("30d").draw_style(common_models.GraphDrawStyle.BARS).fill_opacity(60)
+    )
+    events = (
+        table.Panel().title("Geofence events").datasource(INFLUX)
+        .description("Enter/exit transitions from the fleet processor (fleet/+/events); dwell time on exit")
+        .with_target(influx(f'SELECT "name", "dwell_s", "lat", "lng" FROM "{EVENTS}" WHERE $timeFilter '
+                            'GROUP BY "vehicle", "type", "geofence" ORDER BY time DESC LIMIT 50', table_format=True))
+        .with_transformation(dash_models.DataTransformerConfig(id_val="merge", options={}))
+    )
+    alerts = (
+        table.Panel().title("Alerts").datasource(INFLUX)
+        .description("Alerts firing and resolving (ecokit.yaml alerts:, fleet/+/alerts)")
+        .with_target(influx(f'SELECT "state", "severity", "condition", "value", "duration_s" FROM "{ALERTS}" '
+                            'WHERE $timeFilter GROUP BY "vehicle", "alert", "subject" ORDER BY time DESC LIMIT 50',
+                            table_format=True))
+        .with_transformation(dash_models.DataTransformerConfig(id_val="merge", options={}))
+    )
     return (
         _dashboard("ecokit-fleet-overview", "ecokit / Fleet overview",
                    "Where the fleet is, how many vehicles report and how much traffic they send")
@@ -186,6 +219,8 @@ def fleet_overview() -> dash.Dashboard:
         .with_panel(_grid(rate, 12, 0, 12, 4))
         .with_panel(_grid(geomap_panel, 0, 4, 14, 14)).with_panel(_grid(last_seen, 14, 4, 10, 14))
         .with_panel(_grid(msgs, 0, 18, 12, 8)).with_panel(_grid(by_status, 12, 18, 12, 8))
+        .with_panel(_grid(daily, 0, 26, 14, 10)).with_panel(_grid(distance, 14, 26, 10, 10))
+        .with_panel(_grid(events, 0, 36, 12, 10)).with_panel(_grid(alerts, 12, 36, 12, 10))
     )
 
 

@@ -8,7 +8,6 @@ atomic (temp file + rename) and serialised with a file lock, so `ecokit up` and
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ecokit.errors import SecretsError
+from ecokit.files import locked, write_atomic
 
 # Alphabet without characters that need quoting in HOCON, shell, URLs, CSV, Mosquitto
 # password lines or EMQX's api_keys.txt (no ':' '"' '\'' '\\' '$' ',' '#' '%' '/').
@@ -59,31 +59,16 @@ class SecretStore:
         return data
 
     def _write(self, data: dict[str, str]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, indent=2, sort_keys=True)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, self.path)
+        text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+        write_atomic(self.path, text.encode("utf-8"), mode=0o600,
+                     temporary=self.path.with_name(self.path.name + ".tmp"))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.path.parent, 0o700)
-        lock = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked(self.path.with_name(self.path.name + ".lock")):
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     def all(self) -> dict[str, str]:
         if self._cache is None:

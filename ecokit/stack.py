@@ -5,6 +5,7 @@ This is the library's front door; the CLI and the tests drive everything through
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -13,12 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ecokit.acl import HEALTH_USER, SERVICE_ROLES, AccessPolicy, Principal
+from ecokit.analytics import DailyRollup, apply_continuous_queries, apply_task, daily_rollup, read_daily
+from ecokit.analytics import refresh as refresh_daily
 from ecokit.certs import CertAuthority, CertPaths, CertPolicy, CertReport, CertStatus
 from ecokit.config.loader import LoadedConfig, find_config_file, load_config
 from ecokit.config.model import StackConfig
+from ecokit.config.regions import parse_region
 from ecokit.config.registry import Device, User, load_devices, load_users
 from ecokit.console.client import ConsoleEndpoint
 from ecokit.errors import ConfigError, PortInUse, RuntimeUnavailable, StackNotRunning
+from ecokit.geofence.model import GeofenceError, GeofenceSet
+from ecokit.geofence.store import GeofenceStore
 from ecokit.machine import StackIndex, new_entry, state_dir
 from ecokit.paths import StackPaths, Target
 from ecokit.render import PathMap
@@ -29,10 +35,11 @@ from ecokit.secrets import SecretStore, generate_password, generate_token
 from ecokit.services import context as names
 from ecokit.services.broker import broker_ports
 from ecokit.services.context import Capabilities, PasswordHashes, Placement, PlanContext
-from ecokit.services.influxdb import POST_START, PostStart, influx_version
+from ecokit.services.influxdb import INFLUXDB, POST_START, PostStart, influx_version
+from ecokit.services.pipeline import GEOFENCES_FILE, PROCESSOR
 from ecokit.services.plan import build_plan
 from ecokit.services.spec import LocalCommand, ServiceSpec
-from ecokit.store.influx import InfluxEndpoint
+from ecokit.store.influx import InfluxEndpoint, InfluxV1
 
 if TYPE_CHECKING:
     from ecokit.runtime.docker import DockerSettings
@@ -116,6 +123,21 @@ class Stack:
     @property
     def users_file(self) -> Path:
         return self.loaded.path(self.config.registry.users)
+
+    @property
+    def geofences_file(self) -> Path:
+        return self.loaded.path(self.config.geofences.file)
+
+    def geofence_store(self) -> GeofenceStore:
+        """The stack's geofence file; fences far outside the simulated region whose
+        swapped twin lies inside it are reported as probably [lat, lng]."""
+        region = parse_region(self.config.simulator.region)
+        return GeofenceStore(self.geofences_file, label=self._label(self.geofences_file),
+                             region=(region.west, region.south, region.east, region.north))
+
+    def geofences(self) -> GeofenceSet:
+        """The declared geofences (GeofenceError, naming each bad feature, when invalid)."""
+        return self.geofence_store().load()
 
     def devices(self) -> list[Device]:
         if self._devices is None:
@@ -281,7 +303,23 @@ class Stack:
         paths = PathMap(target, self.paths.root, self.cert_paths.root)
         return PlanContext(config=self._effective_config(target), target=target,
                            policy=self.access_policy(), secrets=self.secret_values(), paths=paths,
-                           caps=self.capabilities(target), hashes=self._hashes)
+                           caps=self.capabilities(target), hashes=self._hashes,
+                           geofences=self._deployable_geofences(), geofences_file=str(self.geofences_file.resolve()))
+
+    def _deployable_geofences(self) -> bytes:
+        """The geofence file for the plan. `up`/`render` refuse an invalid one (naming its
+        problems); every other command goes on with the copy last rendered (what the processor
+        runs with) and says so in the notes."""
+        try:
+            return self.geofences().dumps()
+        except GeofenceError as exc:
+            label = self._label(self.geofences_file)
+            note = (f"{label} is invalid ({len(exc.problems)} problem(s)); the processor keeps its last valid "
+                    "geofences: `ecokit geofences list` names the problems")
+            if note not in self.notes:
+                self.notes.append(note)
+            last = self.paths.service_config(PROCESSOR) / GEOFENCES_FILE
+            return last.read_bytes() if last.is_file() else GeofenceSet().dumps()
 
     def plan(self, target: Target) -> list[ServiceSpec]:
         if target not in self._plans:
@@ -290,6 +328,7 @@ class Stack:
 
     def render(self, target: Target) -> list[Path]:
         """Write every service's rendered files under .ecokit/<stack>/config/; return them."""
+        self.geofences()  # an invalid geofence file stops here, every problem named
         written = []
         for spec in self.plan(target):
             folder = self.paths.service_config(spec.name)
@@ -364,9 +403,12 @@ class Stack:
             config_file=self.loaded.config_file or self.project_dir / "ecokit.yaml", runtime=name,
             profile=self.active_profile, started=recorded.started if recorded and current else None))
         try:
-            return self.runtime(name).up(self.plan(name), on_ready=self._on_ready, progress=progress)
+            actions = self.runtime(name).up(self.plan(name), on_ready=self._on_ready, progress=progress)
         except PortInUse as exc:
             raise self._port_error(exc) from None
+        if actions.get(INFLUXDB) not in (None, "skipped"):
+            self._apply_analytics(name)
+        return actions
 
     def _port_error(self, exc: PortInUse) -> PortInUse:
         """The same error, naming the key that chose the port and where its value came from."""
@@ -450,6 +492,53 @@ class Stack:
         return InfluxEndpoint(url, self.config.influxdb.database, username=user,
                               password=self._stack_secrets(secret)[secret])
 
+    # -- fleet analytics ----------------------------------------------------------------
+
+    def daily_rollup(self) -> DailyRollup | None:
+        """The daily analytics declaration, or None when off (or with no telemetry to roll up)."""
+        daily = self.config.analytics.daily
+        telemetry = self.config.rules.get("telemetry")
+        if not daily.enabled or telemetry is None:
+            return None
+        if not {"speed", "lat", "lng"} <= set(telemetry.fields):
+            return None
+        return daily_rollup(daily, source=telemetry.measurement, odometer="odometer" in telemetry.fields)
+
+    def _rollup_or_fail(self) -> DailyRollup:
+        rollup = self.daily_rollup()
+        if rollup is None:
+            raise ConfigError("daily analytics are off (or the telemetry rule has no speed, lat and lng)",
+                              key="analytics.daily.enabled")
+        return rollup
+
+    def _apply_analytics(self, target: Target) -> None:
+        """Make InfluxDB's continuous queries (1.x) or task (2.x) match `analytics:` on every
+        `up` (idempotent: unchanged ones are left alone), not only when InfluxDB starts."""
+        rollup = self.daily_rollup()
+        with InfluxV1(self.influx_endpoint("admin", target=target)) as client:
+            if influx_version(self.placement(target)) == 2:
+                apply_task(client, rollup, bucket=self.config.influxdb.database, org=self.config.influxdb.org)
+            else:
+                apply_continuous_queries(client, rollup, self.config.influxdb.database)
+
+    def refresh_daily(self, start: dt.datetime, end: dt.datetime) -> int:
+        """Compute the daily rows of the days in [start, end) now; returns rows written."""
+        rollup = self._rollup_or_fail()
+        endpoint = self.influx_endpoint("admin")
+        with InfluxV1(endpoint, timeout=120.0) as client:
+            if endpoint.version == 2:
+                # 2.x has no SELECT INTO on its InfluxQL endpoint: the task's Flux over the window.
+                first = dt.datetime.combine(start.astimezone(dt.UTC).date(), dt.time(), dt.UTC)
+                flux = rollup.flux(self.config.influxdb.database, self.config.influxdb.org,
+                                   start=f"time(v: \"{_rfc3339(first)}\")", stop=f"time(v: \"{_rfc3339(end)}\")")
+                return client.flux(flux, org=self.config.influxdb.org)
+            return refresh_daily(client, rollup, self.config.influxdb.database, start, end)
+
+    def daily_rows(self, start: dt.datetime, *, vehicle: str | None = None) -> list[dict[str, Any]]:
+        rollup = self._rollup_or_fail()
+        with InfluxV1(self.influx_endpoint("reader")) as client:
+            return read_daily(client, rollup, start, vehicle=vehicle)
+
     def broker_endpoints(self, target: Target | None = None) -> dict[str, str]:
         """The broker's MQTT URLs for a client on this machine, from the configuration alone."""
         target = target or self.current_runtime() or "local"
@@ -478,6 +567,10 @@ class Stack:
         if show_secrets:
             out.update(token=endpoint.token, page=endpoint.page)
         return out
+
+
+def _rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _write_file(path: Path, content: bytes, mode: int) -> None:

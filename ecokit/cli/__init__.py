@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from ecokit.cli import bench, certs, compose, conformance, devices, pipeline, shadow, simulate, stack
+from ecokit.cli import bench, certs, compose, conformance, devices, geofences, pipeline, shadow, simulate, stack
 from ecokit.cli.common import err, out, reset_emitted
 from ecokit.errors import EcokitError, UsageError
 
@@ -64,7 +65,7 @@ def _root(version: Annotated[bool, typer.Option("--version", "-V", callback=_ver
     """An MQTT test ecosystem: broker, InfluxDB, Grafana, fleet simulator, shadows, replay."""
 
 # Each module holds its own commands (its own Typer); joined here, in this order.
-for _module in (bench, certs, compose, conformance, devices, pipeline, shadow, simulate, stack):
+for _module in (bench, certs, compose, conformance, devices, geofences, pipeline, shadow, simulate, stack):
     app.add_typer(_module.app)
 
 
@@ -88,9 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print("[red]Aborted.[/red]")
         return 130
     except UsageError as exc:
-        err.print(f"[red]Usage error:[/red] {exc}", soft_wrap=True)
+        err.print(f"[red]Usage error:[/red] {escape(str(exc))}", soft_wrap=True)
         if exc.hint:
-            err.print(f"[yellow]hint:[/yellow] {exc.hint}", soft_wrap=True)
+            err.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}", soft_wrap=True)
         _error_document(args, exc)
         return 2
     except EcokitError as exc:
@@ -115,12 +116,13 @@ def _error_document(args: Sequence[str], exc: EcokitError) -> None:
 def _print_error(exc: EcokitError) -> None:
     from ecokit.errors import ServiceError
 
-    err.print(f"[bold red]Error:[/bold red] [red]{exc}[/red]", soft_wrap=True)
+    # Messages quote user data ([lng, lat] positions, topics): never read them as markup.
+    err.print(f"[bold red]Error:[/bold red] [red]{escape(str(exc))}[/red]", soft_wrap=True)
     if isinstance(exc, ServiceError) and exc.log_tail:
         err.print(f"[dim]--- last lines of the {exc.service} log ---[/dim]")
         err.print(exc.log_tail, markup=False, highlight=False, soft_wrap=True)
     if exc.hint:
-        err.print(f"[yellow]hint:[/yellow] {exc.hint}", soft_wrap=True)
+        err.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}", soft_wrap=True)
 
 
 def run() -> None:

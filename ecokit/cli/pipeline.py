@@ -32,6 +32,7 @@ from ecokit.cli.common import (
 )
 from ecokit.errors import UsageError
 from ecokit.report import iso_from_ns, stamped_ns
+from ecokit.stack import Stack
 
 # This module's commands; ecokit.cli joins them into the `ecokit` command.
 app = typer.Typer()
@@ -177,20 +178,34 @@ def query(
     influxql: Annotated[str | None, typer.Argument(help="an InfluxQL statement (default: latest telemetry)")] = None,
     measurement: Annotated[str, typer.Option("--measurement", "-m", help="telemetry, status, archive, ...")]
     = "telemetry",
-    since: Annotated[str, typer.Option("--since", help="how far back (duration or ISO time)")] = "15m",
+    since: Annotated[str | None, typer.Option("--since", help="how far back (duration or ISO time; "
+                                                "default 15m, with --daily 7d)")] = None,
     vehicle: Annotated[str | None, typer.Option("--vehicle", help="only this vehicle")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="rows to show")] = 20,
+    daily: Annotated[bool, typer.Option("--daily", help="daily fleet analytics per vehicle: distance, "
+                                        "speeds, moving time (docs/geofences.md)")] = False,
+    refresh: Annotated[bool, typer.Option("--refresh", help="with --daily: compute the days in the window "
+                                          "now (history the continuous queries never saw)")] = False,
     config: ConfigOption = None, profile: ProfileOption = None, as_json: JsonOption = False,
     output: OutputOption = None, debug: DebugOption = False,
 ) -> None:
-    """Show what landed in InfluxDB: the latest points of a measurement, or any InfluxQL query."""
+    """Show what landed in InfluxDB: the latest points of a measurement, any InfluxQL query, or
+    the daily fleet analytics (--daily)."""
     from ecokit.replay import parse_time
     from ecokit.store.influx import InfluxV1, quote_ident, quote_string
 
+    if refresh and not daily:
+        raise UsageError("--refresh goes with --daily")
+    if daily and influxql:
+        raise UsageError("--daily shows the daily analytics; give either it or an InfluxQL statement")
     if influxql is not None:
         _check_statement(influxql)
     stack = load_stack(config, profile)
     stack.require_running()
+    if daily:
+        _daily(stack, parse_time(since or "7d"), vehicle, refresh, as_json, output)
+        return
+    since = since or "15m"
     document: dict[str, Any] = {}
     with InfluxV1(stack.influx_endpoint("reader")) as client:
         if influxql:
@@ -235,6 +250,48 @@ def query(
     for row_cells in cells:
         head, rest = row_cells[0], [f"{c}={v}" for c, v in zip(columns[1:], row_cells[1:], strict=True) if v]
         out.print(f"[bold]{head}[/bold]  " + "  ".join(rest), soft_wrap=True, highlight=False, markup=True)
+
+
+def _daily(stack: Stack, start_ns: int, vehicle: str | None, refresh: bool, as_json: bool,
+           output: Path | None) -> None:
+    start = dt.datetime.fromtimestamp(start_ns / 1e9, dt.UTC)
+    document: dict[str, Any] = {"since_day": start.date().isoformat(), "vehicle": vehicle}
+    if refresh:
+        written = stack.refresh_daily(start, dt.datetime.now(dt.UTC))
+        document["refreshed_rows"] = written
+        human(as_json).print(f"[green]computed[/green] the days since {start.date().isoformat()}: "
+                             f"{written} row(s) written")
+    rows = stack.daily_rows(start, vehicle=vehicle)
+    document["rows"] = rows
+    emit(document, as_json=as_json, output=output)
+    if as_json:
+        return
+    title = f"daily fleet analytics since {start.date().isoformat()}" + (f", {vehicle}" if vehicle else "")
+    if not rows:
+        out.print(f"{title}\n[yellow]no rows[/yellow] (today's appear within "
+                  f"{stack.config.analytics.daily.every}; older history: --refresh)")
+        return
+    table = Table(title=title, box=None, header_style="bold")
+    columns = [("day", "day"), ("vehicle", "vehicle"), ("distance_km", "distance km"),
+               ("odometer_km", "odometer km"), ("avg_speed", "avg km/h"), ("max_speed", "max km/h"),
+               ("moving_s", "moving"), ("fixes", "fixes")]
+    present = [(key, label) for key, label in columns if any(key in r for r in rows)]
+    for key, label in present:
+        table.add_column(label, justify="left" if key in ("day", "vehicle") else "right")
+    for row in rows:
+        table.add_row(*(_daily_cell(key, row.get(key)) for key, _ in present))
+    out.print(table)
+
+
+def _daily_cell(key: str, value: Any) -> str:
+    if key in ("day", "vehicle"):
+        return str(value)
+    if key == "moving_s":
+        seconds = int(value or 0)
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
 def _check_statement(text: str) -> None:

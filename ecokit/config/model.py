@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ecokit.config.alerts import AlertRule, GeofencesConfig, Threshold, validate_alert_names
+from ecokit.config.analytics import AnalyticsConfig
 from ecokit.config.base import KeyedValueError, Port, Section
 from ecokit.config.bench import BenchConfig
 from ecokit.config.console import ConsoleConfig
@@ -224,6 +226,10 @@ class StackConfig(Section):
                                          description="topic → InfluxDB rules (ecokit/config/rules.py)")
     bridge: BridgeConfig = BridgeConfig()
     processor: ProcessorConfig = ProcessorConfig()
+    geofences: GeofencesConfig = GeofencesConfig()
+    alerts: dict[str, AlertRule] = Field(
+        default_factory=dict, description="per-vehicle alerts the processor evaluates (ecokit/config/alerts.py)")
+    analytics: AnalyticsConfig = AnalyticsConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     bench: BenchConfig = BenchConfig()
     console: ConsoleConfig = ConsoleConfig()
@@ -260,6 +266,32 @@ class StackConfig(Section):
     @classmethod
     def _rule_names(cls, value: dict[str, RuleConfig]) -> dict[str, RuleConfig]:
         return validate_rule_names(value)
+
+    @field_validator("alerts")
+    @classmethod
+    def _alert_names(cls, value: dict[str, AlertRule]) -> dict[str, AlertRule]:
+        return validate_alert_names(value)
+
+    @model_validator(mode="after")
+    def _alert_fields(self) -> StackConfig:
+        """Threshold alerts compare telemetry fields the telemetry rule stores as numbers
+        (or booleans); a typo fails here instead of never firing."""
+        telemetry = self.rules.get("telemetry")
+        if telemetry is None:
+            return self
+        typed = {spec.path or name: spec.type for name, spec in telemetry.fields.items()}
+        for name, rule in self.alerts.items():
+            condition = rule.condition
+            if not isinstance(condition, Threshold):
+                continue
+            kind = typed.get(condition.field)
+            wanted = ("bool",) if isinstance(condition.value, bool) else ("float", "int")
+            if kind not in wanted:
+                known = ", ".join(sorted(f for f, t in typed.items() if t in wanted))
+                what = "a boolean" if wanted == ("bool",) else "a numeric"
+                raise KeyedValueError(f"{condition.field!r} is not {what} telemetry field (known: {known})",
+                                      f"alerts.{name}.when")
+        return self
 
     @field_validator("profiles")
     @classmethod

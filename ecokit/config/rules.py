@@ -5,7 +5,7 @@ tags from topic levels or the payload, typed fields with ranges, a timestamp and
 optional where-filter. The same rule renders to EMQX rule SQL and drives the ecokit
 bridge (``ecokit.rules``), so what can be declared here is only what both engines can do.
 
-The default rules (telemetry, status, archive) are always present unless removed: an
+The default rules (telemetry, status, events, alerts, archive) are always present unless removed: an
 entry in ecokit.yaml with a default rule's name is merged over the default (``null``
 deletes a key, so ``telemetry: null`` removes the rule and ``fields: {heading: null}``
 one field); any other name declares a new rule.
@@ -263,6 +263,37 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
             "last_seen": {"type": "int", "min": 0, "required": False},
             "derived_speed": {"type": "float", "min": 0, "required": False},
             "reason": {"type": "string", "required": False},
+        },
+        "time": {"from": "payload", "path": "ts", "unit": "ms"},
+    },
+    "events": {
+        "description": "geofence enter/exit events from the fleet processor (docs/geofences.md)",
+        "topic": "fleet/+/events",
+        "measurement": "events",
+        "tags": {"vehicle": {"from": "topic", "segment": 2}, "type": {"from": "payload", "path": "type"},
+                 "geofence": {"from": "payload", "path": "geofence"}},
+        "fields": {
+            "name": {"type": "string"},
+            "lat": {"type": "float", "min": -90, "max": 90},
+            "lng": {"type": "float", "min": -180, "max": 180},
+            "confirmed_ts": {"type": "int", "min": 0, "required": False},
+            "dwell_s": {"type": "float", "min": 0, "required": False},
+        },
+        "time": {"from": "payload", "path": "ts", "unit": "ms"},
+    },
+    "alerts": {
+        "description": "alerts firing and resolving, from the fleet processor (ecokit.yaml `alerts:`)",
+        "topic": "fleet/+/alerts",
+        "measurement": "alerts",
+        "tags": {"vehicle": {"from": "topic", "segment": 2}, "alert": {"from": "payload", "path": "alert"},
+                 "subject": {"from": "payload", "path": "subject"}},
+        "fields": {
+            "state": {"type": "string", "values": ["firing", "resolved"]},
+            "severity": {"type": "string", "values": ["info", "warning", "critical"]},
+            "condition": {"type": "string"},
+            "value": {"type": "float", "required": False},
+            "since": {"type": "int", "min": 0, "required": False},
+            "duration_s": {"type": "float", "min": 0, "required": False},
         },
         "time": {"from": "payload", "path": "ts", "unit": "ms"},
     },

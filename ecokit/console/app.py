@@ -1,7 +1,7 @@
 """The console's FastAPI app: auth, JSON errors that name the field, security headers, access
 logs without query strings, the page, Swagger UI from the package, and the routers.
 
-New features plug in as one more router (``routes/``), e.g. geofences:
+New features plug in as one more router (``routes/``), as geofences did:
 ``app.include_router(geofences.router, dependencies=[Depends(require_auth)])``.
 """
 
@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ecokit.console.errors import ApiError, error_response, field_of
-from ecokit.console.routes import commands, fleet, meta, shadows, stream
+from ecokit.console.routes import commands, fleet, geofences, meta, shadows, stream
 from ecokit.console.routes.auth import require_auth
 from ecokit.console.service import COOKIE, ConsoleService
 
@@ -204,6 +204,7 @@ def create_app(service: ConsoleService) -> FastAPI:
     app.include_router(fleet.router, dependencies=auth)
     app.include_router(commands.router, dependencies=auth)
     app.include_router(shadows.router, dependencies=auth)
+    app.include_router(geofences.router, dependencies=auth)
     app.include_router(meta.router, dependencies=auth)
     app.include_router(meta.public)
     app.include_router(stream.router)

@@ -24,6 +24,14 @@ class Registry(Contract):
     file: str = Field(description="devices.json beside console.json; re-read on SIGHUP and when it changes")
 
 
+class GeofenceFile(Contract):
+    """The stack's geofence file: the one the processor watches. ``writable`` False where the
+    console only holds a copy (in docker: `ecokit geofences import` changes the project's file)."""
+
+    path: str | None = None
+    writable: bool = True
+
+
 class ConsoleServiceConfig(ServiceConfig):
     influx: InfluxSettings
     token: str = Field(min_length=16, repr=False)
@@ -31,6 +39,7 @@ class ConsoleServiceConfig(ServiceConfig):
     devices: Registry
     bridge_metrics: str | None = Field(None, description="the bridge's /metrics URL (None: no bridge)")
     history: HistorySource = HistorySource()
+    geofences: GeofenceFile = GeofenceFile()
     settings: ConsoleConfig = ConsoleConfig()
 
 

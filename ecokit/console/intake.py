@@ -1,4 +1,5 @@
-"""The console's MQTT intake: telemetry and status into the ``FleetStore``, on a thread of its
+"""The console's MQTT intake: telemetry and status into the ``FleetStore``, the processor's
+geofence events and alerts to the event feed, on a thread of its
 own with ecokit's fast MQTT client (the bridge's intake: paho alone would cost about a
 quarter of a core at 5,000 messages/s, benchmarks/README.md "paho receive rate").
 
@@ -16,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -24,12 +26,18 @@ from ecokit.console.state import FleetStore, Rejected
 from ecokit.console.stats import LatencyWindow, RateMeter
 from ecokit.contract import MqttSettings
 from ecokit.daemon import OncePerKind
-from ecokit.errors import BrokerError
-from ecokit.mqtt.fast import FastMqtt, Received, Subscription
+from ecokit.mqtt.fast import FastMqtt, Received, Subscription, keep_connected, subscribe_or_fail
 from ecokit.rules.engine import decode_json
 
 TELEMETRY = "fleet/+/telemetry"
 STATUS = "fleet/+/status"
+EVENTS = "fleet/+/events"
+ALERTS = "fleet/+/alerts"
+# What a feed entry keeps of the processor's events and alerts (docs/geofences.md); anything
+# else in a payload is dropped, so a frame never carries more than the page shows.
+EVENT_KEYS = {"type", "geofence", "name", "tags", "ts", "confirmed_ts", "lat", "lng", "dwell_s"}
+ALERT_KEYS = {"alert", "state", "severity", "condition", "subject", "ts", "since", "value", "flag", "geofence",
+              "duration_s", "reason"}
 
 
 
@@ -46,8 +54,10 @@ class IntakeMetrics:
 class Intake:
     def __init__(self, mqtt: MqttSettings, *, client_id: str, store: FleetStore, rate: RateMeter,
                  latency: LatencyWindow, on_online: Callable[[list[str]], None], metrics: IntakeMetrics,
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, on_event: Callable[[dict[str, Any]], None] = lambda event: None) -> None:
         self.store = store
+        self.on_event = on_event
+        self.username = mqtt.username
         self.rate = rate
         self.latency = latency
         self.on_online = on_online
@@ -84,39 +94,26 @@ class Intake:
             self.log.exception("the MQTT intake stopped")
 
     def run(self, stop: threading.Event) -> None:
-        backoff = 0.5
         try:
-            while not stop.is_set():
-                try:
-                    self._connect()
-                    backoff = 0.5
-                    self._consume(stop)
-                except (OSError, ConnectionError, BrokerError) as exc:
-                    self.ready.clear()
-                    self.metrics.connected.set(0)
-                    self.mqtt.close()
-                    if stop.is_set():
-                        break
-                    self.once(("mqtt", type(exc).__name__), "lost the broker; reconnecting", error=str(exc))
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, 10.0)
+            keep_connected(self.mqtt, stop, connect=self._connect, consume=self._consume, lost=self._lost)
         finally:
             self.ready.clear()
             self.metrics.connected.set(0)
-            self.mqtt.disconnect()
+
+    def _lost(self, exc: Exception) -> None:
+        self.ready.clear()
+        self.metrics.connected.set(0)
+        self.once(("mqtt", type(exc).__name__), "lost the broker; reconnecting", error=str(exc))
 
     def _connect(self) -> None:
         self.mqtt.connect()
-        subs = [Subscription(TELEMETRY, qos=0), Subscription(STATUS, qos=1)]
-        codes = self.mqtt.subscribe(subs)
-        refused = [s.topic for s, c in zip(subs, codes, strict=False) if c >= 0x80]
-        if refused:
-            raise BrokerError(f"the broker refused the subscription to {', '.join(refused)} "
-                              f"(reason {codes[0]:#x}); check the ACL of ecokit-console")
+        subs = [Subscription(TELEMETRY, qos=0), Subscription(STATUS, qos=1), Subscription(EVENTS, qos=1),
+                Subscription(ALERTS, qos=1)]
+        subscribe_or_fail(self.mqtt, subs, self.username)
         self.ready.set()
         self.metrics.connected.set(1)
         self.once.seen.clear()
-        self.log.info("subscribed", extra={"filters": [TELEMETRY, STATUS]})
+        self.log.info("subscribed", extra={"filters": [s.topic for s in subs]})
 
     def _consume(self, stop: threading.Event) -> None:
         mqtt = self.mqtt
@@ -139,6 +136,7 @@ class Intake:
         latencies: list[float] = []
         rejected: list[tuple[Received, str, str | None, str]] = []
         telemetry = status = 0
+        events: list[dict[str, Any]] = []
         store = self.store
         with store.lock:
             for msg in messages:
@@ -158,6 +156,9 @@ class Intake:
                         doc = decode_json(payload)
                     except ValueError:
                         raise Rejected("not_json", None, "the payload is not JSON") from None
+                    if kind in ("events", "alerts"):
+                        events.append(feed_entry(vehicle, kind, doc))
+                        continue
                     if kind == "telemetry":
                         telemetry += 1
                         came_online, ts = store.on_telemetry(vehicle, doc)
@@ -175,6 +176,10 @@ class Intake:
                     rejected.append((msg, exc.reason, exc.field, str(exc)))
                 except Exception as exc:  # a bug must cost one message, never the intake
                     rejected.append((msg, "internal", None, f"{type(exc).__name__}: {exc}"))
+        if events:
+            self.metrics.received.labels("events").inc(len(events))
+            for event in events:
+                self.on_event(event)
         if telemetry:
             self.metrics.received.labels("telemetry").inc(telemetry)
         if status:
@@ -193,3 +198,17 @@ class Intake:
         self.errors[reason] = self.errors.get(reason, 0) + 1
         self.once(("reject", reason, field or ""), f"cannot use a message: {detail}", reason=reason,
                   field=field, topic=msg[0])
+
+
+def feed_entry(vehicle: str, kind: str, doc: Any) -> dict[str, Any]:
+    """A processor event or alert as the event feed shows it: ``kind`` geofence or alert, the
+    vehicle, and the payload's known keys (Rejected when it is not one)."""
+    if not isinstance(doc, dict):
+        raise Rejected("bad_event", None, f"a {kind} payload must be a JSON object")
+    keys = EVENT_KEYS if kind == "events" else ALERT_KEYS
+    entry = {k: v for k, v in doc.items() if k in keys}
+    if type(entry.get("ts")) is not int:
+        raise Rejected("bad_event", "ts", f"a {kind} payload needs an integer ts")
+    entry["kind"] = "geofence" if kind == "events" else "alert"
+    entry["vehicle"] = vehicle
+    return entry

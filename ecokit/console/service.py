@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,13 @@ from ecokit.console.intake import Intake, IntakeMetrics
 from ecokit.console.lifecycle import CommandRecord
 from ecokit.console.state import FleetStore
 from ecokit.console.stats import BridgeProbe, LatencyWindow, RateMeter
+from ecokit.geofence.store import GeofenceStore
 from ecokit.shadow.client import ShadowClient
 from ecokit.store.influx import InfluxV1
 
 COOKIE = "ecokit_console"
 REGISTRY_CHECK = 2.0  # seconds between checks of the device registry file
+RECENT_EVENTS = 500  # geofence events and alerts kept for GET /api/events
 
 
 class DeviceRegistry:
@@ -93,9 +96,13 @@ class ConsoleService:
         mqtt = config.mqtt
         self.channel = CommandChannel(mqtt, client_id=f"ecokit-console-{config.stack}", events=self.engine.events,
                                       log=log)
+        # The latest geofence events and alerts, newest last, for pages that just opened.
+        self.events: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        self._events_lock = threading.Lock()
         self.intake = Intake(mqtt, client_id=f"ecokit-console-{config.stack}-intake-{uuid.uuid4().hex[:6]}",
                              store=self.store, rate=self.rate, latency=self.latency,
-                             on_online=self.engine.vehicles_online, metrics=IntakeMetrics(self.registry), log=log)
+                             on_online=self.engine.vehicles_online, metrics=IntakeMetrics(self.registry), log=log,
+                             on_event=self._event)
         vehicles = Gauge("ecokit_console_vehicles", "vehicles held in memory", registry=self.registry)
         vehicles.set_function(lambda: len(self.store))
         self._shadow: ShadowClient | None = None
@@ -107,6 +114,22 @@ class ConsoleService:
     def _is_online(self, vehicle: str) -> bool:
         with self.store.lock:
             return self.store.is_online(vehicle)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        """A geofence event or alert from the intake thread: kept, and sent to every page."""
+        with self._events_lock:
+            self.events.append(event)
+        self.hub.publish_event(event)
+
+    def recent_events(self, limit: int, vehicle: str | None = None) -> list[dict[str, Any]]:
+        """The latest events, newest first."""
+        with self._events_lock:
+            items = [e for e in reversed(self.events) if vehicle is None or e.get("vehicle") == vehicle]
+        return items[:limit]
+
+    def geofence_store(self) -> GeofenceStore | None:
+        path = self.config.geofences.path
+        return GeofenceStore(Path(path), label="the geofence file") if path else None
 
     def _commands_changed(self, records: list[CommandRecord]) -> None:
         self.hub.publish_commands([r.to_api() for r in records])

@@ -1,5 +1,5 @@
-"""A minimal MQTT 5 client for ecokit's high-rate paths: the bridge's intake, replay and the
-bench subscribers.
+"""A minimal MQTT 5 client for ecokit's high-rate paths: the intake of the bridge and of the
+fleet processor, replay and the bench subscribers.
 
 paho-mqtt handles one packet per loop turn (a ``select``, several small ``recv`` calls and
 one ``send`` per QoS 1 acknowledgement, plus MQTT 5 property objects). Measured here it
@@ -20,9 +20,10 @@ import contextlib
 import socket
 import ssl
 import struct
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ecokit.errors import BrokerError
@@ -367,3 +368,35 @@ class FastMqtt:
             pos = end
         del buf[:pos]
         return out
+
+
+def subscribe_or_fail(mqtt: FastMqtt, subscriptions: Sequence[Subscription], username: str) -> None:
+    """Subscribe; BrokerError naming the refused filters (and whose ACL to check)."""
+    codes = mqtt.subscribe(subscriptions)
+    refused = [s.topic for s, c in zip(subscriptions, codes, strict=False) if c >= 0x80]
+    if refused:
+        raise BrokerError(f"the broker refused the subscription to {', '.join(refused)} "
+                          f"(reason {codes[0]:#x}); check the ACL of {username}")
+
+
+def keep_connected(mqtt: FastMqtt, stop: threading.Event, *, connect: Callable[[], None],
+                   consume: Callable[[threading.Event], None], lost: Callable[[Exception], None]) -> None:
+    """``connect`` (connect and subscribe), then ``consume`` until ``stop``; after a lost or
+    refused connection ``lost(error)``, then again, waiting 0.5 s doubling to 10 s. The
+    connection is closed when this returns."""
+    backoff = 0.5
+    try:
+        while not stop.is_set():
+            try:
+                connect()
+                backoff = 0.5
+                consume(stop)
+            except (OSError, ConnectionError, BrokerError) as exc:
+                mqtt.close()
+                if stop.is_set():
+                    break
+                lost(exc)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+    finally:
+        mqtt.disconnect()

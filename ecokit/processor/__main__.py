@@ -11,8 +11,11 @@ from ecokit.processor.service import Processor
 
 
 def started(service: ServiceLoop, config: ProcessorServiceConfig) -> dict[str, Any]:
-    settings = cast(Processor, service).settings
-    return {"offline_after": settings.offline_after, "status_interval": settings.status_interval}
+    processor = cast(Processor, service)
+    settings = processor.settings
+    return {"offline_after": settings.offline_after, "status_interval": settings.status_interval,
+            "geofences": len(processor.core.tracker.index), "geofence_file": config.geofences.path,
+            "alerts": sorted(config.alerts)}
 
 
 def main(argv: list[str]) -> int:

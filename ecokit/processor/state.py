@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ecokit.config.rules import INT64
+
 EARTH_RADIUS_KM = 6371.0088
 MAX_DERIVED_SPEED = 1500.0  # km/h; faster "movement" is a bad fix, not a vehicle
 
@@ -68,7 +70,31 @@ class Vehicle:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if type(value) in (int, float) and math.isfinite(value) else None
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if type(value) is int:
+        # float() of a 400-digit integer raises OverflowError; such a value is no coordinate.
+        return float(value) if abs(value) <= MAX_COORDINATE else None
+    return None
+
+
+MAX_COORDINATE = 1_000
+
+
+def _timestamp(value: Any) -> int | None:
+    """A device timestamp (ms) that fits 64 bits, as InfluxDB's; else None. A 401-digit
+    one would make the derived speed's division overflow."""
+    return value if type(value) is int and -INT64 - 1 <= value <= INT64 else None
+
+
+def parse_fix(doc: Any) -> tuple[int, float, float] | None:
+    """(ts ms, lat, lng) of a telemetry payload, or None when it has no usable fix."""
+    if not isinstance(doc, dict):
+        return None
+    ts, lat, lng = _timestamp(doc.get("ts")), _number(doc.get("lat")), _number(doc.get("lng"))
+    if ts is None or lat is None or lng is None or not (-90 <= lat <= 90 and -180 <= lng <= 180):
+        return None
+    return ts, lat, lng
 
 
 class FleetState:
@@ -91,13 +117,15 @@ class FleetState:
                             v.derived_speed if state == "online" else None)
 
     def on_telemetry(self, vehicle_id: str, doc: Any, now: float) -> list[StatusUpdate]:
-        if not isinstance(doc, dict):
+        fix = parse_fix(doc)
+        if fix is None:
             self.ignored += 1
             return []
-        ts, lat, lng = doc.get("ts"), _number(doc.get("lat")), _number(doc.get("lng"))
-        if type(ts) is not int or lat is None or lng is None or not (-90 <= lat <= 90 and -180 <= lng <= 180):
-            self.ignored += 1
-            return []
+        return self.on_fix(vehicle_id, fix, now)
+
+    def on_fix(self, vehicle_id: str, fix: tuple[int, float, float], now: float) -> list[StatusUpdate]:
+        """A telemetry fix already parsed by :func:`parse_fix`."""
+        ts, lat, lng = fix
         v = self._vehicle(vehicle_id)
         v.last_activity = now
         if v.fix is None or ts > v.fix[0]:
@@ -124,8 +152,8 @@ class FleetState:
             self.ignored += 1
             return []
         v = self._vehicle(vehicle_id)
-        ts = doc.get("ts")
-        if type(ts) is int:
+        ts = _timestamp(doc.get("ts"))
+        if ts is not None:
             v.last_seen = ts if v.last_seen is None else max(v.last_seen, ts)
         if state == "online":
             v.last_activity = now

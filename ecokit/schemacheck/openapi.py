@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,9 +132,18 @@ class OpenApi:
             if op is None:
                 continue
             for base in self._bases(op):
-                if path == base.rstrip("/") + template or (base == "/" and path == template):
+                if self._path_values(base, template, path) is not None:
                     return op, template
         raise KeyError(f"{method.upper()} {path} is not an operation of {self.doc.get('info', {}).get('title')}")
+
+    @staticmethod
+    def _path_values(base: str, template: str, path: str) -> dict[str, str] | None:
+        """The path parameters of ``path`` under ``base`` + ``template`` (``/tasks/{taskID}``),
+        or None when it does not match."""
+        full = template if base == "/" else base.rstrip("/") + template
+        pattern = re.sub(r"\\\{([A-Za-z_][A-Za-z0-9_]*)\\\}", r"(?P<\1>[^/]+)", re.escape(full))
+        match = re.fullmatch(pattern, path)
+        return None if match is None else match.groupdict()
 
     def _bases(self, op: Mapping[str, Any]) -> list[str]:
         servers = op.get("servers") or self.doc.get("servers") or [{"url": "/"}]
@@ -160,6 +170,8 @@ class OpenApi:
         query = dict(query or {})
         headers = {k.lower(): v for k, v in (headers or {}).items()}
         op, template = self.operation(method, path)
+        in_path = next((v for base in self._bases(op) if (v := self._path_values(base, template, path)) is not None),
+                       {})
         where = f"{method.upper()} {template}"
         problems: list[Problem] = []
         declared: set[tuple[str, str]] = set()
@@ -167,7 +179,7 @@ class OpenApi:
             param = self._resolve(raw)
             place, name = param["in"], param["name"]
             declared.add((place, name.lower() if place == "header" else name))
-            source = query if place == "query" else headers if place == "header" else {}
+            source = query if place == "query" else headers if place == "header" else in_path if place == "path" else {}
             key = name.lower() if place == "header" else name
             if key not in source:
                 if param.get("required"):

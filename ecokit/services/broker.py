@@ -99,7 +99,9 @@ def mosquitto_acl_lines(policy: AccessPolicy) -> list[tuple[str | None, list[str
             blocks.append((principal.username,
                            [f"topic {_mosquitto_access(g)} {_mosquitto_topic(g.topic)}"
                             for g in principal.grants]))
-    patterns = [f"pattern {_mosquitto_access(g)} {_mosquitto_topic(g.topic)}" for g in policy.device_grants]
+    # Mosquitto checks `deny` lines before any grant, wherever they stand.
+    patterns = [f"pattern deny {_mosquitto_topic(g.topic)}" for g in policy.device_denied]
+    patterns += [f"pattern {_mosquitto_access(g)} {_mosquitto_topic(g.topic)}" for g in policy.device_grants]
     blocks.append(("", patterns))
     return blocks
 
@@ -156,7 +158,9 @@ def emqx_acl_rules(policy: AccessPolicy) -> list[str]:
         topic = grant.topic.replace(USERNAME, "${username}")
         return f'{{allow, {who}, {grant.access}, ["{topic}"]}}.'
 
-    rules = []
+    # First match wins: the denials come before every grant (superusers skip the file).
+    rules = [f'{{deny, all, {g.access}, ["{g.topic.replace(USERNAME, "${username}")}"]}}.'
+             for g in policy.device_denied]
     for principal in sorted(policy.with_grants, key=lambda p: p.username):
         who = f'{{username, "{principal.username}"}}'
         rules += [rule(who, g) for g in principal.grants]

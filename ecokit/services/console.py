@@ -1,10 +1,11 @@
 """The fleet console in the plan: ecokit's own Python process (or the ecokit image) with
 its own broker user (``ecokit-console``), InfluxDB read rights and the console token.
 
-Two rendered files: ``console.json`` (0600: credentials and the token; the contract in
-``ecokit/console/contract.py``, validated by the service at start) and ``devices.json`` (the
-registry's ids; reloadable, so `ecokit devices add` reaches a running console by SIGHUP,
-without a restart).
+Three rendered files: ``console.json`` (0600: credentials and the token; the contract in
+``ecokit/console/contract.py``, validated by the service at start), ``devices.json`` (the
+registry's ids) and ``geofences.geojson`` (the geofences, read in a container), both
+reloadable, so `ecokit devices add` and `ecokit geofences import` reach a running console by
+SIGHUP, without a restart.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import dataclasses
 import json
 
 from ecokit.acl import CONSOLE_USER
-from ecokit.console.contract import ConsoleServiceConfig, HistorySource, Registry
+from ecokit.console.contract import ConsoleServiceConfig, GeofenceFile, HistorySource, Registry
 from ecokit.contract import HttpListen
 from ecokit.services.context import CONSOLE_TOKEN, PlanContext
 from ecokit.services.influxdb import INFLUXDB
-from ecokit.services.pipeline import BRIDGE, bridge_enabled, influx_target
+from ecokit.services.pipeline import BRIDGE, GEOFENCES_FILE, bridge_enabled, influx_target
 from ecokit.services.python_service import CONTAINER_CONFIG, mqtt_target, python_service
 from ecokit.services.spec import RenderedFile, ServiceSpec, Volume
 
@@ -54,7 +55,15 @@ def console_config(ctx: PlanContext) -> ConsoleServiceConfig:
         influx=influx_target(ctx, "reader"), token=ctx.secret(CONSOLE_TOKEN),
         database=f"{ctx.paths.volume(CONSOLE, 'data', CONTAINER_DATA)}/commands.sqlite3",
         devices=Registry(file=ctx.paths.file(CONSOLE, DEVICES_FILE)), bridge_metrics=bridge_metrics,
-        history=history_source(ctx), settings=cfg.console)
+        history=history_source(ctx), geofences=geofence_file(ctx), settings=cfg.console)
+
+
+def geofence_file(ctx: PlanContext) -> GeofenceFile:
+    """Locally the console edits the project's own geofence file (the processor watches it);
+    in a container it reads the copy `ecokit up` delivers, and cannot write the project's."""
+    if ctx.target == "local" and ctx.geofences_file:
+        return GeofenceFile(path=ctx.geofences_file, writable=True)
+    return GeofenceFile(path=f"{CONTAINER_CONFIG}/{CONSOLE}/{GEOFENCES_FILE}", writable=False)
 
 
 def devices_document(ctx: PlanContext) -> bytes:
@@ -73,4 +82,6 @@ def console(ctx: PlanContext) -> ServiceSpec | None:
                           config=console_config(ctx), volumes=(Volume("data", CONTAINER_DATA),),
                           depends_on=("broker", INFLUXDB))
     devices = RenderedFile(DEVICES_FILE, devices_document(ctx), f"{CONTAINER_CONFIG}/{CONSOLE}/{DEVICES_FILE}")
-    return dataclasses.replace(spec, files=(*spec.files, devices), reload_signal="SIGHUP", reloadable=(DEVICES_FILE,))
+    fences = RenderedFile(GEOFENCES_FILE, ctx.geofences, f"{CONTAINER_CONFIG}/{CONSOLE}/{GEOFENCES_FILE}")
+    return dataclasses.replace(spec, files=(*spec.files, devices, fences), reload_signal="SIGHUP",
+                               reloadable=(DEVICES_FILE, GEOFENCES_FILE))

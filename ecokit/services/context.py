@@ -107,6 +107,10 @@ class PlanContext(Placement):
     paths: PathMap
     # Memoised password hashes (PBKDF2 is slow on purpose); the same bytes either way.
     hashes: PasswordHashes = field(default_factory=lambda: PasswordHashes())
+    # The validated geofence file (its bytes, as ecokit writes them) and where the local
+    # processor watches it; the docker processor gets a copy (reloadable, SIGHUP).
+    geofences: bytes = b'{"type":"FeatureCollection","features":[\n]}\n'
+    geofences_file: str | None = None
 
     def secret(self, name: str) -> str:
         try:

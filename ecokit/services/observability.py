@@ -57,11 +57,14 @@ def prometheus(ctx: PlanContext, plan_names: tuple[str, ...]) -> ServiceSpec:
                            interval=cfg.prometheus.scrape_interval,
                            self_target=f"127.0.0.1:{port.container}",
                            jobs=metrics_targets(ctx, plan_names))
+    alerts = render_template("prometheus/alerts.yml.j2", stack=cfg.stack, bridge="bridge" in plan_names,
+                             processor="processor" in plan_names)
     conf_path = ctx.paths.file(PROMETHEUS, "prometheus.yml")
     data = ctx.paths.volume(PROMETHEUS, "data", "/prometheus")
     return ServiceSpec(
         name=PROMETHEUS, role="metrics", description="Prometheus metrics",
-        files=(RenderedFile("prometheus.yml", conf, "/etc/prometheus/prometheus.yml"),),
+        files=(RenderedFile("prometheus.yml", conf, "/etc/prometheus/prometheus.yml"),
+               RenderedFile("alerts.yml", alerts, "/etc/prometheus/alerts.yml")),
         ports=(port,), probe=Probe("http", "http", path="/-/ready", expect=(200,), timeout=60.0),
         volumes=(Volume("data", "/prometheus"),),
         local=LocalCommand("prometheus", (

@@ -8,20 +8,22 @@ is its only argument.
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from typing import Literal
 
 from ecokit.acl import BRIDGE_USER, PROCESSOR_USER
 from ecokit.bridge.contract import BridgeServiceConfig
 from ecokit.contract import InfluxSettings
-from ecokit.processor.contract import ProcessorServiceConfig
+from ecokit.processor.contract import GeofenceWatch, ProcessorServiceConfig
 from ecokit.rules.emqx import EmqxPipeline, emqx_pipeline
 from ecokit.services.context import INFLUX_READER, INFLUX_TOKEN, INFLUX_WRITER, PlanContext
 from ecokit.services.influxdb import INFLUXDB, influx_version
-from ecokit.services.python_service import http_listen, mqtt_target, python_service
-from ecokit.services.spec import ServiceSpec, Volume
+from ecokit.services.python_service import CONTAINER_CONFIG, http_listen, mqtt_target, python_service
+from ecokit.services.spec import RenderedFile, ServiceSpec, Volume
 
 BRIDGE = "bridge"
 PROCESSOR = "processor"
+GEOFENCES_FILE = "geofences.geojson"
 CONTAINER_DATA = "/var/lib/ecokit"
 
 
@@ -70,13 +72,21 @@ def bridge(ctx: PlanContext) -> ServiceSpec | None:
 
 
 def processor(ctx: PlanContext) -> ServiceSpec | None:
-    """The fleet processor: derived speed, last_seen, online/offline to fleet/{id}/status."""
+    """The fleet processor: status to fleet/{id}/status, geofence events, alerts."""
     cfg = ctx.config
     if not cfg.processor.enabled:
         return None
+    # Locally the processor watches the project's file itself (an edit counts within
+    # `reload_interval`); in a container it watches the copy `ecokit up` delivers.
+    fences_path = (ctx.geofences_file if ctx.target == "local" and ctx.geofences_file
+                   else f"{CONTAINER_CONFIG}/{PROCESSOR}/{GEOFENCES_FILE}")
+    watch = GeofenceWatch(path=fences_path, min_inside_s=cfg.geofences.min_inside_s,
+                          min_outside_s=cfg.geofences.min_outside_s, reload_interval=cfg.geofences.reload_interval)
     config = ProcessorServiceConfig(
         service=PROCESSOR, stack=cfg.stack, mqtt=mqtt_target(ctx, PROCESSOR_USER), processor=cfg.processor,
-        http=http_listen(ctx, PROCESSOR, cfg.service_ports.processor))
-    return python_service(ctx, PROCESSOR, module="ecokit.processor", port=cfg.service_ports.processor,
-                          description="ecokit fleet processor: derived speed, last seen, online/offline",
+        geofences=watch, alerts=cfg.alerts, http=http_listen(ctx, PROCESSOR, cfg.service_ports.processor))
+    spec = python_service(ctx, PROCESSOR, module="ecokit.processor", port=cfg.service_ports.processor,
+                          description="ecokit fleet processor: status, geofence events, alerts",
                           config=config, depends_on=("broker", INFLUXDB))
+    fences = RenderedFile(GEOFENCES_FILE, ctx.geofences, f"{CONTAINER_CONFIG}/{PROCESSOR}/{GEOFENCES_FILE}")
+    return replace(spec, files=(*spec.files, fences), reload_signal="SIGHUP", reloadable=(GEOFENCES_FILE,))

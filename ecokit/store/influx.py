@@ -138,6 +138,28 @@ class InfluxV1:
                              status=resp.status_code, body=_error_text(resp))
         return resp.json()
 
+    def send_json(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
+                  params: Mapping[str, str] | None = None) -> Any:
+        """A JSON request to InfluxDB 2's /api/v2 (the same token); its JSON answer, or None
+        for 204. Raises StoreError with InfluxDB's message on any other status."""
+        resp = self._request(method, path, params=dict(params or {}), json=body)
+        if resp.status_code not in (200, 201, 204):
+            raise StoreError(f"InfluxDB refused {method} {path}", url=resp.url.split("?")[0],
+                             status=resp.status_code, body=_error_text(resp))
+        return None if resp.status_code == 204 or not resp.content else resp.json()
+
+    def flux(self, query: str, *, org: str) -> int:
+        """Run a Flux program (InfluxDB 2's /api/v2/query); the number of result rows."""
+        resp = self._request("POST", "/api/v2/query", params={"org": org},
+                             json={"query": query, "type": "flux", "dialect": {"annotations": []}},
+                             headers={"Accept": "application/csv", "Accept-Encoding": "gzip"})
+        if resp.status_code != 200:
+            raise StoreError("InfluxDB refused a Flux query", url=resp.url.split("?")[0],
+                             status=resp.status_code, body=_error_text(resp))
+        # Annotation-free CSV: one header line per table (",result,table,..."), then rows.
+        lines = [line for line in resp.text.splitlines() if line.strip()]
+        return sum(1 for line in lines if not line.startswith(",result,"))
+
     def rows(self, q: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Rows of every series of every statement, as dicts (tags included)."""
         for result in self.query(q, **kwargs):

@@ -18,7 +18,7 @@ from typing import Literal
 import pytest
 from paho.mqtt.client import topic_matches_sub
 
-from ecokit.acl import DEVICE_GRANTS, SERVICE_ROLES, AccessPolicy, Principal, topic_matches
+from ecokit.acl import DEVICE_DENIED, DEVICE_GRANTS, SERVICE_ROLES, AccessPolicy, Principal, topic_matches
 from ecokit.services.context import Capabilities
 from ecokit.services.plan import build_plan
 from ecokit.stack import Stack
@@ -63,6 +63,16 @@ def test_a_device_publishes_only_under_its_own_fleet_topics(policy: AccessPolicy
     assert not policy.allows("v1", "publish", "fleet/broadcast/commands")
     assert not policy.allows("v1", "publish", "fleet/v10")
     assert not policy.allows("v1", "publish", "other/v1/telemetry")
+
+
+def test_a_device_cannot_forge_the_processors_events_or_alerts(policy: AccessPolicy) -> None:
+    # fleet/<id>/# is the device's, except what the processor derives from it.
+    for topic in ("fleet/v1/events", "fleet/v1/alerts"):
+        for access in ("publish", "subscribe"):
+            assert not policy.allows("v1", access, topic)  # type: ignore[arg-type]
+        assert policy.allows("ecokit-processor", "publish", topic)
+        assert policy.allows("ecokit-bridge", "subscribe", topic)
+    assert policy.allows("v1", "publish", "fleet/v1/events/extra")  # only the exact topics are the processor's
 
 
 def test_a_device_id_that_prefixes_another_does_not_reach_it(policy: AccessPolicy) -> None:
@@ -220,10 +230,13 @@ class MosquittoAcl:
         def ok(rule_access: str, rule_topic: str) -> bool:
             return rule_access in (need, "readwrite") and topic_matches_sub(rule_topic, topic)
 
-        # `deny` lines are checked first and refuse reading and writing alike.
-        if any(a == "deny" and topic_matches_sub(t, topic) for a, t in self.users.get(username, [])):
+        # `deny` lines (the user's or patterns) are checked first and refuse reading and writing alike.
+        own = self.users.get(username, [])
+        patterns = [(a, t.replace("%u", username or "").replace("%c", "client-id")) for a, t in self.patterns
+                    if username is not None or "%u" not in t]
+        if any(a == "deny" and topic_matches_sub(t, topic) for a, t in [*own, *patterns]):
             return False
-        if any(ok(a, t) for a, t in self.users.get(username, [])):
+        if any(ok(a, t) for a, t in own):
             return True
         for a, t in self.patterns:
             if username is None and "%u" in t:
@@ -299,6 +312,10 @@ def sample_topics(policy: AccessPolicy) -> Iterator[str]:
                     f"fleet/{name}/commands/ack", f"things/{name}/shadow/update",
                     f"things/{name}/shadow/update/accepted", f"things/{name}/shadow/update/delta",
                     f"things/{name}/shadow/name/cfg/get", f"things/{name}/shadow/name/cfg/get/rejected")
+    # The processor's own topics, under every device's id (superusers differ between the
+    # brokers there: Mosquitto's deny patterns apply to them too, EMQX's do not).
+    for device in sorted({p.username for p in policy.principals if p.kind == "device"} | {"v3"}):
+        yield from (f"fleet/{device}/events", f"fleet/{device}/alerts")
     yield from ("ecokit/deadletter/telemetry", "other/topic", "fleet", "fleet/broadcast/commands",
                 "$SYS/broker/uptime", "$SYS/broker/clients/connected")
 
@@ -343,7 +360,7 @@ def test_device_rights_are_patterns_so_the_files_do_not_grow_with_the_fleet(tmp_
     for kind, name in (("mosquitto", "acl"), ("emqx", "acl.conf")):
         assert broker_files(small, kind)[name].count("\n") == broker_files(large, kind)[name].count("\n")
     mosq = MosquittoAcl.parse(broker_files(small, "mosquitto")["acl"])
-    assert len(mosq.patterns) == len(DEVICE_GRANTS)
+    assert len(mosq.patterns) == len(DEVICE_GRANTS) + len(DEVICE_DENIED)
     assert all("%u" in t or t == "fleet/broadcast/commands" for _, t in mosq.patterns)
 
 

@@ -29,7 +29,8 @@ EMQX_API_COMPONENTS = ["bridge_http.post_connector", "bridge_http.post_bridge_v2
                        "authz.api_file", "emqx.authz_cache", "rule_engine.rule_creation",
                        "listeners.tcp_required_bind", "listeners.ssl_required_bind", "listeners.ws_required_bind",
                        "listeners.wss_required_bind"]
-INFLUX_PATHS = {"/setup": ["post"], "/dbrps": ["get", "post"], "/health": ["get"], "/tasks": ["post"]}
+INFLUX_PATHS = {"/setup": ["post"], "/dbrps": ["get", "post"], "/health": ["get"], "/tasks": ["get", "post"],
+                "/tasks/{taskID}": ["patch", "delete"], "/query": ["post"]}
 GRAFANA_SCHEMAS = ["dashboard", "geomap", "timeseries", "stat", "table", "prometheus"]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from ecokit.cli import main
@@ -136,6 +137,25 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
     assert engine.container(names.container("broker")).id == ids["broker"]  # type: ignore[union-attr]
     publish(stack, "truck-17", range(2))
     wait_for("the new device's points", lambda: count_points(stack, "truck-17") == 2, 30)
+
+    # A new geofence reaches the processor's container (copied in, SIGHUP), not a restart,
+    # and its next fix inside gives an enter event.
+    ring = [[11.49, 48.09], [11.51, 48.09], [11.51, 48.11], [11.49, 48.11], [11.49, 48.09]]
+    stack.geofence_store().upsert({"type": "Feature", "id": "yard", "properties": {"name": "Yard"},
+                                   "geometry": {"type": "Polygon", "coordinates": [ring]}})
+    stack = Stack.load(docker_stack, env={})
+    assert stack.up()["processor"] == "reloaded"
+    assert engine.container(names.container("processor")).id == ids["processor"]  # type: ignore[union-attr]
+    metrics = f"http://{stack.readiness().host}:{stack.config.service_ports.processor}/metrics"
+    wait_for("the processor to load the new geofence",
+             lambda: "ecokit_processor_geofences 1.0" in requests.get(metrics, timeout=5).text, timeout=20)
+    with SyncClient(stack.readiness().host, stack.config.broker.ports.mqtt, username=user,
+                    password=password) as watcher:
+        watcher.connect()
+        watcher.subscribe("fleet/vehicle-0002/events", qos=1)
+        publish(stack, "vehicle-0002", range(2))  # telemetry() puts vehicles in Munich, inside the yard
+        (event,) = watcher.expect(1, timeout=20)
+    assert (json.loads(event.payload)["type"], json.loads(event.payload)["geofence"]) == ("geofence_enter", "yard")
 
     # Restarting the store keeps its data (named volume).
     stack.restart(["influxdb"])

@@ -19,7 +19,7 @@ from ecokit.testing import write_project
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 # Every command that reports: (command path, extra arguments that make it run without a server).
 REPORTING = [("up",), ("status",), ("doctor",), ("certs", "check"), ("devices", "list"), ("devices", "add"),
-             ("query",), ("replay",), ("conformance",), ("ps",)]
+             ("query",), ("replay",), ("conformance",), ("ps",), ("geofences", "list"), ("geofences", "import")]
 
 
 @pytest.fixture(autouse=True)

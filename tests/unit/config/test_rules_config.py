@@ -25,9 +25,9 @@ def _error(tmp_path: Path, rules: dict[str, Any]) -> str:
     return str(info.value)
 
 
-def test_default_stack_has_telemetry_status_and_archive_rules() -> None:
+def test_default_stack_has_telemetry_status_events_alerts_and_archive_rules() -> None:
     rules = StackConfig().rules
-    assert list(rules) == ["telemetry", "status", "archive"]
+    assert list(rules) == ["telemetry", "status", "events", "alerts", "archive"]
     tel = rules["telemetry"]
     assert tel.topic == "fleet/+/telemetry"
     assert tel.measurement == "telemetry"
@@ -47,7 +47,7 @@ def test_default_stack_has_telemetry_status_and_archive_rules() -> None:
 def test_a_default_rule_is_merged_and_null_deletes(tmp_path: Path) -> None:
     config = _load(tmp_path, {"rules": {"telemetry": {"fields": {"heading": None, "fuel": {"max": 120}}},
                                         "status": None}})
-    assert list(config.rules) == ["telemetry", "archive"]
+    assert list(config.rules) == ["telemetry", "events", "alerts", "archive"]
     assert "heading" not in config.rules["telemetry"].fields
     assert config.rules["telemetry"].fields["fuel"].max == 120
     assert config.rules["telemetry"].fields["fuel"].min == 0

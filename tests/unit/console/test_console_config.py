@@ -70,7 +70,12 @@ def test_the_plan_runs_the_console_with_its_own_user_token_and_reader(tmp_path: 
     assert config["bridge_metrics"].endswith(f":{stack.config.service_ports.bridge}/metrics")
     assert json.loads(files["devices.json"].content) == {"devices": [
         {"id": "vehicle-0001", "client_cert": False}, {"id": "vehicle-0002", "client_cert": False}]}
-    assert spec.reloadable == ("devices.json",)
+    assert spec.reloadable == ("devices.json", "geofences.geojson")
+    # Locally the console edits the project's geofence file itself (the processor watches it).
+    assert config["geofences"] == {"path": str(stack.geofences_file.resolve()), "writable": True}
+    docker = next(s for s in stack.plan("docker") if s.name == "console")
+    docker_config = json.loads(next(f for f in docker.files if f.relpath == "console.json").content)
+    assert docker_config["geofences"] == {"path": "/ecokit/config/console/geofences.geojson", "writable": False}
     assert spec.reload_signal == "SIGHUP"
     assert spec.probe is not None
     assert spec.probe.path == "/readyz"

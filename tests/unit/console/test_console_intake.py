@@ -71,3 +71,29 @@ def test_a_bug_costs_one_message_not_the_intake(intake: Intake, monkeypatch: pyt
                    ("fleet/v3/telemetry", telemetry("v3"), 0, False, 0)])
     assert sorted(intake.store.ids()) == ["v1", "v3"]
     assert intake.errors == {"internal": 1}
+
+
+def test_processor_events_and_alerts_become_feed_entries_with_known_keys_only() -> None:
+    events: list[dict[str, Any]] = []
+    it = Intake(MqttSettings(host="127.0.0.1", port=1, username="ecokit-console", password="x"), client_id="test",
+                store=FleetStore(100), rate=RateMeter(), latency=LatencyWindow(), on_online=lambda ids: None,
+                metrics=IntakeMetrics(CollectorRegistry()), log=logging.getLogger("test"), on_event=events.append)
+    enter = {"v": 1, "vehicle": "v1", "type": "geofence_enter", "geofence": "depot", "name": "Depot", "tags": ["d"],
+             "ts": 1_700_000_000_000, "confirmed_ts": 1_700_000_000_000, "lat": 48.8, "lng": 2.3,
+             "source": "processor", "extra": "x" * 1000}
+    alert = {"alert": "fast", "state": "firing", "severity": "warning", "condition": "speed > 1", "subject": "speed",
+             "ts": 1_700_000_001_000, "since": 1_700_000_000_000, "value": 3.5}
+    acks = it.handle([
+        ("fleet/v1/events", json.dumps(enter).encode(), 1, False, 1),
+        ("fleet/v1/alerts", json.dumps(alert).encode(), 1, False, 2),
+        ("fleet/v1/alerts", b"[1, 2]", 1, False, 3),
+        ("fleet/v1/events", json.dumps({"type": "geofence_exit"}).encode(), 1, False, 4),
+        ("fleet/bad+id/events", json.dumps(enter).encode(), 1, False, 5),
+    ])
+    assert acks == [1, 2, 3, 4, 5]
+    assert [e["kind"] for e in events] == ["geofence", "alert"]
+    assert events[0] == {k: v for k, v in enter.items() if k not in ("v", "vehicle", "source", "extra")} | {
+        "kind": "geofence", "vehicle": "v1"}
+    assert events[1]["value"] == 3.5
+    assert it.errors == {"bad_event": 2, "bad_topic": 1}
+    assert len(it.store) == 0  # events never create vehicles

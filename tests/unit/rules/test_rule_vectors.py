@@ -98,7 +98,7 @@ def test_vectors_cover_every_reason_and_rule() -> None:
     reasons = {r[1] for c in CASES for r in c.get("rejections", [])}
     assert reasons == {"not_json", "missing_field", "wrong_type", "out_of_range", "bad_value"}
     rules = {r[0] for c in CASES for r in c.get("rejections", [])}
-    assert rules == {"telemetry", "status", "archive", "fuelwatch"}
+    assert rules == {"telemetry", "status", "events", "alerts", "archive", "fuelwatch"}
 
 
 def test_qos1_redelivery_gives_the_same_telemetry_point(engine: RuleEngine) -> None:

@@ -36,7 +36,10 @@ def test_every_rendered_service_file_validates_against_its_contract(tmp_path: Pa
     specs = {s.name: s for s in stack.plan(target) if s.name in CONTRACTS}
     assert set(specs) == set(CONTRACTS)
     for name, spec in specs.items():
-        (rendered,) = spec.files
+        rendered = spec.files[0]
+        assert rendered.relpath == f"{name}.json"
+        # The processor also gets the geofence file (reloadable); the rest only their config.
+        assert [f.relpath for f in spec.files[1:]] == (["geofences.geojson"] if name == "processor" else [])
         config = CONTRACTS[name].model_validate_json(rendered.content)
         assert config.render() == rendered.content  # the file is the model, byte for byte
         assert config.mqtt.tls is (profile != "plain")
@@ -44,6 +47,9 @@ def test_every_rendered_service_file_validates_against_its_contract(tmp_path: Pa
         if isinstance(config, BridgeServiceConfig):
             assert config.rules == stack.config.rules
             assert config.bridge == stack.config.bridge
+        if isinstance(config, ProcessorServiceConfig):
+            assert config.alerts == stack.config.alerts
+            assert config.geofences.path is not None
 
 
 def _bridge_file(tmp_path: Path) -> dict[str, object]:

@@ -69,6 +69,14 @@ export class Api {
     return this.request('PATCH', path, {body, params});
   }
 
+  put(path, body) {
+    return this.request('PUT', path, {body});
+  }
+
+  delete(path) {
+    return this.request('DELETE', path);
+  }
+
   // The console's endpoints (docs/console.md).
   config() { return this.get('api/config'); }
   stats() { return this.get('api/stats'); }
@@ -81,4 +89,10 @@ export class Api {
   commandTypes() { return this.get('api/command-types'); }
   commands(vehicle, limit = 10) { return this.get('api/commands', {vehicle, limit}); }
   sendCommand(vehicle, command, args = {}) { return this.post('api/commands', {vehicle, command, args}); }
+  geofences() { return this.get('api/geofences'); }
+  createGeofence(feature) { return this.post('api/geofences', feature); }
+  replaceGeofence(id, feature) { return this.put(`api/geofences/${encodeURIComponent(id)}`, feature); }
+  patchGeofence(id, changes) { return this.patch(`api/geofences/${encodeURIComponent(id)}`, changes); }
+  deleteGeofence(id) { return this.delete(`api/geofences/${encodeURIComponent(id)}`); }
+  events(limit = 50) { return this.get('api/events', {limit}); }
 }

@@ -5,7 +5,9 @@ import {Api, ApiError} from './api.js';
 import {CommandsPanel} from './commands.js';
 import {ConnectionView} from './connection.js';
 import {byId, setText} from './dom.js';
+import {EventFeed} from './events.js';
 import {Fleet} from './fleet.js';
+import {GeofenceLayer} from './geofences.js';
 import {PipelinePanel} from './pipeline.js';
 import {Sidebar} from './sidebar.js';
 import {Stream, streamUrl} from './stream.js';
@@ -121,6 +123,18 @@ async function main() {
   });
   const pipeline = new PipelinePanel();
   commands.loadTypes();
+  // Fences under the vehicles; the feed of their events (and alerts) in the sidebar.
+  const fences = new GeofenceLayer(map, api);
+  fences.load();
+  const feed = new EventFeed(api, {
+    nameOf: (id) => fences.nameOf(id),
+    onPick: (id) => {
+      if (!fleet.get(id)) return;
+      layer.focus(id);
+      layer.select(id);
+    },
+  });
+  feed.load();
 
   map.on('moveend', () => writeHash(map, layer.selected));
   document.addEventListener('keydown', (e) => {
@@ -175,8 +189,11 @@ async function main() {
         case 'command':
           commands.update(frame.command);
           break;
+        case 'event':
+          feed.add(frame.event);
+          break;
         default:
-          break; // ping, and frame types newer than this page (events: issue 15)
+          break; // ping, and frame types newer than this page
       }
     },
   });
