@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ecokit.mqtt import packets as p
 from ecokit.conformance import raw as mqtt_raw
+from ecokit.mqtt import packets as p
 from ecokit.mqtt.packets import PublishTemplate, Will
 from ecokit.mqtt.publisher import ConnectRefused, FastPublisher, PublisherLoop, PublishStats, Transport
 
