@@ -56,7 +56,11 @@ class BrokerConfig(Section):
         "auto", description="auto: ws/wss only where the broker build supports them"
     )
     password_iterations: int = Field(1000, ge=1, le=1_000_000,
-                                     description="PBKDF2-SHA512 rounds in the Mosquitto password file")
+                                     description="PBKDF2-SHA512 rounds in the Mosquitto password file for "
+                                                 "passwords written into devices.yaml / users.yaml")
+    generated_password_iterations: int = Field(
+        1, ge=1, le=1_000_000, description="PBKDF2-SHA512 rounds for the passwords ecokit generates (random "
+        "140-bit tokens, which rounds do not make harder to guess; they cost every connect)")
     log_verbose: bool = False
     sys_interval: int = Field(10, ge=1, le=3600,
                               description="seconds between Mosquitto's $SYS updates (what broker metrics show)")
