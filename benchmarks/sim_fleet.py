@@ -1,10 +1,12 @@
-"""5,000 vehicles at 1 msg/s each from one process, against a local Mosquitto.
+"""5,000 vehicles at 1 msg/s each from one process (or 20,000 from two), against a local Mosquitto.
 
-Starts a stack through ecokit (free ports, local runtime) with one registered device per
-vehicle, then runs the simulator in this process with each vehicle's own credentials.
+Starts a stack through ecokit (free ports, local runtime; the broker alone unless
+``--pipeline``) with one registered device per vehicle, then runs the simulator in this
+process (``--workers N``: in N forked processes) with each vehicle's own credentials.
 Prints: connect success, publish schedule drift (p50/p99/max), client-side memory per
-vehicle (RSS delta / vehicles: fleet + MQTT clients + offline queue), the process's CPU
-use, and what a subscriber received.
+vehicle (RSS delta / vehicles: fleet + MQTT clients + offline queue), the simulator's CPU
+while publishing (and per message), and what a subscriber received. ``--client paho`` runs
+the vehicles on paho instead of the fast path (the same run, the other client: compare).
 
 With ``--shadow`` every vehicle also keeps its device shadow (reports on connect and on
 change, syncs, applies desired.publish_interval; the stack runs the shadow service), and at
@@ -13,7 +15,11 @@ the shadow traffic, how many vehicles got their sync answer, and the time from t
 update to the vehicle's report of the new interval (update/accepted seen by a watcher).
 
     python benchmarks/sim_fleet.py --vehicles 5000 --seconds 60 --qos 1 [--shadow]
-    python benchmarks/sim_fleet.py --vehicles 20000 --workers 2 --seconds 60 --qos 1
+    python benchmarks/sim_fleet.py --vehicles 19900 --workers 2 --seconds 60 --qos 1
+    python benchmarks/sim_fleet.py --vehicles 4000 --interval 0.25 --client paho   # 16,000 msg/s, paho
+
+One Mosquitto serves every vehicle, and each vehicle is one of its sockets: the per-process
+open-file limit (``ulimit -Hn``) bounds the fleet (the script says so before it starts).
 """
 
 from __future__ import annotations
@@ -51,9 +57,19 @@ def main() -> None:
                          "is printed for 1 only")
     ap.add_argument("--desired-sample", type=int, default=20,
                     help="with --shadow: vehicles sent a desired publish_interval at mid-run")
+    ap.add_argument("--client", choices=("fast", "paho"), default="fast", help="each vehicle's MQTT client")
+    ap.add_argument("--sub-qos", type=int, choices=(0, 1), default=None,
+                    help="QoS of the counting subscriber (default: --qos); 0 spares the broker a PUBACK per "
+                         "message, the harness's own cost")
+    ap.add_argument("--pipeline", action="store_true",
+                    help="keep the bridge, processor and console on (every message also goes to InfluxDB)")
     args = ap.parse_args()
 
-    raise_nofile(args.vehicles * 2 + 1024)  # mosquitto inherits it too
+    limit = raise_nofile(args.vehicles * 2 + 1024)  # mosquitto inherits it too
+    if limit < args.vehicles + BROKER_RESERVE:
+        sys.exit(f"this machine allows {limit} open files per process (hard limit; raising it needs "
+                 f"CAP_SYS_RESOURCE): one Mosquitto serving {args.vehicles} vehicles needs about "
+                 f"{args.vehicles + BROKER_RESERVE}; at most {limit - BROKER_RESERVE} vehicles here")
 
     import gc
 
@@ -66,13 +82,16 @@ def main() -> None:
     from ecokit.testing import running_stack, write_project
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = write_project(Path(tmp) / "bench", devices=args.vehicles, stack="bench-fleet",
-                            extra={"broker": {"password_iterations": 1000}})
+        extra: dict[str, Any] = {"broker": {"password_iterations": 1000}}
+        if not args.pipeline:
+            extra.update(bridge={"enabled": False}, processor={"enabled": False}, console={"enabled": False})
+        cfg = write_project(Path(tmp) / "bench", devices=args.vehicles, stack="bench-fleet", extra=extra)
         t = time.monotonic()
         with running_stack(cfg) as stack:
             print(f"stack up in {time.monotonic() - t:.1f}s: {stack.broker_endpoints()['mqtt']}; "
-                  f"{args.vehicles} vehicles every {args.interval:g}s for {args.seconds:g}s at QoS {args.qos}; "
-                  f"cpus {os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
+                  f"{args.vehicles} vehicles every {args.interval:g}s for {args.seconds:g}s at QoS {args.qos}, "
+                  f"{args.client} client, {args.workers} process(es), pipeline {'on' if args.pipeline else 'off'}; "
+                  f"cpus {os.cpu_count()}, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             conn = stack_connection(stack)
             admin = stack_connection(stack, as_admin=True).target  # the subscriber, as ecokit-admin
             ids = fleet_ids(stack, args.vehicles)
@@ -82,8 +101,9 @@ def main() -> None:
             received = Path(tmp) / "received.txt"
             with received.open("wb") as sink:
                 sub = subprocess.Popen(
-                    ["mosquitto_sub", "-h", admin.host, "-p", str(admin.port), "-u", user, "-P",
-                     password, "-t", "fleet/+/telemetry", "-q", str(args.qos), "-F", "%t"],
+                    ["mosquitto_sub", "-h", admin.host, "-p", str(admin.port), "-u", user, "-P", password,
+                     "-t", "fleet/+/telemetry", "-q", str(args.qos if args.sub_qos is None else args.sub_qos),
+                     "-F", "%t"],
                     stdout=sink, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
 
@@ -93,16 +113,25 @@ def main() -> None:
             samples: list[int] = []
             state: dict[str, float] = {}
 
+            from ecokit.bench.targets import broker_pid
+
+            others = {"broker": broker_pid(stack) or 0, "subscriber": sub.pid}
+
+            def sim_cpu() -> float:
+                return cpu_s() if args.workers == 1 else processes_cpu(sim.pids)
+
             def progress(s: Snapshot) -> None:
                 if s.phase == "publishing" and s.remaining is not None and "cpu0" not in state \
                         and s.elapsed > 0 and s.connected == s.target:
-                    state["cpu0"], state["t0"], state["produced0"] = cpu_s(), time.monotonic(), s.produced
+                    state["cpu0"], state["t0"], state["produced0"] = sim_cpu(), time.monotonic(), s.produced
+                    state.update({f"{k}0": processes_cpu([pid]) for k, pid in others.items()})
                 if s.phase == "publishing":
                     samples.append(rss_kb())
-                    state["cpu1"], state["t1"], state["produced1"] = cpu_s(), time.monotonic(), s.produced
+                    state["cpu1"], state["t1"], state["produced1"] = sim_cpu(), time.monotonic(), s.produced
+                    state.update({f"{k}1": processes_cpu([pid]) for k, pid in others.items()})
 
             settings = SimSettings(qos=args.qos, duration=args.seconds, queue_path=Path(tmp) / "q.sqlite",
-                                   status_interval=1.0, connect_timeout=120, shadow=args.shadow)
+                                   status_interval=1.0, connect_timeout=120, shadow=args.shadow, client=args.client)
             sim: Any = Simulator(fleet, conn.target, conn.auth, settings, progress=progress)
             if args.workers > 1:
                 from ecokit.sim.workers import WorkerFleet
@@ -139,14 +168,22 @@ def main() -> None:
                   + (f"received all {got}" if got >= summary.produced else f"received {got} of {summary.produced}"))
             print(f"schedule drift       p50 {summary.drift_ms['p50']:.2f} ms, p99 {summary.drift_ms['p99']:.2f} ms, "
                   f"max {summary.drift_ms['max']:.2f} ms")
+            per_message = cpu / rate * 1e6 if rate > 0 else 0.0
             if args.workers == 1:
                 print(f"memory per vehicle   {(steady - base) / args.vehicles:.1f} KB (RSS {base / 1024:.0f} MB -> "
                       f"{steady / 1024:.0f} MB median while publishing)")
-                print(f"simulator CPU        {cpu * 100:.0f}% of one core while publishing")
+                print(f"simulator CPU        {cpu * 100:.0f}% of one core while publishing, {per_message:.1f} us "
+                      "per message")
             else:
                 used = children_cpu() - children_before
-                print(f"simulator CPU        {args.workers} worker processes: {used:.1f} CPU s over the whole run "
-                      f"({used / total * 100:.0f}% of one core on average, connects included)")
+                print(f"simulator CPU        {args.workers} worker processes: {cpu * 100:.0f}% of one core while "
+                      f"publishing, {per_message:.1f} us per message; {used:.1f} CPU s over the whole run "
+                      "(connects included)")
+            window = max(1e-9, state.get("t1", 1) - state.get("t0", 0))
+            print("broker, subscriber   " + ", ".join(
+                f"{k} {(state.get(f'{k}1', 0) - state.get(f'{k}0', 0)) / window * 100:.0f}%" for k in others)
+                + " of one core while publishing (the same window)")
+            print(f"load average         {' '.join(f'{x:.2f}' for x in os.getloadavg())} after the run")
             print(f"acked {summary.acked}, reconnects {summary.reconnects}, errors {summary.errors}, "
                   f"queued left {summary.queued_left}, whole run {total:.1f}s")
             if args.shadow and args.workers == 1:
@@ -164,6 +201,22 @@ def main() -> None:
                     print(f"desired -> reported  failed: {probe['error']}")
             for line in summary.last_errors[-3:]:
                 print(f"  error: {line}")
+
+
+BROKER_RESERVE = 40  # Mosquitto's own descriptors (listeners, log, epoll, persistence) and the other clients
+
+
+def processes_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) of the live processes ``pids`` (the simulator workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def children_cpu() -> float:

@@ -140,6 +140,9 @@ class Principal:
     kind: Literal["service", "device", "user"]
     superuser: bool = False
     grants: tuple[Grant, ...] = field(default=())
+    # ecokit generated the password (a random token from the secret store), rather than someone
+    # writing it into the registry: how hard its stored hash needs to be (docs/DEVELOPING.md).
+    generated: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 from ecokit.acl import ADMIN_USER, REPLAY_USER
-from ecokit.config.registry import append_devices
 from ecokit.errors import ConfigError, StackNotRunning
 from ecokit.mqtt.fast import FastMqtt
 from ecokit.mqtt.target import BrokerTarget, ClientAuth, Connection
@@ -31,8 +30,7 @@ def register_devices(stack: Stack, count: int, *, prefix: str = "vehicle-") -> l
     width = max(4, len(str(len(taken) + count)))
     numbered = (f"{prefix}{n:0{width}d}" for n in itertools.count(1))
     wanted = list(itertools.islice((i for i in numbered if i not in taken), count))
-    added = append_devices(stack.devices_file, wanted)
-    stack.reload_registry()
+    added = stack.add_devices(wanted)
     stack.secret_values()
     if added and stack.current_runtime() is not None:
         stack.up()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,7 +20,7 @@ from ecokit.certs import CertAuthority, CertPaths, CertPolicy, CertReport, CertS
 from ecokit.config.loader import LoadedConfig, find_config_file, load_config
 from ecokit.config.model import StackConfig
 from ecokit.config.regions import parse_region
-from ecokit.config.registry import Device, User, load_devices, load_users
+from ecokit.config.registry import Device, User, append_devices, load_devices, load_users
 from ecokit.config.rules import retention_policies, retention_policy
 from ecokit.console.client import ConsoleEndpoint
 from ecokit.errors import ConfigError, PortInUse, RuntimeUnavailable, StackNotRunning
@@ -156,6 +156,19 @@ class Stack:
             self._users = users
         return self._users
 
+    def add_devices(self, ids: Iterable[str]) -> list[str]:
+        """Append devices to the registry (comments and layout kept); returns the ids added. The
+        registry is parsed once (it may hold 100,000 devices); their passwords are generated on
+        the next ``secret_values()``."""
+        registered = self.devices()
+        added = append_devices(self.devices_file, ids, registered=registered)
+        if added:
+            self._devices = [*registered, *(Device(id=i) for i in added)]
+            self._users = None  # a username may now clash with a device id
+            self._secret_values = None
+            self._plans.clear()
+        return added
+
     def reload_registry(self) -> None:
         self._devices = self._users = None
         self._secret_values = None
@@ -204,15 +217,17 @@ class Stack:
     def access_policy(self) -> AccessPolicy:
         values = self.secret_values()
         principals = [Principal(r.username, values[f"service/{r.username}"], "service",
-                                superuser=r.superuser, grants=r.grants) for r in SERVICE_ROLES]
-        principals += [Principal(d.id, self.device_password(d), "device") for d in self.devices()]
+                                superuser=r.superuser, grants=r.grants, generated=True) for r in SERVICE_ROLES]
+        principals += [Principal(d.id, self.device_password(d), "device", generated=d.password is None)
+                       for d in self.devices()]
         for user in self.users():
             from ecokit.acl import Grant
 
             grants = tuple([Grant("publish", t) for t in user.publish] +
                            [Grant("subscribe", t) for t in user.subscribe])
             principals.append(Principal(user.username, user.password or values[f"user/{user.username}"],
-                                        "user", superuser=user.superuser, grants=grants))
+                                        "user", superuser=user.superuser, grants=grants,
+                                        generated=user.password is None))
         return AccessPolicy(tuple(principals), anonymous=self.config.auth.anonymous, open=self.config.auth.open)
 
     # -- certificates ------------------------------------------------------------------

@@ -62,8 +62,6 @@ def add(ids: Annotated[list[str] | None, typer.Argument(help="device ids")] = No
         as_json: JsonOption = False, output: OutputOption = None,
         config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False) -> None:
     """Register devices; their passwords are generated into the stack's secrets."""
-    from ecokit.config.registry import append_devices
-
     if not ids and not count:
         raise UsageError("give device ids or --count N")
     stack = load_stack(config, profile)
@@ -73,8 +71,7 @@ def add(ids: Annotated[list[str] | None, typer.Argument(help="device ids")] = No
         width = max(4, len(str(len(taken) + count)))
         numbered = (f"{prefix}{n:0{width}d}" for n in itertools.count(1))
         wanted += list(itertools.islice((i for i in numbered if i not in taken), count))
-    added = append_devices(stack.devices_file, wanted)
-    stack.reload_registry()
+    added = stack.add_devices(wanted)
     stack.secret_values()  # generate their passwords now, in one locked write
     console = human(as_json)
     console.print(f"[green]added {len(added)}[/green] device(s) to {stack.devices_file}"

@@ -138,6 +138,9 @@ def simulate(
         "desired.publish_interval [default: on against a stack running the shadow service (simulator.shadow), "
         "off with --broker]", show_default=False)] = None,
     client_id_prefix: Annotated[str, typer.Option("--client-id-prefix", help="prefix of every client id")] = "",
+    client: Annotated[str | None, typer.Option(
+        "--client", help="each vehicle's MQTT client: fast (ecokit's fast path) or paho (the reference client) "
+        "[default: simulator.client, fast]", show_default=False)] = None,
     drain: Annotated[str, typer.Option("--drain", help="at the end, wait this long for acks and queues")] = "15s",
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=64,
                                          help="processes sharing the fleet (one event loop each; e.g. 2 for "
@@ -161,7 +164,7 @@ def simulate(
     overrides = {"simulator.rate": rate, "simulator.qos": qos, "simulator.jitter": jitter,
                  "simulator.region": region, "simulator.mqtt": "3.1.1" if mqtt_version == "311" else mqtt_version,
                  "simulator.session_expiry": session_expiry, "simulator.keepalive": keepalive,
-                 "simulator.queue_limit": queue_limit}
+                 "simulator.queue_limit": queue_limit, "simulator.client": client}
     stack = None
     try:
         stack = load_stack(config, profile, overrides)
@@ -193,8 +196,9 @@ def simulate(
         limit = (f"for {duration}" if duration else f"{count} message(s) each" if count else "until Ctrl-C")
         out.print(f"simulating [bold]{len(fleet)}[/bold] vehicle(s) in {run.region.describe()}, seed {seed}, "
                   f"{'flat out' if run.flat_out else f'every {simulator.rate}'}, QoS {settings.qos}, {limit}")
-        out.print(f"[dim]broker {connection.description}; MQTT {'5' if settings.protocol == 5 else '3.1.1'}, "
-                  f"offline queue {settings.queue_path}; device shadows {'on' if settings.shadow else 'off'}[/dim]")
+        out.print(f"[dim]broker {connection.description}; MQTT {'5' if settings.protocol == 5 else '3.1.1'} "
+                  f"({settings.client} client), offline queue {settings.queue_path}; "
+                  f"device shadows {'on' if settings.shadow else 'off'}[/dim]")
     _raise_nofile(len(fleet) * 2 + 256)
     status = _StatusLine(quiet or as_json)
     interrupted: list[str] = []

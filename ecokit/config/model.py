@@ -63,7 +63,11 @@ class BrokerConfig(Section):
                                                     "no client can take another's id and session (off only for "
                                                     "tests of MQTT itself)")
     password_iterations: int = Field(1000, ge=1, le=1_000_000,
-                                     description="PBKDF2-SHA512 rounds in the Mosquitto password file")
+                                     description="PBKDF2-SHA512 rounds in the Mosquitto password file for "
+                                                 "passwords written into devices.yaml / users.yaml")
+    generated_password_iterations: int = Field(
+        1, ge=1, le=1_000_000, description="PBKDF2-SHA512 rounds for the passwords ecokit generates (random "
+        "140-bit tokens, which rounds do not make harder to guess; they cost every connect)")
     log_verbose: bool = False
     sys_interval: int = Field(10, ge=1, le=3600,
                               description="seconds between Mosquitto's $SYS updates (what broker metrics show)")
@@ -204,6 +208,9 @@ class SimulatorConfig(Section):
     queue_limit: int = Field(10_000, ge=1, description="offline queue bound per vehicle")
     shadow: bool = Field(True, description="against the stack (when it runs the shadow service): vehicles "
                          "report to their device shadows and apply desired.publish_interval")
+    client: Literal["fast", "paho"] = Field(
+        "fast", description="each vehicle's MQTT client: fast (ecokit's fast path, about half paho's CPU per "
+        "message) or paho (the reference client)")
 
     @field_validator("rate", "jitter")
     @classmethod

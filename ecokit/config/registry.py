@@ -162,12 +162,14 @@ def _yaml_scalar(value: str) -> str:
     return value if plain_ok else json.dumps(value)
 
 
-def append_devices(path: Path, ids: Iterable[str]) -> list[str]:
+def append_devices(path: Path, ids: Iterable[str], *, registered: Iterable[Device] | None = None) -> list[str]:
     """Append devices to the registry without rewriting what is already there.
 
-    Returns the ids actually added (ids already present are skipped).
+    Returns the ids actually added (ids already present are skipped). ``registered``: the devices
+    the file holds, when the caller has just loaded them (the file is then not parsed again: with
+    100,000 devices a parse takes seconds).
     """
-    existing = {d.id.casefold(): d.id for d in load_devices(path)}
+    existing = {d.id.casefold(): d.id for d in (load_devices(path) if registered is None else registered)}
     new: list[str] = []
     for device_id in ids:
         try:
@@ -201,15 +203,22 @@ def append_devices(path: Path, ids: Iterable[str]) -> list[str]:
         text += "devices:\n"  # a new file, or one with comments only: keep them
         section = re.search(r"^devices:$", text, re.MULTILINE)
         assert section is not None
-    item = re.search(r"^( *)- ", text[section.end():], re.MULTILINE)
+    after = text[section.end():]
+    item = re.search(r"^( *)- ", after, re.MULTILINE)
     indent = item.group(1) if item else "  "
-    text += "".join(f"{indent}- id: {_yaml_scalar(device_id)}\n" for device_id in new)
-    try:
-        parsed = parse_yaml(text)
-        ok = isinstance(parsed, dict) and [d["id"] if isinstance(d, dict) else d
-                                           for d in parsed.get("devices") or []][-len(new):] == new
-    except yaml.YAMLError:
-        ok = False
+    lines = "".join(f"{indent}- id: {_yaml_scalar(device_id)}\n" for device_id in new)
+    # Appended lines extend the list when nothing but the list (indented lines, comments, and at
+    # indent 0 its own items) follows `devices:`; the new lines themselves must read as the ids.
+    # (Checked on the tail and the new lines: parsing 100,000 devices again would take seconds.)
+    other = r"(?![ \t\r]|#|$" + (r"|-(?:[ \t]|$)" if indent == "" else "") + ")"
+    ok = re.search("^" + other, after, re.MULTILINE) is None
+    if ok:
+        try:
+            parsed = parse_yaml("devices:\n" + lines)
+            ok = isinstance(parsed, dict) and [d["id"] for d in parsed["devices"]] == new
+        except (yaml.YAMLError, KeyError, TypeError):
+            ok = False
+    text += lines
     if not ok:
         raise ConfigError("cannot append devices without rewriting the file; add them by hand",
                           source=str(path))

@@ -68,6 +68,7 @@ class FastMqtt:
         self.read_size = read_size
         self.sock: socket.socket | None = None
         self._buf = bytearray()
+        self._view: memoryview | None = None  # the read buffer
         self._out = bytearray()
         self._last_sent = 0.0
         self._next_id = 0
@@ -259,14 +260,16 @@ class FastMqtt:
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             timeout = 0.0
         self.sock.settimeout(timeout if timeout > 0 else 0.0)
+        if self._view is None:  # recv_into one buffer: recv(256 KiB) allocates that much per read
+            self._view = memoryview(bytearray(self.read_size))
         try:
-            data = self.sock.recv(self.read_size)
+            n = self.sock.recv_into(self._view)
         except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
             return False
-        if not data:
+        if not n:
             raise ConnectionError(f"{self.host}:{self.port} closed the connection"
                                   + (f" (reason {self.disconnect_reason:#x})" if self.disconnect_reason else ""))
-        self._buf += data
+        self._buf += self._view[:n]
         return True
 
     def _read_control(self, deadline: float) -> tuple[int, bytearray] | None:

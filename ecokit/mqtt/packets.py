@@ -87,14 +87,29 @@ def packet(first: int, body: bytes) -> bytes:
     return bytes((first,)) + varint(len(body)) + body
 
 
+@dataclass(frozen=True)
+class Will:
+    """The message the broker publishes for a client whose connection ends without a DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
 def connect_packet(client_id: str, *, protocol: int = 5, clean_start: bool = True, keepalive: int = 30,
                    username: str | None = None, password: str | None = None, session_expiry: int = 0,
-                   receive_maximum: int = 65535) -> bytes:
+                   receive_maximum: int = 65535, will: Will | None = None) -> bytes:
     """CONNECT for MQTT 5 (``protocol=5``, with session expiry and receive maximum) or 3.1.1 (4)."""
     if protocol not in (4, 5):
         raise ValueError(f"MQTT protocol level {protocol}: expected 4 (3.1.1) or 5")
     flags = 0x02 if clean_start else 0
     payload = utf8(client_id)
+    if will is not None:
+        if will.qos not in (0, 1, 2):
+            raise ValueError(f"will QoS {will.qos}: expected 0, 1 or 2")
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
+        payload += (b"\x00" if protocol == 5 else b"") + utf8(will.topic) + utf8(will.payload)
     if username is not None:
         flags |= 0x80
         payload += utf8(username)
@@ -364,7 +379,7 @@ class WsReader:
         self.on_control = on_control
         self.closed = False
 
-    def feed(self, data: bytes, out: bytearray) -> None:
+    def feed(self, data: bytes | bytearray | memoryview, out: bytearray) -> None:
         buf = self._buf
         buf += data
         pos = 0

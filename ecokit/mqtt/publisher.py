@@ -13,9 +13,12 @@ window of unacknowledged publishes (the smaller of ours and the broker's Receive
 publishes beyond it wait in order); tcp, TLS, ws and wss; the time each connection step
 took (TCP, TLS handshake, websocket upgrade, CONNECT → CONNACK) and publish → acknowledgement
 latency; keepalive; resending unacknowledged publishes (DUP) after a reconnect; negative
-acknowledgements (MQTT 5 reason codes) counted as refusals. It does not subscribe: the bench
-subscribers and the bridge receive with ``ecokit.mqtt.fast``. paho stays wherever features
-(wills, offline queues, callbacks per message) matter more than rate.
+acknowledgements (MQTT 5 reason codes) counted as refusals; a last will; subscribing (SUBACK
+codes handed to a callback) and receiving at QoS 0/1/2 (``on_message``; a QoS 2 message is
+handed over once, however often it is sent before its PUBREL), which is what a simulated
+vehicle needs for its commands and shadow answers. The bench subscribers and the bridge receive
+with ``ecokit.mqtt.fast``; paho stays wherever features (MQTT 5 properties, enhanced auth,
+proxies) matter more than rate.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ from typing import Any
 
 from ecokit.errors import BrokerError
 from ecokit.mqtt import packets as p
-from ecokit.mqtt.packets import PublishTemplate
+from ecokit.mqtt.packets import PublishTemplate, Will
 
+# Reads go into one buffer per loop (recv_into): ``sock.recv(262144)`` allocates and releases
+# 256 KiB for each read, ~13 µs, which a read bringing one PUBACK (a vehicle's) cannot afford.
 READ_SIZE = 262_144
 
 
@@ -98,6 +103,7 @@ class PublishStats:
     received: int = 0  # PUBLISH packets the broker sent us (nothing subscribes; a resumed session may)
     ack_us: list[int] = field(default_factory=list)  # publish → acknowledgement, µs, in arrival order
     refusals: list[str] = field(default_factory=list)  # the first few, for the report
+    track_latency: bool = True  # keep publish -> acknowledgement times in ack_us (the owner drains them)
 
     def take_ack_latencies(self) -> list[int]:
         taken, self.ack_us = self.ack_us, []
@@ -120,6 +126,7 @@ class PublisherLoop:
         self._flush_pending = False
         self._timer: asyncio.TimerHandle | None = None
         self._addresses: dict[tuple[str, int], Any] = {}
+        self.read_buffer = memoryview(bytearray(READ_SIZE))  # every connection's reads (one thread)
 
     def start(self) -> None:
         if self._timer is None:
@@ -167,7 +174,8 @@ class FastPublisher:
     def __init__(self, group: PublisherLoop, transport: Transport, *, client_id: str, username: str | None = None,
                  password: str | None = None, protocol: int = 5, keepalive: int = 30, clean_start: bool = True,
                  session_expiry: int = 0, max_inflight: int = 100, stats: PublishStats | None = None,
-                 on_lost: Callable[[FastPublisher, str], None] | None = None) -> None:
+                 on_lost: Callable[[FastPublisher, str], None] | None = None, will: Will | None = None,
+                 on_message: Callable[[FastPublisher, str, bytes, int, bool], None] | None = None) -> None:
         if protocol not in (4, 5):
             raise ValueError(f"MQTT protocol level {protocol}: expected 4 (3.1.1) or 5")
         self.group = group
@@ -182,6 +190,8 @@ class FastPublisher:
         self.window = self.max_inflight
         self.stats = stats if stats is not None else PublishStats()
         self.on_lost = on_lost
+        self.will = will  # sent with every CONNECT (change it before a reconnect to update it)
+        self.on_message = on_message  # (connection, topic, payload, qos, retain) for each message received
         self.sock: socket.socket | None = None
         self.online = False
         self.session_present = False
@@ -199,6 +209,9 @@ class FastPublisher:
         self._connack: asyncio.Future[p.Connack] | None = None
         self._last_write = self._last_read = 0.0
         self._ping_sent = 0.0
+        self._subscribing: dict[int, Callable[[list[int]], None] | None] = {}  # SUBSCRIBE packet id -> on SUBACK
+        self._qos2_in: set[int] = set()  # QoS 2 messages received and handed over, awaiting their PUBREL
+        self._ending = False  # DISCONNECT queued: close once the socket took it
 
     # -- connecting -----------------------------------------------------------------------------
 
@@ -239,6 +252,8 @@ class FastPublisher:
         self.out.clear()
         self._wire.clear()
         self._writing = False
+        self._ending = False
+        self._subscribing.clear()
         self.disconnect_reason = None
         fut: asyncio.Future[p.Connack] = loop.create_future()
         self._connack = fut
@@ -248,7 +263,7 @@ class FastPublisher:
             self._take(leftover)
         self.out += p.connect_packet(self.client_id, protocol=self.protocol, clean_start=self.clean_start,
                                      keepalive=self.keepalive, username=self.username, password=self.password,
-                                     session_expiry=self.session_expiry)
+                                     session_expiry=self.session_expiry, will=self.will)
         self.flush()
         try:
             connack = await fut
@@ -265,6 +280,8 @@ class FastPublisher:
             raise ConnectRefused(f"{t.url} refused the connection of {who}: {why}",
                                  connack.reason)
         self.session_present = connack.session_present
+        if not connack.session_present:
+            self._qos2_in.clear()  # a new session: the broker forgot the QoS 2 exchanges it had open
         self.window = max(1, min(self.max_inflight, connack.receive_maximum))
         self.online = True
         self._last_read = self._last_write = time.monotonic()
@@ -377,11 +394,27 @@ class FastPublisher:
         return True
 
     def _packet_id(self) -> int:
-        inflight = self.inflight
+        inflight, subscribing = self.inflight, self._subscribing
         while True:
             self._next_id = self._next_id % 65535 + 1
-            if self._next_id not in inflight:
+            if self._next_id not in inflight and not (subscribing and self._next_id in subscribing):
                 return self._next_id
+
+    # -- subscribing ----------------------------------------------------------------------------
+
+    def subscribe(self, filters: list[tuple[str, int]],
+                  on_suback: Callable[[list[int]], None] | None = None) -> bool:
+        """SUBSCRIBE to (filter, QoS) pairs; ``on_suback`` gets the broker's codes (one per filter,
+        0x80 and above: refused). False when not connected (nothing was sent)."""
+        if not self.online:
+            return False
+        pid = self._packet_id()
+        self._subscribing[pid] = on_suback
+        self.out += p.subscribe_packet(pid, filters, protocol=self.protocol)
+        if not self._dirty:
+            self._dirty = True
+            self.group.mark_dirty(self)
+        return True
 
     def _write_qos(self, template: PublishTemplate, values: tuple[Any, ...], sent_ns: int, dup: bool = False) -> None:
         pid = self._packet_id()
@@ -463,6 +496,9 @@ class FastPublisher:
             self._lost(f"write failed: {exc}")
             return
         self._last_write = time.monotonic()
+        if not wire and self._ending:
+            self.close()  # the DISCONNECT is out
+            return
         if wire and not self._writing:
             self._writing = True
             self.group.loop.add_writer(sock.fileno(), self._on_writable)
@@ -479,10 +515,18 @@ class FastPublisher:
         sock = self.sock
         if sock is None:
             return
+        view = self.group.read_buffer
+        data: memoryview | bytearray
         try:
-            data = sock.recv(READ_SIZE)
-            while isinstance(sock, ssl.SSLSocket) and sock.pending():
-                data += sock.recv(READ_SIZE)
+            n = sock.recv_into(view)
+            data = view[:n]
+            if n and isinstance(sock, ssl.SSLSocket) and sock.pending():
+                data = bytearray(data)  # TLS records decrypted but not yet read
+                while sock.pending():
+                    n = sock.recv_into(view)
+                    if not n:
+                        break
+                    data += view[:n]
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError as exc:
@@ -494,7 +538,8 @@ class FastPublisher:
             return
         self._take(data)
 
-    def _take(self, data: bytes) -> None:
+    def _take(self, data: bytes | bytearray | memoryview) -> None:
+        """Bytes from the socket (``data`` is only valid during this call: the loop's read buffer)."""
         self._last_read = time.monotonic()
         buf = self._in
         if self._ws is not None:
@@ -512,7 +557,7 @@ class FastPublisher:
     def _handle(self, buf: bytearray, found: list[p.Found]) -> None:
         inflight = self.inflight
         stats = self.stats
-        ack_us = stats.ack_us
+        ack_us = stats.ack_us if stats.track_latency else None
         now_ns = 0
         freed = False
         for kind, flags, body, end in found:
@@ -521,9 +566,10 @@ class FastPublisher:
                 entry = inflight.pop(pid, None)
                 if entry is None:
                     continue
-                if not now_ns:
-                    now_ns = time.time_ns()
-                ack_us.append((now_ns - entry[2]) // 1000)
+                if ack_us is not None:
+                    if not now_ns:
+                        now_ns = time.time_ns()
+                    ack_us.append((now_ns - entry[2]) // 1000)
                 stats.acked += 1
                 freed = True
                 if end - body > 2 and buf[body + 2] >= 0x80:
@@ -536,9 +582,10 @@ class FastPublisher:
                     continue
                 if end - body > 2 and buf[body + 2] >= 0x80:
                     del inflight[pid]
-                    if not now_ns:
-                        now_ns = time.time_ns()
-                    ack_us.append((now_ns - entry[2]) // 1000)
+                    if ack_us is not None:
+                        if not now_ns:
+                            now_ns = time.time_ns()
+                        ack_us.append((now_ns - entry[2]) // 1000)
                     stats.acked += 1
                     freed = True
                     self._refused(entry[0], buf[body + 2])
@@ -548,12 +595,23 @@ class FastPublisher:
             elif kind == p.PUBLISH:
                 stats.received += 1
                 qos = (flags >> 1) & 3
-                if qos:
-                    tlen = (buf[body] << 8) | buf[body + 1]
-                    pid = (buf[body + 2 + tlen] << 8) | buf[body + 3 + tlen]
-                    self.out += p.ack_packet(p.PUBACK if qos == 1 else p.PUBREC, pid)
+                tlen = (buf[body] << 8) | buf[body + 1]
+                pid = (buf[body + 2 + tlen] << 8) | buf[body + 3 + tlen] if qos else 0
+                if self.on_message is not None and not (qos == 2 and pid in self._qos2_in):
+                    self._deliver(buf, body, tlen, end, qos, bool(flags & 1))
+                if qos == 1:
+                    self.out += p.ack_packet(p.PUBACK, pid)
+                elif qos == 2:
+                    self._qos2_in.add(pid)
+                    self.out += p.ack_packet(p.PUBREC, pid)
             elif kind == p.PUBREL:
-                self.out += p.ack_packet(p.PUBCOMP, (buf[body] << 8) | buf[body + 1])
+                pid = (buf[body] << 8) | buf[body + 1]
+                self._qos2_in.discard(pid)
+                self.out += p.ack_packet(p.PUBCOMP, pid)
+            elif kind == p.SUBACK:
+                on_suback = self._subscribing.pop((buf[body] << 8) | buf[body + 1], None)
+                if on_suback is not None:
+                    on_suback(p.suback_codes(buf, body, end, self.protocol))
             elif kind == p.CONNACK:
                 fut = self._connack
                 if fut is not None and not fut.done():
@@ -564,6 +622,15 @@ class FastPublisher:
                 self.disconnect_reason = buf[body] if end > body else 0
         if freed and self.held:
             self._release_held()
+
+    def _deliver(self, buf: bytearray, body: int, tlen: int, end: int, qos: int, retain: bool) -> None:
+        assert self.on_message is not None
+        i = body + 2 + tlen + (2 if qos else 0)
+        if self.protocol == 5:
+            length, i = p.read_varint(buf, i)
+            i += length
+        topic = bytes(buf[body + 2:body + 2 + tlen]).decode("utf-8", "replace")
+        self.on_message(self, topic, bytes(buf[i:end]), qos, retain)
 
     def _refused(self, template: PublishTemplate, reason: int) -> None:
         self.stats.refused += 1
@@ -609,6 +676,17 @@ class FastPublisher:
                 sock.close()
         self._writing = False
         self._ws = None
+
+    def end(self) -> None:
+        """Queue a DISCONNECT (the broker then drops the will) and close once the socket took it.
+        The connection is offline at once; ``on_lost`` is not called for an end we asked for."""
+        if self.sock is None or not self.online:
+            self.close()
+            return
+        self.online = False
+        self._ending = True
+        self.out += p.DISCONNECT_PACKET
+        self.flush()
 
     async def disconnect(self, timeout: float = 2.0) -> None:
         """Send what is queued and a DISCONNECT, wait (up to ``timeout``) until written, close."""

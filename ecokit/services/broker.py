@@ -8,7 +8,7 @@ import hmac
 from collections.abc import Callable
 
 from ecokit.acl import HEALTH_USER, SERVICE_TOPICS, USERNAME, AccessPolicy, Grant, Principal
-from ecokit.config.model import TLS13_CIPHERS
+from ecokit.config.model import TLS13_CIPHERS, StackConfig
 from ecokit.render import render_template
 from ecokit.services.context import (
     EMQX_API_SECRET,
@@ -120,20 +120,27 @@ def mosquitto_acl_lines(policy: AccessPolicy, who: Callable[[Principal], bool] =
     return blocks
 
 
+def password_iterations(cfg: StackConfig, principal: Principal) -> int:
+    """PBKDF2 rounds for a principal's Mosquitto hash: few for the random tokens ecokit generates
+    (rounds only slow down guessing a weak password), the configured count for the ones people wrote."""
+    b = cfg.broker
+    return b.generated_password_iterations if principal.generated else b.password_iterations
+
+
 def mosquitto(ctx: PlanContext) -> ServiceSpec:
     cfg = ctx.config
     seed = ctx.secret(HASH_SEED)
-    iterations = cfg.broker.password_iterations
-    def hashed(p: Principal) -> str:
-        return ctx.hashes.get(seed, p.username, p.password, iterations, lambda: mosquitto_password_hash(
-            p.password, deterministic_salt(seed, p.username), iterations))
+
+    def compute(username: str, password: str, iterations: int) -> str:
+        return mosquitto_password_hash(password, deterministic_salt(seed, username), iterations)
 
     principals = sorted(ctx.policy.principals, key=lambda p: p.username)
-    ctx.hashes.prefill(seed, [(p.username, p.password) for p in principals], iterations,
-                       lambda user, pw: mosquitto_password_hash(pw, deterministic_salt(seed, user), iterations))
+    hashes = dict(zip((p.username for p in principals),
+                      ctx.hashes.hash_all(seed, [(p.username, p.password, password_iterations(cfg, p))
+                                                 for p in principals], compute), strict=True))
 
     def passwd(who: Callable[[Principal], bool]) -> bytes:
-        return "".join(f"{p.username}:{hashed(p)}\n" for p in filter(who, principals)).encode()
+        return "".join(f"{p.username}:{hashes[p.username]}\n" for p in filter(who, principals)).encode()
 
     def is_service(p: Principal) -> bool:
         return p.kind == "service"

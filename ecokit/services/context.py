@@ -151,32 +151,25 @@ class PasswordHashes:
             self._saved = dict(self._known)
         return self._known
 
-    def get(self, seed: str, username: str, password: str, iterations: int,
-            compute: Callable[[], str]) -> str:
-        key = self._key(seed, username, password, iterations)
+    def hash_all(self, seed: str, items: Sequence[tuple[str, str, int]],
+                 compute: Callable[[str, str, int], str]) -> list[str]:
+        """The hash of each (username, password, iterations), from the cache or computed; those not
+        cached yet are computed on a few threads when there are many (PBKDF2 releases the GIL, so a
+        first start with 10,000 new devices uses every core)."""
         known = self._load()
-        value = known.get(key)
-        if value is None:
-            value = known[key] = compute()
-        self._used[key] = value
-        return value
-
-    def prefill(self, seed: str, items: Sequence[tuple[str, str]], iterations: int,
-                compute: Callable[[str, str], str]) -> None:
-        """Compute the hashes of (username, password) pairs not cached yet, on a few threads: PBKDF2
-        releases the GIL, so a first start with 10,000 new devices uses every core."""
-        known = self._load()
-        missing = []
-        for username, password in items:
-            key = self._key(seed, username, password, iterations)
-            if key not in known:
-                missing.append((key, username, password))
+        keys = [self._key(seed, username, password, iterations) for username, password, iterations in items]
+        missing = [(key, item) for key, item in zip(keys, items, strict=True) if key not in known]
         if len(missing) < 64:
-            return  # not worth the threads; get() computes them
-        workers = min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ecokit-hash") as pool:
-            for (key, _, _), value in zip(missing, pool.map(lambda m: compute(m[1], m[2]), missing), strict=True):
-                known[key] = value
+            for key, item in missing:
+                known[key] = compute(*item)
+        else:
+            workers = min(8, os.cpu_count() or 1)
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ecokit-hash") as pool:
+                for (key, _), value in zip(missing, pool.map(lambda m: compute(*m[1]), missing), strict=True):
+                    known[key] = value
+        values = [known[key] for key in keys]
+        self._used.update(zip(keys, values, strict=True))
+        return values
 
     @staticmethod
     def _key(seed: str, username: str, password: str, iterations: int) -> str:

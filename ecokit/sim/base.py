@@ -2,7 +2,8 @@
 vehicle's session state, and the state every part reads (``SimulatorBase``).
 
 The Simulator is composed of one mixin per concern (as docker-py composes its API client):
-``session`` (connections, paho callbacks, sending, the offline queue, closing), ``schedule``
+``session`` (connections, sending, the offline queue, closing; each vehicle's MQTT connection
+is a link, ``ecokit.sim.links``: the fast path or paho), ``schedule``
 (when each fix is due), ``shadow_sync`` (device shadows), ``reporting`` (status line, summary);
 ``runner`` holds the public API, the run and command handling.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-
 from ecokit.errors import UsageError
-from ecokit.mqtt.loop import PahoLoop
 from ecokit.mqtt.target import BrokerTarget, ClientAuth
 from ecokit.sim.fleet import SimVehicle
+from ecokit.sim.links import CLIENTS, LinkDriver, VehicleLink
 from ecokit.sim.offline import OfflineQueue
 from ecokit.sim.shadow import VehicleShadow
 from ecokit.sim.stats import Snapshot, Stats
@@ -54,8 +52,11 @@ class SimSettings:
     status_interval: float = 0.5
     shadow: bool = False  # report to things/{id}/shadow and apply desired.publish_interval
     shadow_sync_timeout: float = 10.0  # before publishing: wait this long at most for the shadows' answers
+    client: str = "fast"  # each vehicle's MQTT client: "fast" (ecokit.mqtt.publisher) or "paho"
 
     def __post_init__(self) -> None:
+        if self.client not in CLIENTS:
+            raise UsageError(f"--client {self.client!r}: expected {' or '.join(CLIENTS)}")
         if self.qos not in (0, 1):
             raise UsageError(f"--qos {self.qos}: the simulator publishes telemetry at QoS 0 or 1")
         if self.protocol not in (4, 5):
@@ -69,33 +70,32 @@ class SimSettings:
 
 
 class VehicleSession:
-    """One vehicle's MQTT session: its client, connection state and what awaits acknowledgement."""
+    """One vehicle's MQTT session: its link (the connection), and the session's state."""
 
-    __slots__ = ("acks", "attempt", "auth", "client", "connack", "ever", "flushing", "index", "last_due", "next_dt",
-                 "online", "reconnecting", "seen_commands", "shadow", "started", "vehicle")
+    __slots__ = ("attempt", "auth", "ever", "flushing", "index", "last_due", "link", "next_dt", "online",
+                 "reconnecting", "seen_commands", "shadow", "vehicle")
 
-    def __init__(self, index: int, vehicle: SimVehicle, client: mqtt.Client, auth: ClientAuth) -> None:
+    link: VehicleLink
+
+    def __init__(self, index: int, vehicle: SimVehicle, auth: ClientAuth) -> None:
         self.index = index
         self.vehicle = vehicle
-        self.client = client
         self.auth = auth
         self.online = False
         self.flushing = False
         self.ever = False
         self.reconnecting = False
         self.attempt = 0
-        self.started = False  # connect() was called once; later attempts are reconnect()s
         self.last_due: float | None = None
         self.next_dt = 0.0  # simulated seconds to the next fix: the scheduled delay itself, so the
         # physics never sees clock arithmetic (same seed, same fixes, whatever the start time)
-        self.connack: asyncio.Future[bool] | None = None
         self.seen_commands: deque[str] | None = None
-        self.acks: dict[int, bool] | None = None  # QoS 1 messages waiting for their PUBACK
         self.shadow: VehicleShadow | None = None
 
     @property
     def inflight(self) -> int:
-        return len(self.acks) if self.acks else 0
+        """QoS 1 messages waiting for their PUBACK."""
+        return self.link.unacknowledged
 
 
 class SimulatorBase:
@@ -112,7 +112,7 @@ class SimulatorBase:
     queue: OfflineQueue | None
     discarded: int
     _loop: asyncio.AbstractEventLoop
-    _driver: PahoLoop
+    _links: LinkDriver
     _slots: asyncio.Semaphore
     _waiter: asyncio.Future[None] | None
     _stopping: bool
@@ -124,7 +124,7 @@ class SimulatorBase:
     _by_id: dict[str, VehicleSession]
     _heap: list[tuple[float, int, int]]
     _generation: list[int]
-    _tls_shared: ssl.SSLContext | None
+    _connected_at_end: int | None
     _jitter: random.Random
     _tasks: set[asyncio.Task[Any]]
 
@@ -157,7 +157,7 @@ class SimulatorBase:
     def _shadow_changes(self, dev: VehicleSession) -> None:
         raise NotImplementedError  # shadow_sync
 
-    def _on_message(self, client: mqtt.Client, dev: VehicleSession, msg: mqtt.MQTTMessage) -> None:
+    def link_message(self, dev: VehicleSession, topic: str, payload: bytes) -> None:
         raise NotImplementedError  # runner (commands and shadow answers)
 
 

@@ -80,6 +80,7 @@ class SimVehicle:
         self._jitter_rng = jitter_rng
         self.seq = 0
         self.topic = telemetry_topic(vehicle_id)
+        self._head = f'{{"v":{SCHEMA_VERSION},"vehicle":{json.dumps(vehicle_id)},"seq":'  # the same in every message
 
     # -- schedule ----------------------------------------------------------------------
 
@@ -105,11 +106,11 @@ class SimVehicle:
 
     def telemetry(self, fix: Fix, ts_ms: int) -> bytes:
         """The documented telemetry JSON for ``fix`` with the current sequence number."""
+        lat, lng, speed, heading, fuel, odometer, engine, status = fix[:8]
         return (
-            f'{{"v":{SCHEMA_VERSION},"vehicle":{json.dumps(self.id)},"seq":{self.seq},"ts":{ts_ms},'
-            f'"lat":{fix.lat:.6f},"lng":{fix.lng:.6f},"speed":{fix.speed_kmh:.1f},'
-            f'"heading":{fix.heading:.1f},"fuel":{fix.fuel_pct:.2f},"odometer":{fix.odometer_km:.3f},'
-            f'"engine":{"true" if fix.engine else "false"},"status":"{fix.status}"}}'
+            f'{self._head}{self.seq},"ts":{ts_ms},"lat":{lat:.6f},"lng":{lng:.6f},"speed":{speed:.1f},'
+            f'"heading":{heading:.1f},"fuel":{fuel:.2f},"odometer":{odometer:.3f},'
+            f'"engine":{"true" if engine else "false"},"status":"{status}"}}'
         ).encode()
 
     # -- state for commands and shadows ------------------------------------------------

@@ -103,7 +103,8 @@ def prepare(simulator: SimulatorConfig, request: SimRequest, *, stack: Stack | N
         qos=simulator.qos, protocol=5 if simulator.mqtt == "5" else 4, keepalive=simulator.keepalive,
         session_expiry=simulator.session_expiry, duration=request.duration, count=request.count,
         queue_path=queue_file, queue_limit=simulator.queue_limit, keep_queue=request.keep_queue, flat_out=flat_out,
-        client_id_prefix=request.client_id_prefix, drain_timeout=request.drain, shadow=shadow)
+        client_id_prefix=request.client_id_prefix, drain_timeout=request.drain, shadow=shadow,
+        client=simulator.client)
     fleet = build_fleet(FleetSpec(ids, region, request.seed, interval=interval if not flat_out else 1.0,
                                   jitter=jitter))
     return Simulation(fleet, connection, settings, region, flat_out, tuple(registered))

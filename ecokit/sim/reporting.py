@@ -17,6 +17,7 @@ class ReportingMixin(SimulatorBase):
             await asyncio.sleep(self.settings.status_interval)
             if self.queue is not None and self.queue.total_queued:
                 self.queue.commit()
+            self.stats.acked = self._links.acked
             self._report()
 
     def _report(self) -> None:
@@ -36,6 +37,8 @@ class ReportingMixin(SimulatorBase):
     def _summary(self) -> Summary:
         st, q = self.stats, self.queue
         assert q is not None
+        st.acked = self._links.acked
+        connected = st.connected if self._connected_at_end is None else self._connected_at_end
         h = st.drift_us
         drift = {"p50": h.get_value_at_percentile(50) / 1000, "p99": h.get_value_at_percentile(99) / 1000,
                  "max": h.get_max_value() / 1000} if h.get_total_count() else {}
@@ -43,7 +46,7 @@ class ReportingMixin(SimulatorBase):
         stopped = self._publish_stopped or time.monotonic()
         seconds = stopped - started
         return Summary(
-            vehicles=len(self._devices), connected_at_end=st.connected, ever_connected=st.ever_connected,
+            vehicles=len(self._devices), connected_at_end=connected, ever_connected=st.ever_connected,
             produced=st.produced, sent=st.sent, acked=st.acked, flushed=st.flushed, queued_left=q.size,
             dropped=q.total_dropped, reconnects=st.reconnects, disconnects=st.disconnects,
             connect_failures=st.connect_failures, errors=st.errors, commands=st.commands,

@@ -1,11 +1,11 @@
 """The simulator: a fleet of vehicles, one MQTT client each, on one asyncio event loop.
 
-Each vehicle keeps one paho client (stable client id, persistent session: clean start
-off with a session expiry, last will ``offline`` on its status topic) driven by
-:class:`~ecokit.mqtt.loop.PahoLoop`. A single scheduler emits every vehicle's
-telemetry at its due time (a heap of due times; drift = emission - due time). While a
-vehicle is disconnected its messages go to the SQLite offline queue; after it
-reconnects paho first re-sends what it had in flight, then the queue is flushed in
+Each vehicle keeps one MQTT connection, its link (stable client id, persistent session: clean
+start off with a session expiry, last will ``offline`` on its status topic): the fast path
+(``ecokit.mqtt.publisher``, the default) or paho, ``ecokit.sim.links``. A single scheduler
+emits every vehicle's telemetry at its due time (a heap of due times; drift = emission - due
+time). While a vehicle is disconnected its messages go to the SQLite offline queue; after it
+reconnects the link first re-sends what was unacknowledged, then the queue is flushed in
 order, and only then do new messages go straight out again. Reconnects back off
 exponentially with jitter. Commands are executed and acknowledged. With
 ``SimSettings.shadow`` each vehicle also keeps its device shadow (``ecokit.sim.shadow``):
@@ -26,14 +26,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-import paho.mqtt.client as mqtt
-
 from ecokit.errors import UsageError
-from ecokit.mqtt.loop import PahoLoop
 from ecokit.mqtt.target import BrokerTarget, ClientAuth
 from ecokit.sim.base import SimSettings, VehicleSession, _now_ms
 from ecokit.sim.commands import CommandError, ack_payload, command_id_of, execute, parse_command
 from ecokit.sim.fleet import SimVehicle, ack_topic
+from ecokit.sim.links import link_driver
 from ecokit.sim.offline import OfflineQueue
 from ecokit.sim.reporting import ReportingMixin
 from ecokit.sim.schedule import ScheduleMixin
@@ -66,7 +64,7 @@ class Simulator(SessionMixin, ScheduleMixin, ShadowSyncMixin, ReportingMixin):
         self._by_id = {}
         self._heap = []
         self._generation = []
-        self._tls_shared = None
+        self._connected_at_end = None
         self._jitter = random.Random()  # reconnect timing only: not part of the seeded content
         self._tasks = set()
         self._phase = "connecting"
@@ -103,8 +101,10 @@ class Simulator(SessionMixin, ScheduleMixin, ShadowSyncMixin, ReportingMixin):
     async def run(self) -> Summary:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._driver = PahoLoop(loop, connect_workers=min(32, self.settings.connect_concurrency))
-        self._driver.start()
+        s = self.settings
+        self._links = link_driver(s.client, loop, self.target, self, protocol=s.protocol, keepalive=s.keepalive,
+                                  session_expiry=s.session_expiry, connect_concurrency=s.connect_concurrency)
+        self._links.start()
         self.queue = OfflineQueue(self.settings.queue_path, limit_per_vehicle=self.settings.queue_limit)
         if not self.settings.keep_queue:
             self.discarded = self.queue.discard_all()
@@ -136,26 +136,25 @@ class Simulator(SessionMixin, ScheduleMixin, ShadowSyncMixin, ReportingMixin):
                 await ticker
             for task in list(self._tasks):
                 task.cancel()
-            self._driver.stop()
+            self._links.stop()
             self.queue.close()
         self._report()
         return self._summary()
 
-    # -- commands and shadow answers (paho's on_message, on the loop thread) ---------------
+    # -- commands and shadow answers (from the vehicle's link, on the loop thread) -------------
 
-    def _on_message(self, client: mqtt.Client, dev: VehicleSession, msg: mqtt.MQTTMessage) -> None:
+    def link_message(self, dev: VehicleSession, topic: str, payload: bytes) -> None:
         started = time.perf_counter()
         vid = dev.vehicle.id
-        payload = bytes(msg.payload)
-        if msg.topic.startswith("things/"):
+        if topic.startswith("things/"):
             # Shadow answers (also those an earlier run's session still subscribes to).
-            if dev.shadow is not None and dev.shadow.wants(msg.topic):
-                self._shadow_message(dev, msg.topic, payload)
+            if dev.shadow is not None and dev.shadow.wants(topic):
+                self._shadow_message(dev, topic, payload)
             return
         try:
             cmd = parse_command(payload)
         except CommandError as exc:
-            self.stats.error(f"{vid}: bad command on {msg.topic}: {exc}")
+            self.stats.error(f"{vid}: bad command on {topic}: {exc}")
             self._ack(dev, command_id_of(payload), "error", str(exc), started)
             return
         seen = dev.seen_commands

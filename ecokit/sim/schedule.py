@@ -91,7 +91,7 @@ class ScheduleMixin(SimulatorBase):
             progressed = False
             still = []
             for dev in active:
-                if dev.online and not dev.flushing and dev.inflight < 50 and not dev.client.want_write():
+                if dev.online and not dev.flushing and dev.inflight < 50 and not dev.link.write_pending:
                     self._emit(dev, dev.vehicle.next_delay() if dev.vehicle.seq else 0.0)
                     progressed = True
                 if not self._done(dev):

@@ -1,57 +1,35 @@
-"""The Simulator's sessions: one paho client per vehicle on one asyncio loop (persistent
-session, last will, reconnects with backoff), sending in order (live, or through the offline
-queue while disconnected), and the end of a run (drain, goodbye on the status topic, close)."""
+"""The Simulator's sessions: one link per vehicle (``ecokit.sim.links``: the fast path or paho) on
+one asyncio loop (persistent session, last will, reconnects with backoff), sending in order (live,
+or through the offline queue while disconnected), and the end of a run (drain, goodbye on the
+status topic, close)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
 import uuid
-from typing import Any
 
-import paho.mqtt.client as mqtt
-
-from ecokit.mqtt.loop import backoff_delay, new_paho_client, persistent_connect_args
-from ecokit.mqtt.target import ClientAuth
+from ecokit.mqtt.loop import backoff_delay
+from ecokit.mqtt.packets import Will
+from ecokit.mqtt.publisher import ConnectRefused
 from ecokit.sim.base import FLUSH_WINDOW, SimulatorBase, VehicleSession, _now_ms
 from ecokit.sim.fleet import BROADCAST_COMMANDS, commands_topic, status_payload, status_topic
 from ecokit.sim.shadow import VehicleShadow
 
 
 class SessionMixin(SimulatorBase):
-    """Connections, paho callbacks, sending and closing."""
-
-    def _tls_context(self, auth: ClientAuth) -> ssl.SSLContext:
-        if auth.client_cert is None:
-            if self._tls_shared is None:
-                self._tls_shared = self.target.tls_context()
-            return self._tls_shared
-        return self.target.tls_context(auth.client_cert)
+    """Connections, sending and closing; the links' events (``ecokit.sim.links.LinkEvents``)."""
 
     def _build_devices(self) -> None:
         s = self.settings
         run = uuid.uuid4().hex[:8]  # client tokens: unique per run and vehicle, short (5,000 of them)
         for index, vehicle in enumerate(self.fleet):
             auth = self.auth(vehicle.id)
-            client = new_paho_client(s.client_id_prefix + vehicle.id, protocol=s.protocol, clean_start=False,
-                                     websocket_path=self.target.websocket_path)
-            client.user_data_set(None)
-            if auth.username is not None:
-                client.username_pw_set(auth.username, auth.password)
-            if self.target.tls:
-                client.tls_set_context(self._tls_context(auth))
-            dev = VehicleSession(index, vehicle, client, auth)
+            dev = VehicleSession(index, vehicle, auth)
+            dev.link = self._links.link(dev, s.client_id_prefix + vehicle.id, auth)
             if s.shadow:
                 dev.shadow = VehicleShadow(vehicle, self._shadow_interval, token_prefix=f"{run}-{index:x}")
-            client.user_data_set(dev)
-            client.on_connect = self._on_connect
-            client.on_disconnect = self._on_disconnect
-            client.on_message = self._on_message
-            client.on_publish = self._on_publish
-            client.on_subscribe = self._on_subscribe
-            self._driver.attach(client)
             self._devices.append(dev)
             self._by_id[vehicle.id] = dev
             self._generation.append(0)
@@ -70,40 +48,34 @@ class SessionMixin(SimulatorBase):
             await self._sync_shadows()
 
     async def _connect(self, dev: VehicleSession) -> None:
-        s, client = self.settings, dev.client
+        s, vid, url = self.settings, dev.vehicle.id, self.target.url
         dev.reconnecting = True
         ok = False
         try:
             async with self._slots:
                 if self._phase == "closing":
                     return
-                client.will_set(status_topic(dev.vehicle.id), status_payload(dev.vehicle.id, "offline", _now_ms()),
-                                qos=1, retain=True)
-                fut = dev.connack = self._loop.create_future()
+                will = Will(status_topic(vid), status_payload(vid, "offline", _now_ms()), qos=1, retain=True)
+                timeout = max(10.0, float(s.keepalive))
                 try:
-                    if not dev.started:
-                        dev.started = True
-                        await self._driver.connect(client, self.target.host, self.target.port,
-                                                   **persistent_connect_args(s.protocol, s.keepalive,
-                                                                             s.session_expiry))
-                    else:
-                        await self._driver.reconnect(client)
-                except (OSError, ssl.SSLError, ValueError) as exc:
-                    self.stats.connect_failures += 1
-                    if isinstance(exc, ssl.SSLError | ValueError):
-                        self.stats.error(f"{dev.vehicle.id}: cannot connect to {self.target.url}: {exc}")
-                    else:
-                        self.stats.last_errors.append(f"{dev.vehicle.id}: {self.target.url}: {exc}")
+                    session_present = await dev.link.connect(will, timeout)
+                except ConnectRefused as exc:
+                    self.stats.error(f"{vid}: {exc}")
                     return
-                try:
-                    ok = await asyncio.wait_for(asyncio.shield(fut), timeout=max(10.0, float(s.keepalive)))
                 except TimeoutError:
                     self.stats.connect_failures += 1
-                    self.stats.error(f"{dev.vehicle.id}: no CONNACK from {self.target.url}")
-                    with contextlib.suppress(Exception):
-                        client.disconnect()
+                    self.stats.error(f"{vid}: no CONNACK from {url} within {timeout:g}s")
+                    return
+                except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                    self.stats.connect_failures += 1
+                    if isinstance(exc, ssl.SSLError | ValueError):
+                        self.stats.error(f"{vid}: cannot connect to {url}: {exc}")
+                    else:
+                        self.stats.last_errors.append(f"{vid}: {url}: {exc}")
+                    return
+                ok = True
+                self._connected(dev, session_present)
         finally:
-            dev.connack = None
             dev.reconnecting = False
             if not (ok and dev.online):
                 self._retry(dev)
@@ -124,13 +96,8 @@ class SessionMixin(SimulatorBase):
             return
         self._spawn(self._connect(dev))
 
-    def _on_connect(self, client: mqtt.Client, dev: VehicleSession, flags: Any, reason: Any, props: Any) -> None:
-        fut = dev.connack
-        if reason.is_failure:
-            self.stats.error(f"{dev.vehicle.id}: {self.target.url} refused the connection: {reason}")
-            if fut is not None and not fut.done():
-                fut.set_result(False)
-            return
+    def _connected(self, dev: VehicleSession, session_present: bool) -> None:
+        """The CONNACK accepted the vehicle (the link already re-sent what was unacknowledged)."""
         vid = dev.vehicle.id
         first = not dev.ever
         if dev.ever:
@@ -141,58 +108,42 @@ class SessionMixin(SimulatorBase):
         self.stats.connected += 1
         self._publish(dev, status_topic(vid), status_payload(vid, "online", _now_ms()), 1, True)
         shadow = dev.shadow
-        if first or not flags.session_present:
+        if first or not session_present:
             # Once per run even with a session present: an earlier run may have had other
             # subscriptions (shadows off). One SUBSCRIBE for commands and shadow answers.
             topics = [(commands_topic(vid), 1), (BROADCAST_COMMANDS, 1)]
             if shadow is not None:
                 topics += [(t, 1) for t in shadow.subscriptions()]
-            client.subscribe(topics)
+            dev.link.subscribe(topics)
         if shadow is not None:
             # After the SUBSCRIBE on the same connection: the answers find the subscriptions.
             for message in shadow.connected():
                 self._publish(dev, message.topic, message.payload, message.qos)
             self.stats.shadow_reports += 1
         if self.queue is not None and self.queue.depth(vid):
-            # paho re-sends its in-flight messages right after this callback returns;
-            # the queue goes after them, so order is kept.
+            # What the link had unacknowledged went first; the queue goes after it, so order is kept.
             dev.flushing = True
             self._spawn(self._flush(dev))
-        if fut is not None and not fut.done():
-            fut.set_result(True)
 
-    def _on_disconnect(self, client: mqtt.Client, dev: VehicleSession, flags: Any, reason: Any, props: Any) -> None:
+    # -- what the links report (ecokit.sim.links.LinkEvents) -----------------------------------
+
+    def link_lost(self, dev: VehicleSession, why: str) -> None:
         if dev.online:
             dev.online = False
             self.stats.connected -= 1
             if self._phase != "closing":
                 self.stats.disconnects += 1
-        dev.flushing = False  # paho re-sends what was in flight after the next CONNACK
-        fut = dev.connack
-        if fut is not None and not fut.done():
-            fut.set_result(False)
+        dev.flushing = False  # the link re-sends what was unacknowledged after the next CONNACK
         if self._phase != "closing" and not dev.reconnecting:
             self._retry(dev)
 
-    def _on_publish(self, client: mqtt.Client, dev: VehicleSession, mid: int, reason: Any, props: Any) -> None:
-        acks = dev.acks
-        if acks is not None and acks.pop(mid, False):
-            self.stats.acked += 1
-
-    def _on_subscribe(self, client: mqtt.Client, dev: VehicleSession, mid: int, reasons: Any, props: Any) -> None:
-        for rc in reasons:
-            if getattr(rc, "is_failure", False):
-                self.stats.error(f"{dev.vehicle.id}: subscription to its commands or shadow refused: {rc}")
+    def link_problem(self, dev: VehicleSession, detail: str) -> None:
+        self.stats.error(f"{dev.vehicle.id}: {detail}")
 
     def _publish(self, dev: VehicleSession, topic: str, payload: bytes, qos: int, retain: bool = False) -> bool:
-        """Hand a message to paho; False if it could not take it (the connection just went)."""
-        info = dev.client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc == mqtt.MQTT_ERR_SUCCESS or (qos > 0 and info.rc == mqtt.MQTT_ERR_NO_CONN):
-            # A QoS 1 message paho could not write yet stays in its session and is re-sent.
-            if qos > 0 and info.mid is not None:
-                if dev.acks is None:
-                    dev.acks = {}
-                dev.acks[info.mid] = True
+        """Hand a message to the link; False if it could not take it (the connection just went).
+        A QoS 1 message the link could not write yet stays with it and is re-sent after a reconnect."""
+        if dev.link.publish(topic, payload, qos, retain):
             self.stats.sent += 1
             return True
         return False
@@ -209,7 +160,7 @@ class SessionMixin(SimulatorBase):
     async def _flush(self, dev: VehicleSession) -> None:
         queue, vid = self.queue, dev.vehicle.id
         assert queue is not None
-        await asyncio.sleep(0)  # let paho re-send its own in-flight messages first
+        await asyncio.sleep(0)  # the link re-sent its unacknowledged messages first
         while dev.online and dev.flushing:
             rows = queue.peek(vid, 100)
             if not rows:
@@ -238,6 +189,7 @@ class SessionMixin(SimulatorBase):
 
     async def _close(self) -> None:
         # Say goodbye on the status topic (a clean DISCONNECT suppresses the will), then go.
+        self._connected_at_end = self.stats.connected
         ts = _now_ms()
         online = [d for d in self._devices if d.online]
         for dev in online:
@@ -247,8 +199,10 @@ class SessionMixin(SimulatorBase):
         while any(d.inflight > 0 for d in online if d.online) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for dev in self._devices:
-            with contextlib.suppress(Exception):
-                dev.client.disconnect()
+            if dev.online:
+                dev.online = False
+                self.stats.connected -= 1
+            dev.link.end()
         deadline = time.monotonic() + 3.0
-        while any(d.online for d in self._devices) and time.monotonic() < deadline:
+        while any(d.link.open for d in self._devices) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

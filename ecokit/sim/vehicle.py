@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from ecokit.sim.routes import KMH, Route
 
@@ -53,9 +53,9 @@ PROFILES: dict[str, VehicleProfile] = {
 }
 
 
-@dataclass(frozen=True)
-class Fix:
-    """What the vehicle reports at one instant (plus the leg, for tests and tools)."""
+class Fix(NamedTuple):
+    """What the vehicle reports at one instant (plus the leg, for tests and tools). A named tuple:
+    one is made per message, and a frozen dataclass costs three times as much to build."""
 
     lat: float
     lng: float
@@ -119,10 +119,10 @@ class VehicleModel:
 
     def fix(self) -> Fix:
         lat, lng = self.route.position(self.leg, self.offset)
-        return Fix(lat=lat, lng=lng, speed_kmh=self.v / KMH, heading=self.route.bearings[self.leg],
-                   fuel_pct=100.0 * self.fuel_l / self.profile.tank_l, odometer_km=self.odometer_m / 1000.0,
-                   engine=self.engine, status=self.status, leg=self.leg,
-                   refuelling=self.dwell_kind == "refuel")
+        engine = self.engine
+        status: Status = ("moving" if self.v > STOP_SPEED else "idle") if engine else "parked"
+        return Fix(lat, lng, self.v / KMH, self.route.bearings[self.leg], 100.0 * self.fuel_l / self.profile.tank_l,
+                   self.odometer_m / 1000.0, engine, status, self.leg, self.dwell_kind == "refuel")
 
     # -- time --------------------------------------------------------------------------
 

@@ -123,6 +123,7 @@ class WorkerFleet:
         self.target, self.auth, self.settings = target, auth, settings
         self.progress = progress
         self.discarded = 0
+        self.pids: list[int] = []  # the worker processes, once started (for tools that watch them)
         self._stop = False
 
     def request_stop(self) -> None:
@@ -137,6 +138,8 @@ class WorkerFleet:
                                                      worker_queue(self.settings, index)),
                                name=f"ecokit-sim-{index}", daemon=True)
             proc.start()
+            if proc.pid is not None:
+                self.pids.append(proc.pid)
             theirs.close()
             procs.append(proc)
             conns.append(ours)

@@ -27,7 +27,6 @@ import yaml
 
 from ecokit.acl import ADMIN_USER
 from ecokit.clients import shadow_client
-from ecokit.config.registry import append_devices
 from ecokit.errors import ConfigError, EcokitError
 from ecokit.mqtt.tls import tls_context
 from ecokit.shadow.client import ShadowClient
@@ -126,8 +125,7 @@ class TestStack:
         """Register a fresh device and load it into the running broker (a reload, no restart)."""
         device_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
         with self._lock:
-            append_devices(self.stack.devices_file, [device_id])
-            self.stack.reload_registry()
+            self.stack.add_devices([device_id])
             self.stack.secret_values()
             if self.stack.config.tls.enabled:
                 self.stack.generate_certs()

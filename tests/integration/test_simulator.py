@@ -171,14 +171,15 @@ def test_duration_is_exact(stack5: Stack, tmp_path: Path) -> None:
         assert ts[-1] - ts[0] == pytest.approx(1250, abs=120)
 
 
-def test_broker_restart_during_a_qos1_run_loses_nothing(stack5: Stack, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["fast", "paho"])
+def test_broker_restart_during_a_qos1_run_loses_nothing(stack5: Stack, tmp_path: Path, client: str) -> None:
     from ecokit.runtime.local import LocalRuntime
 
     conn = stack_connection(stack5)
     fleet = build_fleet(FleetSpec(fleet_ids(stack5, 5), REGIONS["paris"], 7, interval=0.1))
     sim = Simulator(fleet, conn.target, conn.auth,
                     SimSettings(qos=1, duration=9.0, queue_path=tmp_path / "q.sqlite", backoff_min=0.2,
-                                backoff_max=1.0, drain_timeout=20))
+                                backoff_max=1.0, drain_timeout=20, client=client))
     runtime = stack5.runtime("local")
     assert isinstance(runtime, LocalRuntime)
     sub = admin_client(stack5, client_id=f"persistent-{uuid.uuid4().hex[:6]}", clean_start=False,
@@ -237,12 +238,15 @@ def test_queue_overflow_is_counted_never_silent(tmp_path: Path) -> None:
     assert summary.connect_failures >= 2
 
 
-def test_commands_are_executed_and_acked(stack5: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("client", ["fast", "paho"])
+def test_commands_are_executed_and_acked(stack5: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         client: str) -> None:
     conn = stack_connection(stack5)
     internal = stack_connection(stack5, as_admin=True)  # ecokit-admin: the internal listener
     admin = internal.auth("ecokit-admin")
     fleet = build_fleet(FleetSpec(fleet_ids(stack5, 3), REGIONS["paris"], 1, interval=0.2))
-    sim = Simulator(fleet, conn.target, conn.auth, SimSettings(qos=1, duration=8.0, queue_path=tmp_path / "q.db"))
+    sim = Simulator(fleet, conn.target, conn.auth,
+                    SimSettings(qos=1, duration=8.0, queue_path=tmp_path / "q.db", client=client))
     with admin_client(stack5) as sub:
         sub.connect()
         sub.subscribe("fleet/vehicle-0001/telemetry", qos=1)
@@ -300,14 +304,16 @@ def test_engine_stop_parks_the_vehicle(stack5: Stack, tmp_path: Path) -> None:
     assert got[-1]["speed"] == 0
 
 
-def test_status_online_then_last_will_when_the_process_dies(stack5: Stack, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["fast", "paho"])
+def test_status_online_then_last_will_when_the_process_dies(stack5: Stack, tmp_path: Path, client: str) -> None:
     config = stack5.project_dir / "ecokit.yaml"
     with admin_client(stack5) as sub:
         sub.connect()
         sub.subscribe("fleet/vehicle-0001/status", qos=1)
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         proc = subprocess.Popen([sys.executable, "-m", "ecokit", "simulate", "-c", str(config), "--vehicles", "1",
-                                 "--duration", "60s", "--quiet", "--queue", str(tmp_path / "q.sqlite")],
+                                 "--duration", "60s", "--quiet", "--queue", str(tmp_path / "q.sqlite"),
+                                 "--client", client],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         def next_device_status(timeout: float) -> dict[str, object]:
             # The fleet processor publishes its own view on the same topic; skip it.

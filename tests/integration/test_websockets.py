@@ -78,10 +78,13 @@ def test_bench_over_websockets_loses_nothing_and_times_the_upgrade(ws_stack: Sta
     assert ("tls_ms" in connect) == (scheme == "wss")
 
 
-def test_simulate_over_websockets(ws_stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("scheme", "client"), [("ws", "fast"), ("wss", "fast"), ("ws", "paho")])
+def test_simulate_over_websockets(ws_stack: Stack, capsys: pytest.CaptureFixture[str], scheme: str,
+                                  client: str) -> None:
     user, password = admin(ws_stack)
-    code = main(["simulate", "--broker", endpoint(ws_stack, "ws"), "--username", user, "--password", password,
-                 "--vehicles", "3", "--count", "3", "--rate", "100ms", "--no-shadow", "--json",
+    code = main(["simulate", "--broker", endpoint(ws_stack, scheme), "--username", user, "--password", password,
+                 *(["--ca", str(ws_stack.cert_paths.ca_cert)] if scheme == "wss" else []),
+                 "--vehicles", "3", "--count", "3", "--rate", "100ms", "--no-shadow", "--json", "--client", client,
                  "-c", str(ws_stack.project_dir / "ecokit.yaml")])
     captured = capsys.readouterr()
     assert code == 0, captured.err

@@ -223,6 +223,23 @@ def test_append_refuses_a_file_with_another_top_level_key_before_devices(tmp_pat
     assert path.read_text() == "# fleet\nvehicles:\n  - v1\n"
 
 
+@pytest.mark.parametrize("text", ["devices:\n  - v1\nextra: 1\n", "devices:\n- v1\nextra: 1\n",
+                                  "devices:\n- v1\n---\ndevices: []\n"])
+def test_append_refuses_what_follows_the_list_even_without_parsing_the_file_again(tmp_path: Path,
+                                                                                 text: str) -> None:
+    path = devices_file(tmp_path, text)
+    with pytest.raises(ConfigError, match="without rewriting the file"):
+        append_devices(path, ["v9"], registered=[Device(id="v1")])
+    assert path.read_text() == text
+
+
+def test_append_to_a_list_at_indent_zero(tmp_path: Path) -> None:
+    path = devices_file(tmp_path, "devices:\n- v1\n- id: v2\n  password: pw-of-v2-xyz\n# end\n")
+    assert append_devices(path, ["v3"], registered=load_devices(path)) == ["v3"]
+    assert path.read_text().endswith("# end\n- id: v3\n")
+    assert [d.id for d in load_devices(path)] == ["v1", "v2", "v3"]
+
+
 def test_a_comment_mentioning_devices_does_not_confuse_the_indentation(tmp_path: Path) -> None:
     original = "# devices: listed below\n# - example\ndevices:\n    - v1\n"
     path = devices_file(tmp_path, original)

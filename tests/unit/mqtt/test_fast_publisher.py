@@ -1,5 +1,6 @@
 """FastPublisher against a scripted broker in the test (a loopback asyncio server speaking just
-enough MQTT): windows, bulk acknowledgements, QoS 2, refusals, resending after a reconnect, ws."""
+enough MQTT): windows, bulk acknowledgements, QoS 2, refusals, resending after a reconnect, ws,
+the will, subscriptions and messages received (what a simulated vehicle needs)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from ecokit.conformance import raw as mqtt_raw
 from ecokit.mqtt import packets as p
-from ecokit.mqtt.packets import PublishTemplate
+from ecokit.mqtt.packets import PublishTemplate, Will
 from ecokit.mqtt.publisher import ConnectRefused, FastPublisher, PublisherLoop, PublishStats, Transport
 
 STAMP = struct.Struct("!IQ")
@@ -30,6 +32,9 @@ class Broker:
     websocket: bool = False
     publishes: list[tuple[int, int, bytes, bool]] = field(default_factory=list)  # (qos, pid, payload, dup)
     packets: list[int] = field(default_factory=list)
+    connect_bodies: list[bytes] = field(default_factory=list)
+    subscribed: list[bytes] = field(default_factory=list)  # SUBSCRIBE bodies
+    acks_seen: list[tuple[int, int]] = field(default_factory=list)  # (type, packet id) of the client's acks
     connects: int = 0
     held: list[int] = field(default_factory=list)
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
@@ -82,6 +87,7 @@ class Broker:
                 self.packets.append(kind)
                 if kind == p.CONNECT:
                     self.connects += 1
+                    self.connect_bodies.append(bytes(buf[body:stop]))
                     protocol = buf[body + 6]
                     props = b""
                     if protocol == 5:
@@ -109,7 +115,27 @@ class Broker:
                     send(p.ack_packet(p.PUBCOMP, struct.unpack_from("!H", buf, body)[0]))
                 elif kind == p.PINGREQ:
                     send(b"\xd0\x00")
+                elif kind == p.SUBSCRIBE:
+                    self.subscribed.append(bytes(buf[body:stop]))
+                    pid = struct.unpack_from("!H", buf, body)[0]
+                    # Granted at QoS 1, except filters under denied/ (Not authorized).
+                    i = body + 2 + (1 if protocol == 5 else 0)
+                    codes = b""
+                    while i < stop:
+                        n = struct.unpack_from("!H", buf, i)[0]
+                        topic = bytes(buf[i + 2:i + 2 + n])
+                        codes += b"\x87" if topic.startswith(b"denied/") else b"\x01"
+                        i += 3 + n
+                    props = b"\x00" if protocol == 5 else b""
+                    send(bytes((0x90, 2 + len(props) + len(codes))) + pid.to_bytes(2, "big") + props + codes)
+                elif kind in (p.PUBACK, p.PUBREC, p.PUBCOMP):
+                    self.acks_seen.append((kind, struct.unpack_from("!H", buf, body)[0]))
             del buf[:end]
+
+    def push(self, data: bytes) -> None:
+        """Send raw packets to every client."""
+        for w in self.writers:
+            w.write(data)
 
     def release(self) -> None:
         for w in self.writers:
@@ -265,6 +291,66 @@ def test_an_idle_connection_pings() -> None:
         await until(lambda: p.PINGREQ in broker.packets, timeout=3.0)
         await asyncio.sleep(0.1)
         assert conn.online
+        await conn.disconnect()
+
+    run(scenario)
+
+
+def test_the_will_goes_with_every_connect_as_the_raw_client_encodes_it() -> None:
+    for version in (4, 5):
+        will = Will("fleet/v1/status", b'{"state":"offline"}', qos=1, retain=True)
+        assert p.connect_packet("v1", protocol=version, clean_start=False, username="v1", password="pw",
+                                will=will) == mqtt_raw.connect("v1", version=version, clean=False, username="v1",
+                                                               password="pw", will=(will.topic, will.payload, 1, True))
+
+    async def scenario(broker: Broker, group: PublisherLoop, port: int) -> None:
+        conn = FastPublisher(group, Transport("127.0.0.1", port), client_id="v1", clean_start=False,
+                             session_expiry=60, will=Will("s/v1", b"first", qos=1, retain=True))
+        await conn.connect()
+        conn.close()
+        conn.will = Will("s/v1", b"second", qos=1, retain=True)  # a reconnect carries the will in force now
+        await conn.connect()
+        assert [body.endswith(payload) for body, payload in zip(broker.connect_bodies, (b"first", b"second"),
+                                                                strict=True)] == [True, True]
+        assert broker.connect_bodies[0][7] & 0x3E == 0x2C  # will, QoS 1, retain; no clean start
+        conn.end()
+        assert not conn.online
+        await until(lambda: conn.sock is None)
+        await until(lambda: broker.packets[-1] == p.DISCONNECT)
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_subscriptions_are_answered_and_messages_received_at_every_qos(protocol: int) -> None:
+    async def scenario(broker: Broker, group: PublisherLoop, port: int) -> None:
+        got: list[tuple[str, bytes, int, bool]] = []
+        answers: list[list[int]] = []
+        conn = FastPublisher(group, Transport("127.0.0.1", port), client_id="v2", protocol=protocol,
+                             on_message=lambda c, topic, payload, qos, retain: got.append((topic, payload, qos,
+                                                                                           retain)))
+        assert not conn.subscribe([("a/#", 1)])  # not connected: nothing sent
+        await conn.connect()
+        assert conn.subscribe([("cmd/v2", 1), ("denied/x", 1)], answers.append)
+        await until(lambda: bool(answers))
+        assert answers == [[0x01, 0x87]]
+        props = b"\x00" if protocol == 5 else b""
+        broker.push(mqtt_raw.publish("cmd/v2", b"zero", version=protocol, properties=props)
+                    + mqtt_raw.publish("cmd/v2", b"one", qos=1, packet_id=7, version=protocol, properties=props)
+                    + mqtt_raw.publish("cmd/v2", b"two", qos=2, packet_id=8, retain=True, version=protocol,
+                                       properties=props))
+        await until(lambda: len(got) == 3 and (p.PUBREC, 8) in broker.acks_seen)
+        # A QoS 2 message sent again before its PUBREL (DUP) is acknowledged, not handed over twice.
+        broker.push(mqtt_raw.publish("cmd/v2", b"two", qos=2, packet_id=8, retain=True, dup=True,
+                                     version=protocol, properties=props))
+        await until(lambda: broker.acks_seen.count((p.PUBREC, 8)) == 2)
+        broker.push(p.ack_packet(p.PUBREL, 8))
+        await until(lambda: (p.PUBCOMP, 8) in broker.acks_seen)
+        assert got == [("cmd/v2", b"zero", 0, False), ("cmd/v2", b"one", 1, False), ("cmd/v2", b"two", 2, True)]
+        assert (p.PUBACK, 7) in broker.acks_seen
+        # After the PUBREL the packet id is free again: a new message with it is a new message.
+        broker.push(mqtt_raw.publish("cmd/v2", b"again", qos=2, packet_id=8, version=protocol, properties=props))
+        await until(lambda: len(got) == 4)
         await conn.disconnect()
 
     run(scenario)

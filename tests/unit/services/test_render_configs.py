@@ -259,10 +259,14 @@ def test_password_file_verifies_every_principal(tmp_path: Path) -> None:
         assert not mosquitto_verify(line, principal.password + "x")
         assert principal.password not in line, "never the clear password"
         _, _, iterations, salt, digest = line.split(":", 1)[1].split("$")
-        assert int(iterations) == stack.config.broker.password_iterations
+        broker_cfg = stack.config.broker
+        assert int(iterations) == (broker_cfg.generated_password_iterations if principal.generated
+                                   else broker_cfg.password_iterations), principal.username
         assert len(base64.b64decode(salt)) == 12
         assert len(base64.b64decode(digest)) == 64
     assert mosquitto_verify(by_user["ops"], "ops-password-1")
+    assert by_user["ops"].split("$")[2] == "1000"  # written by someone: stretched
+    assert by_user["ecokit-admin"].split("$")[2] == "1"  # a generated 140-bit token: one round
     assert len({line.split("$")[3] for line in lines}) == len(lines), "one salt per user"
 
 
@@ -279,9 +283,12 @@ def test_password_check_agrees_with_mosquitto_passwd(tmp_path: Path) -> None:
 
 
 def test_password_iterations_come_from_the_config(tmp_path: Path) -> None:
-    stack = make_stack(tmp_path, extra={"broker": {"password_iterations": 5000}})
-    line = files(plan(stack)["broker"])["passwd"].splitlines()[0]
-    assert line.split("$")[2] == "5000"
+    stack = make_stack(tmp_path, extra={"broker": {"password_iterations": 5000,
+                                                   "generated_password_iterations": 101}})
+    rounds = {line.split(":", 1)[0]: line.split("$")[2]
+              for line in files(plan(stack)["broker"])["passwd"].splitlines()}
+    assert rounds.pop("ops") == "5000"
+    assert set(rounds.values()) == {"101"}
 
 
 def test_mosquitto_acl_has_a_block_per_user_with_rights_and_device_patterns(tmp_path: Path) -> None:
