@@ -24,7 +24,7 @@ import gc
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ecokit.errors import UsageError
 from ecokit.mqtt.target import BrokerTarget, ClientAuth
@@ -46,7 +46,8 @@ class Simulator(SessionMixin, ScheduleMixin, ShadowSyncMixin, ReportingMixin):
 
     def __init__(self, fleet: list[SimVehicle], target: BrokerTarget, auth: Callable[[str], ClientAuth],
                  settings: SimSettings, *, progress: Callable[[Snapshot], None] | None = None,
-                 on_interval: Callable[[SimVehicle, float], None] | None = None) -> None:
+                 on_interval: Callable[[SimVehicle, float], None] | None = None,
+                 start_gate: Callable[[], Awaitable[None]] | None = None) -> None:
         if not fleet:
             raise UsageError("the fleet is empty")
         self.fleet = fleet
@@ -55,6 +56,9 @@ class Simulator(SessionMixin, ScheduleMixin, ShadowSyncMixin, ReportingMixin):
         self.settings = settings
         self.progress = progress
         self.on_interval = on_interval
+        # Awaited between connecting and publishing: a worker of a split fleet waits there for
+        # the others, whose connects would otherwise compete with its first fixes for the CPU.
+        self.start_gate = start_gate
         self.stats = Stats(target=len(fleet))
         self._waiter = None
         self._stopping = False
@@ -113,6 +117,8 @@ class Simulator(SessionMixin, ScheduleMixin, ShadowSyncMixin, ReportingMixin):
         try:
             self._build_devices()
             await self._connect_all()
+            if self.start_gate is not None and not self._stopping:
+                await self.start_gate()
             self._phase = "publishing"
             # Thousands of long-lived vehicles and clients make every full garbage collection
             # a pause of ~100 ms in the middle of the schedule; move them out of its reach.

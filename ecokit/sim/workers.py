@@ -83,12 +83,24 @@ def _worker(conn: Connection, fleet: list[SimVehicle], target: BrokerTarget, aut
             with contextlib.suppress(OSError):
                 conn.send(("status", snap))
 
-    sim = Simulator(fleet, target, auth, settings, progress=progress)
+    go = asyncio.Event()
+
+    async def start_gate() -> None:
+        with contextlib.suppress(OSError):
+            conn.send(("connected",))
+        await go.wait()
+
+    sim = Simulator(fleet, target, auth, settings, progress=progress, start_gate=start_gate)
 
     async def main() -> Summary:
         loop = asyncio.get_running_loop()
-        loop.add_reader(conn.fileno(), lambda: _on_command(conn, sim))
-        signal.signal(signal.SIGTERM, lambda *_: sim.request_stop())
+        loop.add_reader(conn.fileno(), lambda: _on_command(conn, sim, go))
+
+        def terminate(*_: object) -> None:
+            sim.request_stop()
+            go.set()
+
+        loop.add_signal_handler(signal.SIGTERM, terminate)
         return await sim.run()
 
     try:
@@ -101,13 +113,14 @@ def _worker(conn: Connection, fleet: list[SimVehicle], target: BrokerTarget, aut
         conn.close()
 
 
-def _on_command(conn: Connection, sim: Simulator) -> None:
+def _on_command(conn: Connection, sim: Simulator, go: asyncio.Event) -> None:
     try:
         message = conn.recv()
     except (EOFError, OSError):
         message = ("stop",)  # the coordinator is gone
     if message[0] == "stop":
         sim.request_stop()
+    go.set()  # "go", or a stop: either way no longer wait for the other workers
 
 
 class WorkerFleet:
@@ -147,6 +160,9 @@ class WorkerFleet:
         summaries: dict[int, Summary] = {}
         errors: list[str] = []
         stop_sent = False
+        # Every worker publishes once all have connected their share (or failed): see start_gate.
+        connected: set[int] = set()
+        go_sent = False
         try:
             while len(summaries) + len(errors) < len(procs):
                 if self._stop and not stop_sent:
@@ -164,7 +180,9 @@ class WorkerFleet:
                             errors.append(f"simulator worker {index} exited (code {procs[index].exitcode})")
                             summaries[index] = None  # type: ignore[assignment]
                         continue
-                    if message[0] == "status":
+                    if message[0] == "connected":
+                        connected.add(index)
+                    elif message[0] == "status":
                         statuses[index] = message[1]
                         if self.progress is not None and len(statuses) == len(procs):
                             self.progress(merge_snapshots(list(statuses.values())))
@@ -174,6 +192,11 @@ class WorkerFleet:
                     elif message[0] == "error":
                         errors.append(f"simulator worker {index}: {message[1]}")
                         summaries[index] = None  # type: ignore[assignment]
+                if not go_sent and len(connected | set(summaries)) == len(procs):
+                    go_sent = True
+                    for i in connected - set(summaries):
+                        with contextlib.suppress(OSError):
+                            conns[i].send(("go",))
         finally:
             for c in conns:
                 with contextlib.suppress(OSError):
