@@ -111,6 +111,12 @@ class Archive:
                                      f"WHERE {self._where(start_ns, end_ns, filters)}"))
         return int(rows[0]["count"]) if rows else 0
 
+    def last_time(self, start_ns: int, end_ns: int, filters: Sequence[str] = ()) -> int | None:
+        """The time (ns) of the newest archived message in [start, end) matching ``filters``."""
+        rows = list(self.client.rows(f"SELECT last(qos) FROM {self.measurement} "
+                                     f"WHERE {self._where(start_ns, end_ns, filters)}"))
+        return int(rows[0]["time"]) if rows else None
+
     def _query(self, where: str, limit: int | None) -> list[ArchivedMessage]:
         q = f"SELECT payload, qos, retain, topic FROM {self.measurement} WHERE {where} ORDER BY time ASC"
         if limit:

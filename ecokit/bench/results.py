@@ -117,6 +117,9 @@ class BenchResult:
     errors: list[str] = field(default_factory=list)
     stopped_early: bool = False
     started_ns: int = 0  # when the first phase began, ns since the epoch (the timeline's t = 0)
+    last_send_ns: int = 0  # the last publish of the run, ns since the epoch
+    # What the stack's pipeline made of the run (ecokit.bench.pipeline): {} against a bare broker.
+    pipeline: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -135,7 +138,7 @@ class BenchResult:
             "total": self.total.to_dict(), "phases": [p.to_dict() for p in self.phases],
             "connections": self.connections, "broker": self.broker,
             "slo": [r.to_dict() for r in self.slo], "warnings": self.warnings, "errors": self.errors,
-            "timeline": self.timeline,
+            "pipeline": self.pipeline, "timeline": self.timeline,
         }
 
 
@@ -288,7 +291,7 @@ def build_result(*, scenario: str, description: str, run_id: str, target: str, s
     return BenchResult(scenario, description, run_id, target, started_at, settings, total, figures, connections,
                        broker or {}, timeline or [], verdicts, warnings, errors[-20:],
                        stopped_early=stopped_ns is not None or any(r.stopped_early for r in publishers),
-                       started_ns=t0_ns)
+                       started_ns=t0_ns, last_send_ns=max(last_send, default=0))
 
 
 def connect_summary(reports: Sequence[ConnectReport]) -> dict[str, Any]:

@@ -173,14 +173,3 @@ def require_devices(stack: Stack, count: int) -> None:
                          f"{len(stack.devices())}", hint=f"add --register, or `ecokit devices add --count "
                                                          f"{count - len(stack.devices())}`")
 
-
-def archived_by(stack: Stack, topic: str) -> list[str]:
-    """The stack's rules that would store a message on ``topic`` (with their filters), when its
-    pipeline runs: a bench against the stack then loads the bridge and InfluxDB too."""
-    from paho.mqtt.client import topic_matches_sub
-
-    config = stack.config
-    if config.broker.kind != "emqx" and not config.bridge.enabled:
-        return []
-    return [f"{name} ({rule.topic})" for name, rule in config.rules.items()
-            if rule.enabled and topic_matches_sub(rule.topic, topic)]

@@ -114,6 +114,9 @@ def bench(
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=64, help="publisher processes")] = 1,
     drain: Annotated[str, typer.Option("--drain", help="after the last phase, wait at most this long for "
                                                       "acknowledgements and deliveries")] = "10s",
+    pipeline: Annotated[bool, typer.Option("--pipeline", help="measure through the stack's pipeline: after the "
+                                           "run, count what the archive stored of it and how late (needs the "
+                                           "archive to take bench topics: rules.archive.exclude)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live status line")] = False,
     config: ConfigOption = None, profile: ProfileOption = None, debug: DebugOption = False,
 ) -> None:
@@ -156,12 +159,23 @@ def bench(
     if as_devices and chosen is not None:
         raise UsageError("--as-devices uses the stack's registered devices; it does not go with a broker URL")
 
+    if pipeline and (stack is None or chosen is not None):
+        raise UsageError("--pipeline measures the running stack's pipeline; it does not go with a broker URL")
+
     spec = original = find_scenario(scenario, bench_config)
     if as_devices and topic is None and spec.topic == "bench/{run}/{publisher}":
         topic = DEVICE_TOPIC
     spec = apply_overrides(spec, Overrides(
         duration=_duration(duration, "--duration"), publishers=publishers, rate=rate, qos=qos,
         payload_size=payload_size, payload=payload, topic=topic, subscribers=subscribers, fanout=fanout))
+    if pipeline:  # before anything is registered or started
+        from ecokit.bench.pipeline import pipeline_view, require_archive
+        from ecokit.bench.scenario import expand_topic
+
+        assert stack is not None
+        require_archive(pipeline_view(stack.config, expand_topic(spec.topic, run="0" * 8, publisher=0,
+                                                                 device="device")))
+        stack.require_running()
     phases = compile_phases(spec)
     slos = scenario_slos(spec, slo or [], [p.name for p in phases])
     sinks = [_sink(sink, stack) for sink in out_to or []]  # a bad --out is a usage error before anything runs
@@ -174,10 +188,15 @@ def bench(
     to_stdout = json_out
     status = _Status(quiet or to_stdout)
     runner = Bench(scenario, spec, target, slos=slos, options=options, progress=status)
+    view = None
+    if stack is not None and chosen is None:
+        from ecokit.bench.pipeline import pipeline_view
+
+        view = pipeline_view(stack.config, runner.publishers[0].topic)
     if not to_stdout:
         _print_plan(scenario, spec, runner, target.description, slos, adjusted=spec is not original)
-        if stack is not None and chosen is None:
-            _print_pipeline(stack, runner.publishers[0].topic)
+        if view is not None:
+            out.print(Text(view.header(runner.planned_total()), style="dim"), soft_wrap=True)
 
     def stop(signum: int, frame: Any) -> None:
         runner.request_stop()
@@ -196,6 +215,10 @@ def bench(
     finally:
         signal.signal(signal.SIGINT, previous)
 
+    if view is not None and pipeline:
+        result.pipeline = _measure_pipeline(stack, runner, result, quiet=quiet or to_stdout)
+    elif view is not None:
+        result.pipeline = view.summary()
     document = result.to_dict()
     document["settings"]["adjusted"] = spec is not original
     emit(document, as_json=to_stdout, output=output)
@@ -333,17 +356,35 @@ def _print_plan(name: str, spec: Any, runner: Any, target: str, slos: list[Any],
         out.print("[dim]SLOs: " + ", ".join(str(s) for s in slos) + "[/dim]")
 
 
-def _print_pipeline(stack: Any, topic: str) -> None:
-    """Say whether the stack's pipeline stores the bench traffic (then the bridge and InfluxDB carry it too)."""
-    from ecokit.bench.targets import archived_by
+def _measure_pipeline(stack: Any, runner: Any, result: Any, *, quiet: bool) -> dict[str, Any]:
+    """What the archive stored of the run (waiting, bounded, for the pipeline to drain)."""
+    from ecokit.bench.pipeline import PIPELINE_WAIT_S, measure_archive
+    from ecokit.replay import ARCHIVE, Archive
+    from ecokit.store.influx import InfluxV1
 
-    rules = archived_by(stack, topic)
-    if rules:
-        out.print(f"[dim]pipeline: the stack stores these messages (rule {', '.join(rules)}): the bridge and InfluxDB "
-                  "carry this load too; measure the broker alone with bridge.enabled: false or a narrower archive "
-                  "rule (docs/bench.md)[/dim]")
-    else:
-        out.print("[dim]pipeline: no rule stores the bench topics: the broker alone is measured[/dim]")
+    if not quiet:
+        err.print("[dim]pipeline: counting what the archive stored ...[/dim]")
+    with InfluxV1(stack.influx_endpoint("reader")) as client:
+        archive = Archive(client, retention_policy=stack.retention_policy_of(ARCHIVE))
+        measured = measure_archive(archive, runner.filter, sent=result.total.sent,
+                                   start_ns=result.started_ns - 1_000_000_000, last_send_ns=result.last_send_ns,
+                                   wait_s=PIPELINE_WAIT_S)
+    return measured.to_dict()
+
+
+def _print_pipeline_result(pipeline: dict[str, Any]) -> None:
+    if not pipeline.get("measured"):
+        return
+    sent, stored = pipeline["sent"], pipeline["stored"]
+    share = f" ({stored / sent * 100:.3g}%)" if sent else ""
+    line = f"pipeline: the archive stored {stored:,} of {sent:,} sent messages{share}"
+    if pipeline["stored_lag_ms"] is not None:
+        within = "at most " if pipeline["stored_lag_upper_bound"] else ""
+        line += (f"; all stored {within}{pipeline['stored_lag_ms'] / 1000:.2f} s after the last publish (the last "
+                 f"one received by the pipeline {_fmt_ms(pipeline['receive_lag_ms'])} ms after it)")
+    if not pipeline["complete"]:
+        line += f"; {pipeline['missing']:,} not stored after waiting {pipeline['waited_s']:g} s"
+    out.print(Text(line, style="" if pipeline["complete"] else "yellow"), soft_wrap=True)
 
 
 def _fmt_ms(value: Any) -> str:
@@ -370,6 +411,7 @@ def _print_result(result: Any) -> None:
                         style=style)
     out.print(flow)
     out.print(latency)
+    _print_pipeline_result(result.pipeline)
     c = result.connections
     pubs, subs = c["publishers"], c["subscribers"]
     out.print(f"connections: publishers {pubs['ever_connected']}/{pubs['clients']} "

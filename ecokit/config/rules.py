@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ecokit.acl import topic_matches
 from ecokit.config.base import Section
 from ecokit.durations import duration_seconds
 
@@ -198,6 +199,8 @@ class RuleConfig(Section):
     """One rule: topic filter → measurement."""
 
     topic: str = Field(description="MQTT topic filter")
+    exclude: tuple[str, ...] = Field((), description="topic filters this rule skips (a message matching any is "
+                                                     "not stored nor dead-lettered by it)")
     measurement: str
     payload: Literal["json", "raw"] = Field("json", description="raw: the payload is not parsed")
     tags: dict[str, TagSpec] = Field(default_factory=dict)
@@ -222,6 +225,24 @@ class RuleConfig(Section):
         if problem:
             raise ValueError(f"{value!r} is not a topic filter: {problem}")
         return value
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            problem = topic_filter_problem(item)
+            if problem:
+                raise ValueError(f"{item!r} is not a topic filter: {problem}")
+        return value
+
+    def takes(self, topic: str) -> bool:
+        """Whether a message on ``topic`` reaches this rule: it matches ``topic`` and no ``exclude``
+        filter (dead letters aside, see ``ecokit.rules.engine``)."""
+        return topic_matches(self.topic, topic) and not any(topic_matches(f, topic) for f in self.exclude)
+
+    def excluded_by(self, topic: str) -> str | None:
+        """The ``exclude`` filter that keeps ``topic`` from this rule, if any."""
+        return next((f for f in self.exclude if topic_matches(f, topic)), None)
 
     @field_validator("measurement")
     @classmethod
@@ -355,8 +376,12 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
         "time": {"from": "payload", "path": "ts", "unit": "ms"},
     },
     "archive": {
-        "description": "every message, byte for byte, for `ecokit replay`",
+        "description": "every message, byte for byte, for `ecokit replay` (bench traffic aside)",
         "topic": "#",
+        # `ecokit bench` floods bench/... (fleet/{device}/bench/... with --as-devices): archiving
+        # it would load the bridge and InfluxDB and fill the archive with synthetic payloads.
+        # `exclude: []` archives it too; `ecokit bench --pipeline` then measures what was stored.
+        "exclude": ["bench/#", "fleet/+/bench/#"],
         "payload": "raw",
         "measurement": "archive",
         "tags": {"topic": {"from": "topic"}},

@@ -112,7 +112,7 @@ class EmqxRule:
 
     def run(self, env: Env) -> list[tuple[str, str, str]]:
         """What EMQX does with one message: [("http", precision, body) | ("republish", topic, payload)]."""
-        if not topic_matches(self.topic, env.topic):
+        if not topic_matches(self.topic, env.topic):  # FROM "filter"
             return []
         env.selected.clear()
         for item in self.select:
@@ -187,6 +187,9 @@ class RenderedRule:
         rule = self.rule
         if rule.payload == "json" and _may_match_deadletters(rule.topic):
             conds.append(Not(Cmp("=~", Col("topic"), Const(DEADLETTER_PREFIX + "/#"))))
+        # `exclude`: `topic =~ 'filter'` is emqx_topic:match(topic, filter) (emqx_rule_runtime
+        # do_compare), so the rule neither stores nor dead-letters those messages.
+        conds.extend(Not(Cmp("=~", Col("topic"), Const(excluded))) for excluded in rule.exclude)
         for cond in rule.where:
             value = self._value(cond.path)
             if cond.op == "exists":

@@ -4,7 +4,8 @@ The bridge runs this for every message; the EMQX rendering (``ecokit.rules.emqx`
 implements the same checks in rule SQL, in the same order, and the shared test vectors
 (``tests/unit/rules/rule_vectors.yaml``) pin both. Checks, first failure wins:
 
-1. topic filter (rules with ``payload: json`` never see dead letters);
+1. topic filter, less the rule's ``exclude`` filters (skipped: neither stored nor
+   dead-lettered); rules with ``payload: json`` never see dead letters;
 2. where-filter: a message that does not match is skipped, not rejected (a message
    whose payload is not JSON does not match any where-filter);
 3. tags from topic levels or the whole topic (``bad_value``);
@@ -28,7 +29,6 @@ from typing import Any, Literal
 
 import orjson
 
-from ecokit.acl import topic_matches
 from ecokit.config.rules import (
     DEADLETTER_PREFIX,
     FLOAT_LIMIT,
@@ -211,7 +211,6 @@ class CompiledRule:
     def __init__(self, name: str, rule: RuleConfig) -> None:
         self.name = name
         self.rule = rule
-        self.filter = rule.topic
         self.json = rule.payload == "json"
         self.measurement = rule.measurement
         # Tags in key order: the canonical line protocol order, and the EMQX template's.
@@ -239,7 +238,7 @@ class CompiledRule:
     def matches(self, topic: str) -> bool:
         if self.json and topic.startswith(DEADLETTER_PREFIX + "/"):
             return False
-        return topic_matches(self.filter, topic)
+        return self.rule.takes(topic)
 
     def _where_holds(self, doc: Any) -> bool:
         if not isinstance(doc, dict):

@@ -172,7 +172,7 @@ def test_the_result_serialises_to_the_documented_shape() -> None:
     doc = result(slos=["p99_ms=1"], timeline=[{"t": 1.0}]).to_dict()
     assert set(doc) == {"scenario", "description", "run_id", "target", "started_at", "started_ns", "settings", "passed",
                         "stopped_early", "total", "phases", "connections", "broker", "slo", "warnings", "errors",
-                        "timeline"}
+                        "pipeline", "timeline"}
     assert doc["passed"] is False
     phase = doc["phases"][0]
     assert set(phase) >= {"name", "sent", "unique", "lost", "loss", "rate", "send_rate", "latency_ms", "send_lag_ms",

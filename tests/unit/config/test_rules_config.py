@@ -53,6 +53,21 @@ def test_a_default_rule_is_merged_and_null_deletes(tmp_path: Path) -> None:
     assert config.rules["telemetry"].fields["fuel"].min == 0
 
 
+def test_the_archive_skips_bench_traffic_unless_exclude_is_emptied(tmp_path: Path) -> None:
+    archive = StackConfig().rules["archive"]
+    assert archive.exclude == ("bench/#", "fleet/+/bench/#")
+    assert not archive.takes("bench/1a2b3c4d/p00000")
+    assert not archive.takes("fleet/veh-0001/bench/1a2b3c4d")
+    assert archive.excluded_by("bench/1a2b3c4d/p00000") == "bench/#"
+    assert archive.takes("fleet/veh-0001/telemetry")
+    assert archive.takes("benchmark/x")
+    assert archive.excluded_by("benchmark/x") is None
+    restored = _load(tmp_path, {"rules": {"archive": {"exclude": []}}}).rules["archive"]
+    assert restored.exclude == ()
+    assert restored.takes("bench/1a2b3c4d/p00000")
+    assert restored.retention == "24h", "the rest of the default archive rule stays"
+
+
 def test_environment_can_disable_a_rule(tmp_path: Path) -> None:
     config = _load(tmp_path, {}, env={"ECOKIT_RULES__ARCHIVE__ENABLED": "false"})
     assert config.rules["archive"].enabled is False
@@ -69,6 +84,9 @@ def test_a_new_rule_is_validated(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("rules", "expected"), [
     ({"t": {"topic": "a/#/b", "measurement": "m", "fields": {"x": {}}}},
      "rules.t.topic: 'a/#/b' is not a topic filter"),
+    ({"t": {"topic": "a/#", "exclude": ["a/+x"], "measurement": "m", "fields": {"x": {}}}},
+     "rules.t.exclude: 'a/+x' is not a topic filter: '+' must be a whole level"),
+    ({"archive": {"exclude": "bench/#"}}, "rules.archive.exclude"),
     ({"t": {"topic": "a/b", "measurement": "9m", "fields": {"x": {}}}}, "rules.t.measurement"),
     ({"t": {"topic": "a/b", "measurement": "m", "fields": {"x": {"min": 5, "max": 1}}}},
      "rules.t.fields.x: min (5) is above max (1)"),
