@@ -15,7 +15,6 @@ import pytest
 from ecokit.bench import BenchOptions, parse_slo, run_bench, stack_target, validate_scenario
 from ecokit.bench.targets import BenchTarget
 from ecokit.cli import main
-from ecokit.mqtt.target import BrokerTarget
 from ecokit.stack import Stack
 from ecokit.testing import running_stack, write_project
 
@@ -26,24 +25,27 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def tls_stack(tmp_path_factory: pytest.TempPathFactory, server_binaries: None) -> Iterator[Stack]:
-    """One stack for the module, broker alone, with a plain and a TLS listener."""
+    """One stack for the module, broker alone: devices on its TLS listener, ecokit-admin on the
+    plain internal one."""
     folder = tmp_path_factory.mktemp("shapes")
-    project = write_project(folder, devices=2, extra={"bridge": {"enabled": False}, "processor": {"enabled": False}})
+    project = write_project(folder, devices=8, extra={"bridge": {"enabled": False}, "processor": {"enabled": False}})
     with running_stack(project, profile="tls") as stack:
         yield stack
 
 
-def plain(target: BenchTarget, stack: Stack) -> BenchTarget:
-    """The same broker over its plain listener."""
-    return BenchTarget(BrokerTarget("127.0.0.1", stack.config.broker.ports.mqtt), target.auth, "plain",
-                       broker_pid=target.broker_pid)
+def plain(stack: Stack) -> BenchTarget:
+    """ecokit-admin's target: the internal listener, plain MQTT (devices get TLS only)."""
+    target = stack_target(stack)
+    assert not target.broker.tls
+    assert target.broker.port == stack.config.broker.ports.internal
+    return target
 
 
 def test_a_connect_ramp_reaches_its_target_and_times_every_connect(tls_stack: Stack) -> None:
     spec = validate_scenario({"publishers": 30, "qos": 1, "phases": [
         {"name": "ramp", "duration": "3s", "ramp_clients": 30, "rate": 2},
         {"name": "hold", "duration": "1s", "rate": 2}]})
-    result = run_bench("ramp", spec, plain(stack_target(tls_stack), tls_stack),
+    result = run_bench("ramp", spec, plain(tls_stack),
                        slos=[parse_slo("ramp.connect_success=100%"), parse_slo("loss=0")])
     assert result.passed, [v.line for v in result.violations]
     ramp, hold = result.phases
@@ -64,15 +66,16 @@ def test_a_connect_ramp_reaches_its_target_and_times_every_connect(tls_stack: St
 def test_churn_reconnects_publishers_without_losing_qos1_messages(tls_stack: Stack) -> None:
     spec = validate_scenario({"publishers": 20, "qos": 1, "phases": [
         {"name": "churn", "duration": "2s", "rate": 5, "churn": 0.5}]})
-    result = run_bench("churn", spec, plain(stack_target(tls_stack), tls_stack), slos=[parse_slo("loss=0")])
+    result = run_bench("churn", spec, plain(tls_stack), slos=[parse_slo("loss=0")])
     assert result.passed, [v.line for v in result.violations]
     assert result.phases[0].connect["attempts"] == 20  # 0.5 x 20 clients x 2 s
     assert result.phases[0].connect["success"] == 1.0
 
 
 def test_tls_connect_latency_is_measured_step_by_step(tls_stack: Stack) -> None:
-    target = stack_target(tls_stack)
-    assert target.broker.tls
+    target = stack_target(tls_stack, devices=8)  # publishers as devices: the TLS listener
+    assert target.device_broker is not None
+    assert target.device_broker.tls
     spec = validate_scenario({"publishers": 8, "qos": 1, "phases": [
         {"name": "connect", "duration": "2s", "connect_rate": 8, "rate": 1}]})
     result = run_bench("tls", spec, target, slos=[parse_slo("tls_p95_ms=5000"), parse_slo("connect_p95_ms=5000")])

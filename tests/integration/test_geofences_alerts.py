@@ -106,7 +106,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def client(stack: Stack, user: str = "ecokit-admin") -> SyncClient:
     username, password = (stack.device_credentials(user) if user in VEHICLES
                           else stack.service_credentials(user))
-    c = SyncClient("127.0.0.1", stack.config.broker.ports.mqtt, username=username, password=password)
+    ports = stack.config.broker.ports  # ecokit's own users connect on the internal listener
+    c = SyncClient("127.0.0.1", ports.mqtt if user in VEHICLES else ports.internal, username=username,
+                   password=password)
     reason, _, _ = c.connect()
     assert not reason.is_failure, f"{user} could not connect: {reason}"
     return c
