@@ -45,7 +45,9 @@ def docker_stack(tmp_path: Path, docker_lane: Lane, docker_host: str) -> Iterato
 
 
 def telemetry(vehicle: str, seq: int) -> bytes:
-    return json.dumps({"v": 1, "vehicle": vehicle, "seq": seq, "ts": 1_700_000_000_000 + seq * 1000,
+    # Recent times: telemetry older than the database's retention (30 days) is refused by InfluxDB.
+    start_ms = (int(time.time()) - 3600) * 1000
+    return json.dumps({"v": 1, "vehicle": vehicle, "seq": seq, "ts": start_ms + seq * 1000,
                        "lat": 48.1 + seq / 1000, "lng": 11.5, "speed": 40.0 + seq, "heading": 90.0,
                        "fuel": 70.0, "odometer": 1000.0, "engine": True, "status": "moving"}).encode()
 
@@ -149,8 +151,8 @@ def test_stack_lifecycle_on_a_real_engine(docker_stack: Path, docker_lane: Lane)
     metrics = f"http://{stack.readiness().host}:{stack.config.service_ports.processor}/metrics"
     wait_for("the processor to load the new geofence",
              lambda: "ecokit_processor_geofences 1.0" in requests.get(metrics, timeout=5).text, timeout=20)
-    with SyncClient(stack.readiness().host, stack.config.broker.ports.mqtt, username=user,
-                    password=password) as watcher:
+    with SyncClient("127.0.0.1", stack.config.broker.ports.internal, username=user,
+                    password=password) as watcher:  # ecokit-admin: the internal listener
         watcher.connect()
         watcher.subscribe("fleet/vehicle-0002/events", qos=1)
         publish(stack, "vehicle-0002", range(2))  # telemetry() puts vehicles in Munich, inside the yard
