@@ -43,10 +43,10 @@ def cpu_s() -> float:
 
 
 @contextmanager
-def stack(extra: dict[str, Any], devices: int = 3) -> Iterator[Stack]:
+def stack(extra: dict[str, Any], devices: int = 3, profile: str | None = None) -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="ecokit-bench-") as folder:
         config = write_project(Path(folder), devices=devices, extra=extra)
-        with running_stack(config) as running:
+        with running_stack(config, profile=profile) as running:
             yield running
 
 

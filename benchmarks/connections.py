@@ -14,6 +14,11 @@ The file-descriptor limit of this process is raised before the stack starts, so 
 
     python benchmarks/connections.py                           # 10,000 clients
     python benchmarks/connections.py --clients 20000 --rate 0.05
+    python benchmarks/connections.py --tls --clients 2000      # TLS connects, as registered devices
+
+``--tls``: the stack's ``tls`` profile; the publishers are that many registered devices with their
+own credentials on the TLS device listener (ecokit-admin, the subscriber, stays on the internal
+listener), and the connect time is split into TCP, TLS handshake and CONNECT → CONNACK.
 """
 
 from __future__ import annotations
@@ -38,14 +43,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.2, help="msg/s of each client")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=64, help="connects under way at once")
+    parser.add_argument("--tls", action="store_true", help="publishers as devices over the TLS listener")
     args = parser.parse_args()
     limit = raise_nofile(args.clients * 2 + 1024)
     print(machine() + f"; open-file limit {limit}")
     extra = {"bridge": {"enabled": False}, "processor": {"enabled": False}, "broker": {"max_queued_messages": 0}}
     spec = validate_scenario({"publishers": args.clients, "qos": 1, "payload_size": 64, "phases": [
         {"name": "hold", "duration": args.seconds, "rate": args.rate}]})
-    with stack(extra) as st:
-        result = run_bench("connections", spec, stack_target(st), slos=[parse_slo("loss=0")],
+    with stack(extra, devices=args.clients if args.tls else 3, profile="tls" if args.tls else None) as st:
+        target = stack_target(st, devices=args.clients) if args.tls else stack_target(st)
+        result = run_bench("connections", spec, target, slos=[parse_slo("loss=0")],
                            options=BenchOptions(connect_timeout=300, connect_concurrency=args.concurrency,
                                                 drain=30))
     pubs = result.connections["publishers"]
@@ -55,7 +62,10 @@ def main() -> None:
     figures = {
         "clients": args.clients, "connected": pubs["ever_connected"], "connected_at_end": pubs["connected_at_end"],
         "attempts": setup.get("attempts"), "connect_p50_ms": total.get("p50_ms"), "connect_p99_ms": total.get("p99_ms"),
-        "connect_max_ms": total.get("max_ms"), "memory_kb_per_connection": pubs.get("memory_kb_per_connection"),
+        "connect_max_ms": total.get("max_ms"), "tls": args.tls,
+        **{f"{step}_p50_ms": setup.get(f"{step}_ms", {}).get("p50_ms") for step in ("tcp", "tls", "connack")},
+        **{f"{step}_p99_ms": setup.get(f"{step}_ms", {}).get("p99_ms") for step in ("tcp", "tls", "connack")},
+        "memory_kb_per_connection": pubs.get("memory_kb_per_connection"),
         "sent": result.total.sent, "delivered": result.total.unique, "lost": result.total.lost,
         "latency_p50_ms": result.total.latency.get("p50_ms"), "latency_p99_ms": result.total.latency.get("p99_ms"),
         "puback_p99_ms": result.total.puback.get("p99_ms"), "publisher_cpu_s": pubs["cpu_s"],
@@ -65,6 +75,9 @@ def main() -> None:
     print(f"connected {figures['connected']:,} of {args.clients:,} from one process "
           f"({figures['attempts']:,} attempts); connect p50/p99/max {figures['connect_p50_ms']}/"
           f"{figures['connect_p99_ms']}/{figures['connect_max_ms']} ms")
+    steps = [s for s in ("tcp", "tls", "connack") if figures[f"{s}_p50_ms"] is not None]
+    print("  of which p50/p99: " + ", ".join(f"{s} {figures[f'{s}_p50_ms']}/{figures[f'{s}_p99_ms']} ms"
+                                           for s in steps))
     print(f"memory: {figures['memory_kb_per_connection']} KB per connection (goal < 10 KB)")
     print(f"messages: sent {figures['sent']:,}, delivered {figures['delivered']:,}, lost {figures['lost']}; latency "
           f"p50/p99 {figures['latency_p50_ms']}/{figures['latency_p99_ms']} ms, "

@@ -45,6 +45,8 @@ from ecokit.bench.protocol import (
 )
 from ecokit.bench.results import BenchResult, Timeline, build_result
 from ecokit.bench.scenario import (
+    DEFAULT_TOPIC,
+    DEVICE_TOPIC,
     PhasePlan,
     busiest,
     compile_connections,
@@ -146,6 +148,9 @@ class Bench:
 
     def __init__(self, name: str, spec: ScenarioSpec, target: BenchTarget, *, slos: Sequence[Slo] = (),
                  options: BenchOptions | None = None, progress: Callable[[Progress], None] | None = None) -> None:
+        if target.devices and spec.topic == DEFAULT_TOPIC:
+            # Devices may publish only under fleet/{their id}/: the default topic moves there.
+            spec = spec.model_copy(update={"topic": DEVICE_TOPIC})
         self.name = name
         self.spec = spec
         self.target = target
