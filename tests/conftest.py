@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -79,3 +80,12 @@ def running(project: Path, server_binaries: None) -> Iterator[Stack]:
     """The default local stack (mosquitto + influxd), up for one test, purged after."""
     with running_stack(project) as stack:
         yield stack
+
+
+@pytest.fixture
+def no_caller_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ECOKIT_* or load-test variables (BROKER_*, QOS, PAYLOAD_SIZE) from the caller's shell:
+    commands under test read them."""
+    for name in list(os.environ):
+        if name.startswith(("ECOKIT_", "BROKER_")) or name in ("QOS", "PAYLOAD_SIZE"):
+            monkeypatch.delenv(name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from ecokit.cli import main
 from ecokit.stack import Stack
 from ecokit.testing import running_stack
 
-pytestmark = pytest.mark.usefixtures("server_binaries")
+pytestmark = pytest.mark.usefixtures("server_binaries", "no_caller_environment")
 
 ProjectFactory = Callable[..., Path]
 
@@ -32,13 +31,6 @@ CUSTOM = {"scenarios": {"two-step": {
         {"name": "busy", "duration": "1500ms", "total_rate": 400, "slo": {"min_rate": 200}},
     ],
 }}}
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("ECOKIT_", "BROKER_")) or name in ("QOS", "PAYLOAD_SIZE"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ bench traffic is not archived by default while fleet traffic is; with `rules.arc
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +18,7 @@ from ecokit.stack import Stack
 from ecokit.store.influx import InfluxV1
 from ecokit.testing import SyncClient, running_stack, wait_for, write_project
 
-pytestmark = pytest.mark.usefixtures("server_binaries")
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("ECOKIT_", "BROKER_")) or name in ("QOS", "PAYLOAD_SIZE"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("server_binaries", "no_caller_environment")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ and the HTML report in a real headless Chromium."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -88,11 +87,9 @@ def test_tls_connect_latency_is_measured_step_by_step(tls_stack: Stack) -> None:
     assert connect["total_ms"]["p50_ms"] >= connect["tls_ms"]["p50_ms"]
 
 
+@pytest.mark.usefixtures("no_caller_environment")
 def test_a_join_spike_checks_its_connect_slos_and_exits_99(tls_stack: Stack, capsys: pytest.CaptureFixture[str],
-                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("ECOKIT_", "BROKER_")):
-            monkeypatch.delenv(name)
+                                                           tmp_path: Path) -> None:
     output = tmp_path / "spike.json"
     code = main(["bench", "join-spike", "-c", str(tls_stack.project_dir / "ecokit.yaml"), "--publishers", "44",
                  "--duration", "5s", "--quiet", "--slo", "join.connect_p95_ms=0.001", "--output", str(output)])
@@ -150,11 +147,9 @@ def test_the_html_report_renders_in_headless_chromium_without_console_errors(tls
     assert any("on purpose" in line for line in console_errors(log))
 
 
-def test_out_influxdb_writes_rows_the_bench_dashboard_queries(tls_stack: Stack, capsys: pytest.CaptureFixture[str],
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("ECOKIT_", "BROKER_")):
-            monkeypatch.delenv(name)
+@pytest.mark.usefixtures("no_caller_environment")
+def test_out_influxdb_writes_rows_the_bench_dashboard_queries(tls_stack: Stack,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["bench", "steady", "-c", str(tls_stack.project_dir / "ecokit.yaml"), "--publishers", "2",
                  "--duration", "3s", "--rate", "100", "--slo", "loss=0", "--json", "--out", "influxdb"])
     captured = capsys.readouterr()

@@ -3,7 +3,6 @@ a fresh working directory, and `cli(...)` to run a command and get (code, stdout
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,10 +14,7 @@ CliRunner = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(("ECOKIT_", "BROKER_")) or name in ("QOS", "PAYLOAD_SIZE"):
-            monkeypatch.delenv(name)
+def _clean_environment(no_caller_environment: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
