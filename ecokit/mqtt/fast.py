@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ecokit.errors import BrokerError
-from ecokit.mqtt.packets import CONNACK_REASONS, packet, utf8, varint
+from ecokit.mqtt.packets import CONNACK_REASONS, packet, read_varint, utf8, varint
 
 # The encoding primitives are shared with the publish path (ecokit.mqtt.packets).
 _varint, _str, _packet = varint, utf8, packet
@@ -123,7 +123,7 @@ class FastMqtt:
             return self.session_present
 
     def _parse_connack_props(self, data: bytes) -> None:
-        length, i = self._read_varint(data, 0)
+        length, i = read_varint(data, 0)
         end = i + length
         while i < end:
             prop = data[i]
@@ -146,17 +146,6 @@ class FastMqtt:
                     i += 2 + n
             else:
                 return
-
-    @staticmethod
-    def _read_varint(data: bytes | bytearray, i: int) -> tuple[int, int]:
-        value, shift = 0, 0
-        while True:
-            byte = data[i]
-            i += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value, i
-            shift += 7
 
     def close(self) -> None:
         if self.sock is not None:
@@ -288,7 +277,7 @@ class FastMqtt:
         if len(buf) < 2:
             return None
         try:
-            length, i = self._read_varint(buf, 1)
+            length, i = read_varint(buf, 1)
         except IndexError:
             return None
         if len(buf) < i + length:
@@ -354,14 +343,14 @@ class FastMqtt:
                 if plen < 0x80:
                     j += 1 + plen
                 else:
-                    plen, j = self._read_varint(buf, j)
+                    plen, j = read_varint(buf, j)
                     j += plen
                 out.append((topic, bytes(buf[j:end]), qos, bool(first & 1), pid))
             elif ptype == 4:  # PUBACK for one of ours
                 inflight.pop((buf[i] << 8) | buf[i + 1], None)
             elif ptype in (9, 11):  # SUBACK / UNSUBACK: pid, properties, reason codes
                 pid = (buf[i] << 8) | buf[i + 1]
-                plen, k = self._read_varint(buf, i + 2)
+                plen, k = read_varint(buf, i + 2)
                 self._acks[pid] = list(buf[k + plen:end])
             elif ptype == 14:  # DISCONNECT from the server
                 self.disconnect_reason = buf[i] if length else 0
